@@ -1,0 +1,341 @@
+"""Pixel-identical, faster drop-in replacement for gymnasium's ``CarRacing-v3``.
+
+Almost all of a stock ``CarRacing`` step is spent rendering: ``_render_road``
+rotates, scales, translates and bounds-checks every one of the ~700
+background/grass/road polygons in Python, one ``pygame.math.Vector2`` at a
+time, although only a few dozen of them end up on screen; and ``_render``
+builds a fresh ``pygame.font.Font`` (with an empty glyph cache) every frame
+just to print the score.
+
+:class:`FastCarRacing` performs exactly the same computation in bulk:
+
+* The polygon geometry (play-field background, the 400 grass patches, and the
+  road/border polygons of the current track) is stacked once per track into a
+  single ``(N, 4, 2)`` float64 array.  Each frame it is transformed with numpy
+  using the very same sequence of IEEE-754 double operations as the stock code
+  (``c*x - s*y``, ``s*x + c*y``, ``* zoom``, ``+ translation``), and the same
+  "any vertex inside the enlarged screen box" test selects the polygons to
+  draw.  The visible polygons are then drawn with the same ``gfxdraw`` calls,
+  in the same order, with the same float coordinates and colours.
+* ``pygame.math.Vector2.rotate_rad`` reduces the angle modulo 2*pi and
+  special-cases angles within ``epsilon`` of a multiple of pi/2 before taking
+  sin/cos.  Rather than re-implementing that, the cosine and sine actually used
+  by pygame are read off by rotating the unit vector ``(1, 0)``: the result is
+  exactly ``(c, s)``, and since rotation is ``(c*x - s*y, s*x + c*y)`` the
+  vectorized transform reproduces ``rotate_rad`` to the last bit (this also
+  holds in the special cases, where ``(c, s)`` is ``(+-1, 0)`` / ``(0, +-1)``;
+  only the sign of an exact zero could differ, and it is erased by adding the
+  non-zero screen translation before pixels are rasterized).
+* Road tile colours are *not* cached: the contact listener recolours a tile
+  in place when it is first touched, so colours are read from
+  ``self.road_poly`` at draw time, and only for the visible polygons.
+* The score font is created once per environment (instead of once per frame)
+  and the rendered score text is cached by its string, so unchanged score
+  text is simply blitted again.  Font rendering is deterministic, so the
+  blitted pixels are the same.
+
+Everything else (physics, rewards, terminations, indicators, the car
+drawing, the y-flip and the final ``smoothscale``) is inherited or done with
+the same pygame calls as the stock environment, so observations, rewards,
+terminations, truncations and infos are identical to ``CarRacing-v3`` for the
+same seed and actions (verified by ``tests/data_gen/test_fast_car_racing.py``
+over full episodes, including the zoom-in frames at the start, with default
+settings, ``domain_randomize=True`` and ``continuous=False``).  No frame is
+known to differ, so no error bound is needed.
+
+This module imports only numpy, pygame and gymnasium (no TensorFlow) and does
+no work at import time beyond defining the class; call :func:`register` to
+make ``gymnasium.make("CarRacingFast-v3")`` available.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import gymnasium as gym
+from gymnasium.envs.box2d import car_racing as _cr
+
+import pygame
+from pygame import gfxdraw
+
+__all__ = ["ENV_ID", "FastCarRacing", "register"]
+
+#: Gymnasium id under which :func:`register` registers :class:`FastCarRacing`.
+ENV_ID = "CarRacingFast-v3"
+_ENTRY_POINT = "data_gen.fast_car_racing:FastCarRacing"
+_STOCK_ID = "CarRacing-v3"
+
+# Score-text cache entries per environment before the cache is cleared.
+_TEXT_CACHE_MAX = 4096
+
+
+def _static_polygons() -> np.ndarray:
+    """Return the background and grass polygons as a ``(401, 4, 2)`` array.
+
+    Vertices are computed with the same Python float expressions, in the same
+    order, as ``CarRacing._render_road``; index 0 is the play-field
+    background, indices 1..400 the grass patches.
+    """
+    b = _cr.PLAYFIELD
+    polys = [[(b, b), (b, -b), (-b, -b), (-b, b)]]
+    g = _cr.GRASS_DIM
+    for x in range(-20, 20, 2):
+        for y in range(-20, 20, 2):
+            polys.append(
+                [
+                    (g * x + g, g * y + 0),
+                    (g * x + 0, g * y + 0),
+                    (g * x + 0, g * y + g),
+                    (g * x + g, g * y + g),
+                ]
+            )
+    return np.array(polys, dtype=np.float64)
+
+
+_STATIC_POLYS: np.ndarray | None = None
+
+
+def _get_static_polygons() -> np.ndarray:
+    """Lazily build (once per process) and return the static polygons."""
+    global _STATIC_POLYS
+    if _STATIC_POLYS is None:
+        _STATIC_POLYS = _static_polygons()
+        _STATIC_POLYS.setflags(write=False)
+    return _STATIC_POLYS
+
+
+_N_STATIC = 1 + 20 * 20  # background + grass patches
+
+# A polygon whose bounding box lies more than this many pixels outside the
+# surface cannot touch a pixel (gfxdraw clips to the surface; anti-aliased
+# edges spread at most one pixel beyond the integer vertex coordinates), so it
+# is not drawn.  Generous on purpose.
+_CULL_MARGIN = 4.0
+
+
+class FastCarRacing(_cr.CarRacing):
+    """``CarRacing`` with bulk (numpy) road rendering and a cached score text.
+
+    Takes the same keyword arguments as gymnasium's ``CarRacing`` and produces
+    identical observations, rewards, terminations, truncations and infos; see
+    the module docstring for what is done differently and why it is exact.
+    """
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        verbose: bool = False,
+        lap_complete_percent: float = 0.95,
+        domain_randomize: bool = False,
+        continuous: bool = True,
+    ) -> None:
+        """Create the environment; arguments are those of ``CarRacing``."""
+        super().__init__(
+            render_mode=render_mode,
+            verbose=verbose,
+            lap_complete_percent=lap_complete_percent,
+            domain_randomize=domain_randomize,
+            continuous=continuous,
+        )
+        # Geometry cache for the current track (rebuilt when road_poly changes).
+        self._geom_src: list | None = None
+        self._geom_len = -1
+        self._geom: np.ndarray | None = None
+        self._geom_x: np.ndarray | None = None
+        self._geom_y: np.ndarray | None = None
+        # Score font and rendered-text cache.
+        self._font: pygame.font.Font | None = None
+        self._text_cache: dict[str, tuple[pygame.Surface, pygame.Rect]] = {}
+
+    # ------------------------------------------------------------------ road
+    def _road_geometry(self) -> np.ndarray | None:
+        """Return the stacked ``(N, 4, 2)`` geometry for the current track.
+
+        Returns ``None`` if ``road_poly`` contains a polygon that is not a
+        quadrilateral (never the case for stock tracks), in which case the
+        caller falls back to the stock per-polygon path.
+        """
+        road_poly = self.road_poly
+        if self._geom_src is not road_poly or self._geom_len != len(road_poly):
+            self._geom_src = road_poly
+            self._geom_len = len(road_poly)
+            if any(len(poly) != 4 for poly, _ in road_poly):
+                self._geom = None
+            else:
+                road = np.array(
+                    [[(p[0], p[1]) for p in poly] for poly, _ in road_poly],
+                    dtype=np.float64,
+                ).reshape(-1, 4, 2)
+                self._geom = np.concatenate([_get_static_polygons(), road])
+                self._geom_x = np.ascontiguousarray(self._geom[:, :, 0])
+                self._geom_y = np.ascontiguousarray(self._geom[:, :, 1])
+        return self._geom
+
+    def _render_road(self, zoom: float, translation, angle: float) -> None:
+        """Draw background, grass and road exactly like the stock method.
+
+        Same polygons, same order, same float coordinates and colours as
+        ``CarRacing._render_road`` / ``_draw_colored_polygon``, but the
+        transform and the visibility test are done for all polygons at once.
+        """
+        geom = self._road_geometry()
+        if geom is None:  # pragma: no cover - defensive, not reachable stock
+            super()._render_road(zoom, translation, angle)
+            return
+
+        # The exact (cos, sin) pair pygame's rotate_rad uses for this angle
+        # (after its modulo-2*pi reduction and right-angle special cases).
+        c, s = pygame.math.Vector2(1.0, 0.0).rotate_rad(angle)
+        tx, ty = translation[0], translation[1]
+        gx = self._geom_x
+        gy = self._geom_y
+        px = (c * gx - s * gy) * zoom + tx
+        py = (s * gx + c * gy) * zoom + ty
+
+        m = _cr.MAX_SHAPE_DIM
+        inside = (
+            (px >= -m)
+            & (px <= _cr.WINDOW_W + m)
+            & (py >= -m)
+            & (py <= _cr.WINDOW_H + m)
+        )
+        visible = inside.any(axis=1)
+        # Of those, only polygons whose bounding box reaches the surface can
+        # change a pixel; the others would be clipped away entirely by gfxdraw.
+        e = _CULL_MARGIN
+        visible &= (
+            (px.max(axis=1) >= -e)
+            & (px.min(axis=1) <= _cr.WINDOW_W + e)
+            & (py.max(axis=1) >= -e)
+            & (py.min(axis=1) <= _cr.WINDOW_H + e)
+        )
+        visible[0] = True  # the background is drawn unclipped
+        idx = np.flatnonzero(visible)
+
+        pts = np.stack([px[idx], py[idx]], axis=-1).tolist()
+        surf = self.surf
+        aapolygon = gfxdraw.aapolygon
+        filled_polygon = gfxdraw.filled_polygon
+        bg_color = self.bg_color
+        grass_color = self.grass_color
+        road_poly = self.road_poly
+        for i, poly in zip(idx.tolist(), pts):
+            if i == 0:
+                color = bg_color
+            elif i < _N_STATIC:
+                color = grass_color
+            else:
+                color = [int(v) for v in road_poly[i - _N_STATIC][1]]
+            aapolygon(surf, poly, color)
+            filled_polygon(surf, poly, color)
+
+    # ----------------------------------------------------------------- text
+    def _score_text(self, text: str) -> tuple[pygame.Surface, pygame.Rect]:
+        """Return the rendered score ``text`` and its placed rect (cached)."""
+        hit = self._text_cache.get(text)
+        if hit is not None:
+            return hit
+        if len(self._text_cache) >= _TEXT_CACHE_MAX:
+            self._text_cache.clear()
+        try:
+            if self._font is None:
+                raise pygame.error("no font yet")
+            surface = self._font.render(text, True, (255, 255, 255), (0, 0, 0))
+        except pygame.error:
+            # First use, or the font module was re-initialised (pygame.quit()).
+            self._font = pygame.font.Font(pygame.font.get_default_font(), 42)
+            surface = self._font.render(text, True, (255, 255, 255), (0, 0, 0))
+        rect = surface.get_rect()
+        rect.center = (60, _cr.WINDOW_H - _cr.WINDOW_H * 2.5 / 40.0)
+        self._text_cache[text] = (surface, rect)
+        return surface, rect
+
+    # --------------------------------------------------------------- render
+    def _render(self, mode: str):
+        """Render a frame; same steps as ``CarRacing._render``.
+
+        Differences are purely in how the work is done: the road is drawn by
+        the vectorized :meth:`_render_road` and the score text comes from a
+        cache instead of a freshly created font every frame.
+        """
+        assert mode in self.metadata["render_modes"]
+
+        if not pygame.font.get_init():
+            pygame.font.init()
+            self._font = None
+        if self.screen is None and mode == "human":
+            pygame.display.init()
+            self.screen = pygame.display.set_mode((_cr.WINDOW_W, _cr.WINDOW_H))
+        if self.clock is None:
+            self.clock = pygame.time.Clock()
+
+        if "t" not in self.__dict__:
+            return  # reset() not called yet
+
+        self.surf = pygame.Surface((_cr.WINDOW_W, _cr.WINDOW_H))
+
+        assert self.car is not None
+        angle = -self.car.hull.angle
+        # Animating first second zoom.
+        zoom = 0.1 * _cr.SCALE * max(1 - self.t, 0) + _cr.ZOOM * _cr.SCALE * min(
+            self.t, 1
+        )
+        scroll_x = -(self.car.hull.position[0]) * zoom
+        scroll_y = -(self.car.hull.position[1]) * zoom
+        trans = pygame.math.Vector2((scroll_x, scroll_y)).rotate_rad(angle)
+        trans = (_cr.WINDOW_W / 2 + trans[0], _cr.WINDOW_H / 4 + trans[1])
+
+        self._render_road(zoom, trans, angle)
+        self.car.draw(
+            self.surf,
+            zoom,
+            trans,
+            angle,
+            mode not in ["state_pixels_list", "state_pixels"],
+        )
+
+        self.surf = pygame.transform.flip(self.surf, False, True)
+
+        # showing stats
+        self._render_indicators(_cr.WINDOW_W, _cr.WINDOW_H)
+
+        text, text_rect = self._score_text(f"{self.reward:04.0f}")
+        self.surf.blit(text, text_rect)
+
+        if mode == "human":
+            pygame.event.pump()
+            self.clock.tick(self.metadata["render_fps"])
+            assert self.screen is not None
+            self.screen.fill(0)
+            self.screen.blit(self.surf, (0, 0))
+            pygame.display.flip()
+        elif mode == "rgb_array":
+            return self._create_image_array(self.surf, (_cr.VIDEO_W, _cr.VIDEO_H))
+        elif mode == "state_pixels":
+            return self._create_image_array(self.surf, (_cr.STATE_W, _cr.STATE_H))
+        else:
+            return self.isopen
+
+    def close(self) -> None:
+        """Close the environment and drop the cached font and text."""
+        self._font = None
+        self._text_cache.clear()
+        super().close()
+
+
+def register() -> None:
+    """Register :class:`FastCarRacing` with gymnasium as ``CarRacingFast-v3``.
+
+    Uses the same kwargs, ``max_episode_steps`` and ``reward_threshold`` as
+    the stock ``CarRacing-v3`` registration.  Idempotent: does nothing if the
+    id is already registered.
+    """
+    if ENV_ID in gym.envs.registry:
+        return
+    stock = gym.spec(_STOCK_ID)
+    gym.register(
+        id=ENV_ID,
+        entry_point=_ENTRY_POINT,
+        kwargs=dict(stock.kwargs),
+        max_episode_steps=stock.max_episode_steps,
+        reward_threshold=stock.reward_threshold,
+    )

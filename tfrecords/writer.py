@@ -1,0 +1,222 @@
+"""Crash-safe, resumable writing of sharded episode datasets (rollouts and latent series).
+
+The layout of a dataset directory ``OUT``:
+
+* ``OUT/<prefix>-00003-of-00010.tfrecord.gz``: finished shards, each renamed into place only
+  once complete, so a shard that exists under its final name is whole;
+* ``OUT/.incomplete/``: while a run is unfinished, its spec (``spec.json``), the statistics of
+  each finished shard (``<shard>.json``, written before the shard is renamed into place) and
+  temporary files of shards in progress;
+* ``OUT/manifest.json``: written last, atomically; then ``.incomplete/`` is removed.
+
+Rerunning the same command resumes: finished shards are kept, temporary ones are redone.
+A directory that holds a different run (another spec) is refused with :class:`RunMismatchError`.
+Paths go through ``tf.io.gfile`` so ``gs://`` works as well as local disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from typing import Any, Iterable, Sequence
+
+
+from tfrecords import schema
+from tfrecords.errors import RunMismatchError  # noqa: F401  (re-exported)
+
+INCOMPLETE_DIR = ".incomplete"
+SPEC_NAME = "spec.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+    """Which items (episode indices) go into which shard."""
+
+    index: int
+    num_shards: int
+    items: tuple[int, ...]
+    prefix: str = "shard"
+
+    @property
+    def name(self) -> str:
+        return f"{self.prefix}-{self.index:05d}-of-{self.num_shards:05d}{schema.SHARD_SUFFIX}"
+
+
+def plan_shards(num_items: int, items_per_shard: int, prefix: str = "shard") -> list[ShardPlan]:
+    """Splits items ``0..num_items-1`` into consecutive shards of ``items_per_shard``."""
+    if num_items <= 0 or items_per_shard <= 0:
+        raise ValueError("num_items and items_per_shard must be positive")
+    n = -(-num_items // items_per_shard)
+    return [
+        ShardPlan(i, n, tuple(range(i * items_per_shard, min((i + 1) * items_per_shard, num_items))), prefix)
+        for i in range(n)
+    ]
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def _join(*parts: str) -> str:
+    return "/".join([parts[0].rstrip("/"), *parts[1:]]) if "://" in parts[0] else os.path.join(*parts)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes JSON under a temporary name, then renames it over ``path``."""
+    gfile = _gfile()
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with gfile.GFile(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    gfile.rename(tmp, path, overwrite=True)
+
+
+def read_json(path: str) -> Any:
+    with _gfile().GFile(path, "r") as f:
+        return json.loads(f.read())
+
+
+def episode_stats(ep: schema.Episode) -> dict:
+    """Per-episode numbers that shards and manifests sum up."""
+    return {"frames": len(ep), "return": ep.total_reward}
+
+
+def write_shard(out_dir: str, plan: ShardPlan, episodes: Iterable[schema.Episode]) -> dict:
+    """Writes one shard atomically and returns its statistics.
+
+    Episodes are written to a temporary file in ``OUT/.incomplete``; the statistics go to
+    ``OUT/.incomplete/<shard>.json``; only then is the shard renamed to its final name.
+    """
+    import tensorflow as tf
+
+    gfile = tf.io.gfile
+    inc = _join(out_dir, INCOMPLETE_DIR)
+    tmp = _join(inc, f"{plan.name}.tmp-{uuid.uuid4().hex[:8]}")
+    stats = {"name": plan.name, "episodes": 0, "frames": 0, "return_sum": 0.0, "first_item": plan.items[0]}
+    opts = tf.io.TFRecordOptions(compression_type=schema.COMPRESSION)
+    try:
+        with tf.io.TFRecordWriter(tmp, opts) as w:
+            for ep in episodes:
+                w.write(schema.encode_episode(ep))
+                stats["episodes"] += 1
+                stats["frames"] += len(ep)
+                stats["return_sum"] += ep.total_reward
+        if stats["episodes"] != len(plan.items):
+            raise RuntimeError(f"{plan.name}: produced {stats['episodes']} episodes, planned {len(plan.items)}")
+        stats["bytes"] = int(gfile.stat(tmp).length)
+        write_json_atomic(_join(inc, plan.name + ".json"), stats)
+        gfile.rename(tmp, _join(out_dir, plan.name), overwrite=False)
+    except BaseException:
+        if gfile.exists(tmp):
+            gfile.remove(tmp)
+        raise
+    return stats
+
+
+class ShardedRun:
+    """The state of one output directory: what is finished, what is left, and the manifest.
+
+    Args:
+      out_dir: the dataset directory (created if missing).
+      kind: ``schema.KIND_ROLLOUTS`` or ``schema.KIND_LATENTS``.
+      spec: everything that determines the data (flags that change content). Resuming with
+        a different spec is refused; settings that do not change the data (worker counts)
+        must not be in it.
+      plans: the shard plan.
+    """
+
+    def __init__(self, out_dir: str, kind: str, spec: dict, plans: Sequence[ShardPlan]):
+        self.out_dir = out_dir
+        self.kind = kind
+        self.spec = json.loads(json.dumps(spec))  # normalized as it will read back
+        self.plans = list(plans)
+        self.manifest_path = _join(out_dir, schema.MANIFEST_NAME)
+        self.inc_dir = _join(out_dir, INCOMPLETE_DIR)
+
+    def prepare(self) -> bool:
+        """Checks the directory and readies it for writing. Returns True if the run is already complete.
+
+        Raises RunMismatchError if the directory belongs to another run, OSError-like errors
+        if it cannot be created or written.
+        """
+        gfile = _gfile()
+        if gfile.exists(self.manifest_path):
+            manifest = read_json(self.manifest_path)
+            if manifest.get("spec") != self.spec or manifest.get("kind") != self.kind:
+                raise RunMismatchError(
+                    f"{self.out_dir} already holds a finished {manifest.get('kind', 'unknown')} dataset made with "
+                    f"different settings ({_spec_diff(manifest.get('spec') or {}, self.spec)}); "
+                    "choose another output directory"
+                )
+            return True
+        spec_path = _join(self.inc_dir, SPEC_NAME)
+        if gfile.exists(spec_path):
+            old = read_json(spec_path)
+            if old != {"kind": self.kind, "spec": self.spec}:
+                raise RunMismatchError(
+                    f"{self.out_dir} holds an unfinished run with different settings "
+                    f"({_spec_diff(old.get('spec') or {}, self.spec)}); rerun that command to finish it, "
+                    "or choose another output directory"
+                )
+        else:
+            if gfile.exists(self.out_dir) and gfile.glob(_join(self.out_dir, "*" + schema.SHARD_SUFFIX)):
+                raise RunMismatchError(f"{self.out_dir} already holds shards from an unknown run; choose another output directory")
+            gfile.makedirs(self.inc_dir)
+            write_json_atomic(spec_path, {"kind": self.kind, "spec": self.spec})
+        # Temporary files are shards a killed run did not finish: redo them.
+        for tmp in gfile.glob(_join(self.inc_dir, "*.tmp-*")):
+            gfile.remove(tmp)
+        return False
+
+    def is_done(self, plan: ShardPlan) -> bool:
+        gfile = _gfile()
+        return gfile.exists(_join(self.out_dir, plan.name)) and gfile.exists(_join(self.inc_dir, plan.name + ".json"))
+
+    def pending(self) -> list[ShardPlan]:
+        """Plans whose shard is not finished yet."""
+        return [p for p in self.plans if not self.is_done(p)]
+
+    def finalize(self, extra: dict | None = None) -> dict:
+        """Writes the manifest from the finished shards' statistics and removes ``.incomplete``."""
+        gfile = _gfile()
+        missing = [p.name for p in self.pending()]
+        if missing:
+            raise RuntimeError(f"cannot finalize {self.out_dir}: {len(missing)} shards unfinished, e.g. {missing[0]}")
+        shards = [read_json(_join(self.inc_dir, p.name + ".json")) for p in self.plans]
+        episodes = sum(s["episodes"] for s in shards)
+        manifest = {
+            "schema_version": schema.SCHEMA_VERSION,
+            "kind": self.kind,
+            "episodes": int(episodes),
+            "frames": int(sum(s["frames"] for s in shards)),
+            "mean_return": float(sum(s["return_sum"] for s in shards) / max(episodes, 1)),
+            "shards": shards,
+            "spec": self.spec,
+            **(extra or {}),
+        }
+        write_json_atomic(self.manifest_path, manifest)
+        gfile.rmtree(self.inc_dir)
+        return manifest
+
+
+def _spec_diff(old: dict, new: dict) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if not keys:
+        return "different kind"
+    return ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in keys[:4])
+
+
+def package_versions(names: Sequence[str] = ("tensorflow", "gymnasium", "numpy", "world-models")) -> dict:
+    """Installed versions of the packages that shape the data, for manifests."""
+    from importlib import metadata
+
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    return out
