@@ -112,6 +112,35 @@ _N_STATIC = 1 + 20 * 20  # background + grass patches
 _CULL_MARGIN = 4.0
 
 
+def _covers_surface(quad, width: float, height: float, margin: float) -> bool:
+    """Whether the convex ``quad`` contains the surface grown by ``margin``.
+
+    True only if every corner of ``[-margin, width + margin] x [-margin,
+    height + margin]`` is at least ``margin`` pixels inside every edge.
+    """
+    corners = (
+        (-margin, -margin),
+        (width + margin, -margin),
+        (width + margin, height + margin),
+        (-margin, height + margin),
+    )
+    sign = 0.0
+    for k in range(4):
+        x0, y0 = quad[k]
+        x1, y1 = quad[(k + 1) % 4]
+        ex, ey = x1 - x0, y1 - y0
+        length = (ex * ex + ey * ey) ** 0.5
+        if not length > 0.0:
+            return False
+        for cx, cy in corners:
+            d = (ex * (cy - y0) - ey * (cx - x0)) / length
+            if sign == 0.0:
+                sign = 1.0 if d > 0 else -1.0
+            if d * sign <= margin:
+                return False
+    return True
+
+
 class FastCarRacing(_cr.CarRacing):
     """``CarRacing`` with bulk (numpy) road rendering and a cached score text.
 
@@ -139,20 +168,24 @@ class FastCarRacing(_cr.CarRacing):
         # Geometry cache for the current track (rebuilt when road_poly changes).
         self._geom_src: list | None = None
         self._geom_len = -1
-        self._geom: np.ndarray | None = None
-        self._geom_x: np.ndarray | None = None
-        self._geom_y: np.ndarray | None = None
+        self._geom: tuple[np.ndarray, np.ndarray] | None = None
+        self._canvas: pygame.Surface | None = None
+        self._scratch: pygame.Surface | None = None
         # Score font and rendered-text cache.
         self._font: pygame.font.Font | None = None
         self._text_cache: dict[str, tuple[pygame.Surface, pygame.Rect]] = {}
 
     # ------------------------------------------------------------------ road
-    def _road_geometry(self) -> np.ndarray | None:
-        """Return the stacked ``(N, 4, 2)`` geometry for the current track.
+    def _road_geometry(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return the stacked polygon vertices for the current track.
 
-        Returns ``None`` if ``road_poly`` contains a polygon that is not a
-        quadrilateral (never the case for stock tracks), in which case the
-        caller falls back to the stock per-polygon path.
+        The result is ``(gx, gy)``, two C-contiguous ``(4, N)`` arrays of the
+        x and y world coordinates of vertex ``k`` of polygon ``i``; polygon 0
+        is the background, 1..400 the grass, then ``road_poly`` in order.
+        Rebuilt whenever ``road_poly`` is replaced (every reset).  Returns
+        ``None`` if ``road_poly`` holds a polygon that is not a quadrilateral
+        (never the case for stock tracks); the caller then falls back to the
+        stock per-polygon path.
         """
         road_poly = self.road_poly
         if self._geom_src is not road_poly or self._geom_len != len(road_poly):
@@ -165,66 +198,89 @@ class FastCarRacing(_cr.CarRacing):
                     [[(p[0], p[1]) for p in poly] for poly, _ in road_poly],
                     dtype=np.float64,
                 ).reshape(-1, 4, 2)
-                self._geom = np.concatenate([_get_static_polygons(), road])
-                self._geom_x = np.ascontiguousarray(self._geom[:, :, 0])
-                self._geom_y = np.ascontiguousarray(self._geom[:, :, 1])
+                geom = np.concatenate([_get_static_polygons(), road])
+                self._geom = (
+                    np.ascontiguousarray(geom[:, :, 0].T),
+                    np.ascontiguousarray(geom[:, :, 1].T),
+                )
         return self._geom
 
-    def _render_road(self, zoom: float, translation, angle: float) -> None:
-        """Draw background, grass and road exactly like the stock method.
+    def _mapped_color(self, color) -> int:
+        """Return the pixel value gfxdraw writes for ``color`` on ``self.surf``.
 
-        Same polygons, same order, same float coordinates and colours as
-        ``CarRacing._render_road`` / ``_draw_colored_polygon``, but the
-        transform and the visibility test are done for all polygons at once.
+        Obtained by letting gfxdraw itself plot the colour on a 1x1 surface of
+        the same format, so colour conversion (e.g. of the float colours used
+        with ``domain_randomize``) is exactly gfxdraw's.
+        """
+        scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = pygame.Surface((1, 1), 0, self.surf)
+        gfxdraw.pixel(scratch, 0, 0, color)
+        return scratch.get_at_mapped((0, 0))
+
+    def _render_road(self, zoom: float, translation, angle: float) -> None:
+        """Clear ``self.surf`` and draw background, grass and road.
+
+        Produces exactly the pixels of ``CarRacing._render_road`` on a fresh
+        (black) surface: same polygons, same order, same float coordinates
+        and colours, same ``gfxdraw`` calls.  The transform and the visibility
+        test are done for all polygons at once, polygons that cannot reach
+        the surface are skipped, and when the background polygon covers the
+        whole surface with a margin, clearing plus filling it is replaced by
+        a single ``fill`` with gfxdraw's pixel value for the colour.
         """
         geom = self._road_geometry()
         if geom is None:  # pragma: no cover - defensive, not reachable stock
+            self.surf.fill(0)
             super()._render_road(zoom, translation, angle)
             return
+        gx, gy = geom
+        W, H = _cr.WINDOW_W, _cr.WINDOW_H
 
         # The exact (cos, sin) pair pygame's rotate_rad uses for this angle
         # (after its modulo-2*pi reduction and right-angle special cases).
         c, s = pygame.math.Vector2(1.0, 0.0).rotate_rad(angle)
         tx, ty = translation[0], translation[1]
-        gx = self._geom_x
-        gy = self._geom_y
         px = (c * gx - s * gy) * zoom + tx
         py = (s * gx + c * gy) * zoom + ty
 
+        # Stock test: draw if any vertex lies in the enlarged screen box.
         m = _cr.MAX_SHAPE_DIM
-        inside = (
-            (px >= -m)
-            & (px <= _cr.WINDOW_W + m)
-            & (py >= -m)
-            & (py <= _cr.WINDOW_H + m)
-        )
-        visible = inside.any(axis=1)
+        inside = (px >= -m) & (px <= W + m) & (py >= -m) & (py <= H + m)
+        visible = inside[0] | inside[1] | inside[2] | inside[3]
         # Of those, only polygons whose bounding box reaches the surface can
         # change a pixel; the others would be clipped away entirely by gfxdraw.
         e = _CULL_MARGIN
-        visible &= (
-            (px.max(axis=1) >= -e)
-            & (px.min(axis=1) <= _cr.WINDOW_W + e)
-            & (py.max(axis=1) >= -e)
-            & (py.min(axis=1) <= _cr.WINDOW_H + e)
-        )
-        visible[0] = True  # the background is drawn unclipped
+        visible &= np.maximum(np.maximum(px[0], px[1]), np.maximum(px[2], px[3])) >= -e
+        visible &= np.minimum(np.minimum(px[0], px[1]), np.minimum(px[2], px[3])) <= W + e
+        visible &= np.maximum(np.maximum(py[0], py[1]), np.maximum(py[2], py[3])) >= -e
+        visible &= np.minimum(np.minimum(py[0], py[1]), np.minimum(py[2], py[3])) <= H + e
+        visible[0] = False  # the background is handled below
         idx = np.flatnonzero(visible)
 
-        pts = np.stack([px[idx], py[idx]], axis=-1).tolist()
         surf = self.surf
         aapolygon = gfxdraw.aapolygon
         filled_polygon = gfxdraw.filled_polygon
         bg_color = self.bg_color
+        bg = [(float(px[k, 0]), float(py[k, 0])) for k in range(4)]
+        if _covers_surface(bg, W, H, _CULL_MARGIN):
+            # Every pixel gets the background colour; its edges are far
+            # outside the surface, so the anti-aliased outline draws nothing.
+            surf.fill(self._mapped_color(bg_color))
+        else:
+            surf.fill(0)
+            aapolygon(surf, bg, bg_color)
+            filled_polygon(surf, bg, bg_color)
+
+        pts = np.stack([px[:, idx], py[:, idx]], axis=-1).tolist()
         grass_color = self.grass_color
         road_poly = self.road_poly
-        for i, poly in zip(idx.tolist(), pts):
-            if i == 0:
-                color = bg_color
-            elif i < _N_STATIC:
+        for i, k in enumerate(idx.tolist()):
+            poly = [pts[0][i], pts[1][i], pts[2][i], pts[3][i]]
+            if k < _N_STATIC:
                 color = grass_color
             else:
-                color = [int(v) for v in road_poly[i - _N_STATIC][1]]
+                color = [int(v) for v in road_poly[k - _N_STATIC][1]]
             aapolygon(surf, poly, color)
             filled_polygon(surf, poly, color)
 
@@ -271,7 +327,11 @@ class FastCarRacing(_cr.CarRacing):
         if "t" not in self.__dict__:
             return  # reset() not called yet
 
-        self.surf = pygame.Surface((_cr.WINDOW_W, _cr.WINDOW_H))
+        # A persistent canvas; _render_road clears it (the flip below makes
+        # a new surface, so nothing returned aliases it).
+        if self._canvas is None:
+            self._canvas = pygame.Surface((_cr.WINDOW_W, _cr.WINDOW_H))
+        self.surf = self._canvas
 
         assert self.car is not None
         angle = -self.car.hull.angle
