@@ -111,6 +111,12 @@ _N_STATIC = 1 + 20 * 20  # background + grass patches
 # is not drawn.  Generous on purpose.
 _CULL_MARGIN = 4.0
 
+# The first rows of the (not yet flipped) road surface become, after the
+# vertical flip, the bottom rows that ``_render_indicators`` paints over with
+# an opaque black rectangle (rows ``WINDOW_H - 5 * WINDOW_H / 40`` .. end),
+# so polygons lying entirely in them cannot change the final image either.
+_HIDDEN_ROWS = 5 * _cr.WINDOW_H / 40.0
+
 
 def _covers_surface(quad, width: float, height: float, margin: float) -> bool:
     """Whether the convex ``quad`` contains the surface grown by ``margin``.
@@ -171,6 +177,7 @@ class FastCarRacing(_cr.CarRacing):
         self._geom: tuple[np.ndarray, np.ndarray] | None = None
         self._canvas: pygame.Surface | None = None
         self._scratch: pygame.Surface | None = None
+        self._flipped: pygame.Surface | None = None
         # Score font and rendered-text cache.
         self._font: pygame.font.Font | None = None
         self._text_cache: dict[str, tuple[pygame.Surface, pygame.Rect]] = {}
@@ -253,7 +260,11 @@ class FastCarRacing(_cr.CarRacing):
         e = _CULL_MARGIN
         visible &= np.maximum(np.maximum(px[0], px[1]), np.maximum(px[2], px[3])) >= -e
         visible &= np.minimum(np.minimum(px[0], px[1]), np.minimum(px[2], px[3])) <= W + e
-        visible &= np.maximum(np.maximum(py[0], py[1]), np.maximum(py[2], py[3])) >= -e
+        # (Rows above _HIDDEN_ROWS end up under the indicator panel.)
+        visible &= (
+            np.maximum(np.maximum(py[0], py[1]), np.maximum(py[2], py[3]))
+            >= _HIDDEN_ROWS - e
+        )
         visible &= np.minimum(np.minimum(py[0], py[1]), np.minimum(py[2], py[3])) <= H + e
         visible[0] = False  # the background is handled below
         idx = np.flatnonzero(visible)
@@ -353,7 +364,15 @@ class FastCarRacing(_cr.CarRacing):
             mode not in ["state_pixels_list", "state_pixels"],
         )
 
-        self.surf = pygame.transform.flip(self.surf, False, True)
+        # Same pixels as pygame.transform.flip(self.surf, False, True), but
+        # copied into a persistent surface instead of a fresh allocation.
+        if self._flipped is None:
+            self._flipped = self._canvas.copy()
+        src = pygame.surfarray.pixels2d(self._canvas)
+        dst = pygame.surfarray.pixels2d(self._flipped)
+        dst[...] = src[:, ::-1]
+        del src, dst  # unlock both surfaces
+        self.surf = self._flipped
 
         # showing stats
         self._render_indicators(_cr.WINDOW_W, _cr.WINDOW_H)

@@ -11,7 +11,9 @@ Integrity: where a shard's directory holds a ``manifest.json`` (every dataset th
 writes does), a shard whose size or episode count differs from the manifest, or whose
 compressed stream is corrupted or truncated, raises an error naming the file; with
 ``skip_corrupt=True`` it is skipped with a warning instead, keeping the episodes that read
-correctly before the damage (each record carries its own checksum).
+correctly before the damage (each record carries its own checksum). Shards without a manifest
+still fail loudly on damage, with TensorFlow's ``DataLossError`` (which does not name the
+file), or are cut short silently under ``skip_corrupt``.
 """
 
 from __future__ import annotations
@@ -80,9 +82,12 @@ def _checked_shards(files: list[str], skip_corrupt: bool) -> tuple[list[str], li
     return keep, expected
 
 
-def _shard_records(path: tf.Tensor, expected: tf.Tensor, skip_corrupt: bool) -> tf.data.Dataset:
+def _shard_records(path: tf.Tensor, expected: tf.Tensor, skip_corrupt: bool, counts_known: bool) -> tf.data.Dataset:
     """Records of one shard; errors name the shard when it ends early (corrupt or truncated)."""
     records = tf.data.TFRecordDataset(path, compression_type=schema.COMPRESSION, buffer_size=_READ_BUFFER)
+    if not (counts_known or skip_corrupt):
+        # Without a manifest a short count proves nothing: let TensorFlow's own DataLossError through.
+        return records.map(lambda r: (r, path))
     # ignore_errors stops the stream at the first damaged record; the count then tells.
     records = records.ignore_errors().map(lambda r: (r, False))
     records = records.concatenate(tf.data.Dataset.from_tensors((tf.constant(b""), True)))
@@ -126,11 +131,15 @@ def episode_records(
     shard_files = n_pipes > 1 and len(files) >= n_pipes
     if shard_files:
         ds = ds.shard(n_pipes, pipe)
+    elif n_pipes > 1:
+        # Every pipeline reads every shard and keeps every n-th episode: that is a partition
+        # only if all pipelines see the episodes in the same order.
+        shuffle, deterministic = False, True
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     cycle = cycle_length or max(2, min(len(files), os.cpu_count() or 2))
     ds = ds.interleave(
-        lambda f, n: _shard_records(f, n, skip_corrupt),
+        lambda f, n: _shard_records(f, n, skip_corrupt, counts_known=min(expected) >= 0),
         cycle_length=cycle,
         block_length=1,
         num_parallel_calls=AUTOTUNE,
@@ -271,6 +280,7 @@ def _windows(ep: dict, seq_len: int, data_keys: Sequence[str]) -> tf.data.Datase
         out[k] = tf.reshape(x, tf.concat([[n, seq_len], tf.shape(x)[1:]], 0))
     out["mask"] = tf.reshape(tf.pad(tf.ones([t], tf.float32), [[0, pad]]), [n, seq_len])
     out[schema.SEED] = tf.fill([n], ep[schema.SEED])
+    out["start"] = tf.range(n, dtype=tf.int32) * seq_len
     return tf.data.Dataset.from_tensor_slices(out)
 
 
@@ -294,7 +304,7 @@ def sequence_dataset(
 
     Each element is a dict with ``actions`` [B, L, 3], ``rewards`` [B, L], ``terminals`` [B, L]
     (float32), ``mask`` [B, L] (1 for real steps, 0 for padding past the episode's end),
-    ``seed`` [B], and either ``frames`` [B, L, H, W, 3] uint8 (rollouts) or ``mu`` and
+    ``seed`` [B], ``start`` [B] (the window's first step within its episode), and either ``frames`` [B, L, H, W, 3] uint8 (rollouts) or ``mu`` and
     ``logvar`` [B, L, Z] float32 (latent series). Episodes are cut into non-overlapping windows
     from their first step; the last window of an episode is zero-padded.
 

@@ -118,7 +118,8 @@ def encode_episode(ep: Episode) -> bytes:
             if arr.ndim != 2 or arr.shape[0] != t:
                 raise ValueError(f"{name} must be [T={t}, Z], got {arr.shape}")
             feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=arr.ravel()))
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    # deterministic: map order would otherwise vary between processes (and so would the bytes)
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(deterministic=True)
 
 
 def decode_episode(record: bytes, frame_shape=FRAME_SHAPE, latent_dim: int | None = None) -> Episode:

@@ -1,0 +1,450 @@
+"""The one training loop for V and M: a model, a per-example loss, a strategy; everything else here.
+
+A model-specific binary describes its job as a :class:`Task` (how to build the model, the
+per-example loss terms, the input pipelines, optional summaries) and calls :func:`run` with a
+:class:`wm.distribute.Setup` and a :class:`LoopConfig`. This module owns the rest:
+
+* variables, optimizer slots and the step counter are created under ``strategy.scope()``;
+  the optimizer is built explicitly before the first ``strategy.run``;
+* the loss is summed per replica and divided by the GLOBAL batch, so gradients summed over
+  replicas equal the single-device gradient of the batch mean;
+* input comes from ``strategy.distribute_datasets_from_function`` (each pipeline gets an
+  ``InputContext`` and yields per-replica batches);
+* ``steps_per_loop`` steps run inside one ``tf.function`` call; the per-replica gradient
+  computation is XLA-compiled when ``Setup.jit_compile``;
+* float16 uses Keras 3's ``LossScaleOptimizer`` (``scale_loss`` before the tape,
+  ``apply`` unscales and skips non-finite steps);
+* optional global-norm clipping of the all-reduced gradient (``LoopConfig.clip_norm``);
+* checkpoints (step, model, optimizer) through ``tf.train.CheckpointManager`` in
+  ``WORKDIR/checkpoints``, resumed automatically; ``steps`` is the total, so rerunning with a
+  larger value continues;
+* a non-finite loss stops the run with :class:`DivergedError` before anything is saved: the
+  last checkpoint is the last good state;
+* ``WORKDIR/metrics.jsonl`` (one JSON object per logged step: ``step``, ``split``, ``loss``
+  and every other term), TensorBoard in ``WORKDIR/tensorboard/{train,eval}``, a profiler trace
+  for a ``(first, last)`` step window, a tqdm bar with items/s, an evaluation pass every
+  ``eval_every`` steps and at the end, and the task's summary hook (images for V).
+
+Library code stays eager-debuggable: nothing here is compiled until :class:`Trainer` wraps it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, Mapping
+
+import keras
+import tensorflow as tf
+
+from wm.cli import UsageError
+from wm.distribute import Setup
+
+LossFn = Callable[[keras.Model, Any, bool], Mapping[str, tf.Tensor]]
+DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
+
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class DivergedError(UsageError):
+    """The loss became NaN or infinite; the run stopped without saving a checkpoint."""
+
+
+@dataclasses.dataclass
+class Task:
+    """What a model contributes to training.
+
+    Attributes:
+      name: the model type, stored as ``"model"`` in ``config.json`` (a workdir holds one type).
+      arch: the settings that determine the variables; a rerun with different ones is refused.
+      model_fn: ``dtype_policy -> keras.Model`` with all variables built (called in scope).
+      loss_fn: ``(model, per_replica_batch, training) -> {name: float32 [B]}``, per-example
+        terms; ``"loss"`` is optimized, the others are logged.
+      train_data: ``InputContext -> tf.data.Dataset`` of per-replica batches, repeating.
+      eval_data: same, one pass over held-out data (``drop_remainder`` batches), or None.
+      summary_fn: ``(model, step) -> None``, called eagerly inside the train summary writer at
+        every evaluation (e.g. images); or None.
+      optimizer_fn: ``learning_rate -> keras Optimizer``; default Adam.
+    """
+
+    name: str
+    arch: dict
+    model_fn: Callable[[str], keras.Model]
+    loss_fn: LossFn
+    train_data: DatasetFn
+    eval_data: DatasetFn | None = None
+    summary_fn: Callable[[keras.Model, int], None] | None = None
+    optimizer_fn: Callable[[float], keras.optimizers.Optimizer] | None = None
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    """How long and how to train; all step counts are global optimizer steps.
+
+    ``eval_every=0`` evaluates only at the end; ``profile_steps=(10, 15)`` traces steps 10..15.
+    """
+
+    workdir: str
+    steps: int
+    batch_size: int
+    learning_rate: float = 1e-4
+    steps_per_loop: int = 10
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    eval_every: int = 0
+    eval_batches: int | None = None
+    clip_norm: float | None = None
+    profile_steps: tuple[int, int] | None = None
+    keep_checkpoints: int = 3
+    progress: bool = True
+
+
+def parse_profile_steps(text: str | None) -> tuple[int, int] | None:
+    """``"10,15"`` -> ``(10, 15)``; empty -> None. Raises UsageError on bad input."""
+    if not text:
+        return None
+    try:
+        first, last = (int(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(f"--profile_steps must be 'FIRST,LAST', got {text!r}") from None
+    if not 0 < first <= last:
+        raise UsageError(f"--profile_steps needs 0 < FIRST <= LAST, got {text!r}")
+    return first, last
+
+
+def validate_loop(cfg: LoopConfig) -> None:
+    """Raises UsageError for impossible loop settings."""
+    if not cfg.workdir:
+        raise UsageError("--workdir is required")
+    for name in ("steps", "batch_size", "steps_per_loop", "log_every", "checkpoint_every", "keep_checkpoints"):
+        if getattr(cfg, name) <= 0:
+            raise UsageError(f"--{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.learning_rate <= 0 or not math.isfinite(cfg.learning_rate):
+        raise UsageError(f"--learning_rate must be positive, got {cfg.learning_rate}")
+    if cfg.eval_every < 0:
+        raise UsageError(f"eval_every must be >= 0, got {cfg.eval_every}")
+    if cfg.clip_norm is not None and cfg.clip_norm <= 0:
+        raise UsageError(f"clip_norm must be positive, got {cfg.clip_norm}")
+
+
+# ---------------------------------------------------------------- workdir files
+
+
+def _join(*parts: str) -> str:
+    return "/".join([parts[0].rstrip("/"), *parts[1:]]) if "://" in parts[0] else os.path.join(*parts)
+
+
+def read_config(workdir: str) -> dict | None:
+    """The workdir's ``config.json``, or None if there is none."""
+    path = _join(workdir, CONFIG_NAME)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def latest_checkpoint(workdir: str) -> str | None:
+    """The newest checkpoint prefix in ``WORKDIR/checkpoints``, or None."""
+    return tf.train.latest_checkpoint(_join(workdir, CHECKPOINT_DIR))
+
+
+def check_workdir(workdir: str, name: str, arch: dict) -> None:
+    """Refuses a workdir made for another model type or another architecture (UsageError)."""
+    old = read_config(workdir)
+    if old is None:
+        if latest_checkpoint(workdir):
+            raise UsageError(f"{workdir} holds checkpoints but no {CONFIG_NAME}; choose another --workdir")
+        return
+    if old.get("model") != name:
+        raise UsageError(f"{workdir} holds a {old.get('model')!r} run, not {name!r}; choose another --workdir")
+    old_arch = json.loads(json.dumps(old.get("arch")))
+    new_arch = json.loads(json.dumps(arch))
+    if old_arch != new_arch:
+        diff = ", ".join(f"{k}: {old_arch.get(k)!r} there, {new_arch.get(k)!r} now" for k in sorted(set(old_arch) | set(new_arch)) if old_arch.get(k) != new_arch.get(k))
+        raise UsageError(f"{workdir} holds a {name} run with another architecture ({diff}); choose another --workdir")
+
+
+def write_config(workdir: str, config: dict) -> None:
+    """Writes ``config.json`` atomically."""
+    tf.io.gfile.makedirs(workdir)
+    path = _join(workdir, CONFIG_NAME)
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+class MetricsLog:
+    """``WORKDIR/metrics.jsonl``: one JSON object per logged step (train and eval entries)."""
+
+    def __init__(self, workdir: str):
+        self.path = _join(workdir, METRICS_NAME)
+
+    def truncate_after(self, step: int) -> None:
+        """Drops entries past ``step`` (left by a run killed after its last checkpoint)."""
+        if not tf.io.gfile.exists(self.path):
+            return
+        with tf.io.gfile.GFile(self.path) as f:
+            lines = [ln for ln in f.read().splitlines() if ln.strip()]
+        keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
+        if len(keep) != len(lines):
+            with tf.io.gfile.GFile(self.path, "w") as f:
+                f.write("".join(ln + "\n" for ln in keep))
+
+    def write(self, entry: dict) -> None:
+        with tf.io.gfile.GFile(self.path, "a") as f:
+            f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """All entries of ``WORKDIR/metrics.jsonl`` (for tests and plots)."""
+    path = _join(workdir, METRICS_NAME)
+    if not tf.io.gfile.exists(path):
+        return []
+    with tf.io.gfile.GFile(path) as f:
+        return [json.loads(ln) for ln in f.read().splitlines() if ln.strip()]
+
+
+# ---------------------------------------------------------------- model, optimizer, update step
+
+
+class Trainer:
+    """Model, optimizer and compiled step functions under one strategy.
+
+    ``train_steps(iterator, n)`` runs ``n`` optimizer steps in one call and returns the mean of
+    each loss term over them (float32 scalars; NaN if any step was NaN). ``evaluate(dataset)``
+    averages the terms over one pass of a distributed dataset.
+    """
+
+    def __init__(self, task: Task, setup: Setup, cfg: LoopConfig):
+        self.task, self.setup, self.cfg = task, setup, cfg
+        self.strategy = setup.strategy
+        if cfg.batch_size % setup.num_replicas:
+            raise UsageError(f"--batch_size {cfg.batch_size} is not divisible by the {setup.num_replicas} replicas")
+        with self.strategy.scope():
+            self.model = task.model_fn(setup.dtype_policy)
+            opt = task.optimizer_fn(cfg.learning_rate) if task.optimizer_fn else keras.optimizers.Adam(cfg.learning_rate)
+            if setup.loss_scaling:
+                opt = keras.optimizers.LossScaleOptimizer(opt)
+            # Slots must exist before the first strategy.run (lazy creation fails under Mirrored).
+            opt.build(self.model.trainable_variables)
+            self.optimizer = opt
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # host-side counter
+        grads = self._replica_grads
+        self._grads = tf.function(grads, jit_compile=True) if setup.jit_compile else grads
+        self.train_steps = tf.function(self._train_steps)
+        self._eval_step = tf.function(self._distributed_eval_step)
+
+    # One replica's share of one step.
+    def _replica_grads(self, batch):
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            terms = self.task.loss_fn(self.model, batch, True)
+            means = {k: tf.reduce_sum(tf.cast(v, tf.float32)) / self.cfg.batch_size for k, v in terms.items()}
+            scaled = self.optimizer.scale_loss(means["loss"])
+        return means, tape.gradient(scaled, variables)
+
+    def _clip(self, grads):
+        """Scales every replica's gradient so the all-reduced one has norm <= clip_norm.
+
+        (Keras clips before its own all-reduce, i.e. per replica, hence this extra all-reduce.)
+        """
+        ctx = tf.distribute.get_replica_context()
+        total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads) if self.setup.num_replicas > 1 else grads
+        norm = tf.linalg.global_norm(total)
+        limit = tf.constant(self.cfg.clip_norm, tf.float32)
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            limit = limit * tf.cast(self.optimizer.dynamic_scale, tf.float32)
+        factor = tf.minimum(1.0, limit / tf.maximum(norm, 1e-30))
+        return [None if g is None else g * tf.cast(factor, g.dtype) for g in grads]
+
+    def _replica_step(self, batch):
+        means, grads = self._grads(batch)
+        if self.cfg.clip_norm:
+            grads = self._clip(grads)
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        return means
+
+    def _distributed_step(self, batch):
+        per_replica = self.strategy.run(self._replica_step, args=(batch,))
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+    def _train_steps(self, iterator, n):
+        terms = self._distributed_step(next(iterator))
+        for _ in tf.range(n - 1):
+            new = self._distributed_step(next(iterator))
+            terms = {k: terms[k] + new[k] for k in terms}
+        return {k: v / tf.cast(n, tf.float32) for k, v in terms.items()}
+
+    def _distributed_eval_step(self, batch):
+        def replica(batch):
+            terms = self.task.loss_fn(self.model, batch, False)
+            sums = {k: tf.reduce_sum(tf.cast(v, tf.float32)) for k, v in terms.items()}
+            sums["_count"] = tf.cast(tf.shape(terms["loss"])[0], tf.float32)
+            return sums
+
+        per_replica = self.strategy.run(replica, args=(batch,))
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+    def evaluate(self, dataset, max_batches: int | None = None) -> dict[str, float]:
+        """Mean loss terms over one pass of a distributed dataset (at most ``max_batches`` global batches)."""
+        totals: dict[str, float] = {}
+        for i, batch in enumerate(dataset):
+            if max_batches is not None and i >= max_batches:
+                break
+            for k, v in self._eval_step(batch).items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+        count = totals.pop("_count", 0.0)
+        return {k: v / count for k, v in totals.items()} if count else {}
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _next_boundary(step: int, cfg: LoopConfig, every: list[int], marks: list[int]) -> int:
+    """The step after which control must return to Python (log, checkpoint, eval, profile, end)."""
+    nxt = min(step + cfg.steps_per_loop, cfg.steps)
+    for e in every:
+        if e > 0:
+            nxt = min(nxt, (step // e + 1) * e)
+    for m in marks:
+        if m > step:
+            nxt = min(nxt, m)
+    return nxt
+
+
+def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = None) -> dict:
+    """Trains ``task`` to ``cfg.steps`` total steps, resuming from ``cfg.workdir``.
+
+    Returns ``{"step": ..., "train": last logged train terms, "eval": last eval terms}``.
+    Raises UsageError for a foreign or incompatible workdir and DivergedError on NaN/inf loss.
+    """
+    validate_loop(cfg)
+    workdir = cfg.workdir
+    check_workdir(workdir, task.name, task.arch)
+    chief = setup.is_chief
+
+    # ---- config.json
+    config = {"model": task.name, "arch": task.arch, "loop": dataclasses.asdict(cfg), "setup": setup.describe(), **(extra_config or {})}
+    if chief:
+        write_config(workdir, config)
+
+    # ---- model, optimizer, checkpoint; resume
+    trainer = Trainer(task, setup, cfg)
+    ckpt = tf.train.Checkpoint(step=trainer.step, model=trainer.model, optimizer=trainer.optimizer)
+    ckpt_dir = _join(workdir, CHECKPOINT_DIR) if chief else _join(workdir, "tmp", f"worker_{setup.strategy.cluster_resolver.task_id}")
+    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=cfg.keep_checkpoints)
+    if manager.latest_checkpoint:
+        try:
+            ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise UsageError(f"cannot resume from {manager.latest_checkpoint}: incompatible checkpoint ({first})") from None
+    start = int(trainer.step.numpy())
+    result = {"step": start, "train": {}, "eval": {}}
+    if start >= cfg.steps:
+        print(f"{task.name}: {workdir} is already at step {start} >= --steps {cfg.steps}; nothing to do", file=sys.stderr)
+        return result
+    if start:
+        print(f"{task.name}: resuming from step {start}", file=sys.stderr)
+    metrics = MetricsLog(workdir)
+    if chief:
+        metrics.truncate_after(start)
+
+    # ---- input
+    train_ds = setup.strategy.distribute_datasets_from_function(task.train_data)
+    iterator = iter(train_ds)
+    eval_ds = setup.strategy.distribute_datasets_from_function(task.eval_data) if task.eval_data else None
+
+    # ---- summaries, progress
+    tb = _join(workdir, "tensorboard")
+    train_writer = tf.summary.create_file_writer(_join(tb, "train")) if chief else tf.summary.create_noop_writer()
+    eval_writer = tf.summary.create_file_writer(_join(tb, "eval")) if chief else tf.summary.create_noop_writer()
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps * cfg.batch_size, initial=start * cfg.batch_size, unit="item", unit_scale=True, desc=task.name, disable=not (cfg.progress and chief), file=sys.stderr)
+    profile = cfg.profile_steps
+    marks = [profile[0] - 1, profile[1]] if profile else []
+    profiling = False
+
+    def do_eval(step: int) -> None:
+        if eval_ds is not None:
+            terms = trainer.evaluate(eval_ds, cfg.eval_batches)
+            if terms:
+                result["eval"] = terms
+                if chief:
+                    metrics.write({"step": step, "split": "eval", **terms})
+                    with eval_writer.as_default(step=step):
+                        for k, v in terms.items():
+                            tf.summary.scalar(k, v)
+                bar.write(f"{task.name} step {step}: eval " + " ".join(f"{k}={v:.4g}" for k, v in terms.items()))
+        if task.summary_fn is not None and chief:
+            with train_writer.as_default(step=step):
+                task.summary_fn(trainer.model, step)
+            train_writer.flush()
+
+    # ---- loop
+    step = start
+    last_log_time, last_log_step = time.perf_counter(), start
+    try:
+        while step < cfg.steps:
+            if profile and step == profile[0] - 1 and not profiling:
+                tf.profiler.experimental.start(_join(tb, "train"))
+                profiling = True
+            n = _next_boundary(step, cfg, [cfg.log_every, cfg.checkpoint_every, cfg.eval_every], marks) - step
+            terms = {k: float(v) for k, v in trainer.train_steps(iterator, tf.constant(n, tf.int64)).items()}
+            step += n
+            if not math.isfinite(terms["loss"]):
+                last = manager.latest_checkpoint
+                kept = f"the last checkpoint ({os.path.basename(last)}) is kept" if last else "no checkpoint was saved"
+                raise DivergedError(f"loss is {terms['loss']} at step {step}: training diverged; stopped without saving, {kept}; try a lower --learning_rate")
+            trainer.step.assign(step)
+            bar.update(n * cfg.batch_size)
+            if profiling and step >= profile[1]:
+                tf.profiler.experimental.stop()
+                profiling = False
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                rate = (step - last_log_step) * cfg.batch_size / max(now - last_log_time, 1e-9)
+                last_log_time, last_log_step = now, step
+                result["train"] = terms
+                bar.set_postfix_str(f"loss={terms['loss']:.4g}")
+                if chief:
+                    metrics.write({"step": step, "split": "train", "items_per_sec": rate, **terms})
+                    with train_writer.as_default(step=step):
+                        for k, v in terms.items():
+                            tf.summary.scalar(k, v)
+                        tf.summary.scalar("items_per_sec", rate)
+            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+                do_eval(step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                manager.save(checkpoint_number=step)
+        result["step"] = step
+        return result
+    finally:
+        if profiling:
+            tf.profiler.experimental.stop()
+        bar.close()
+        train_writer.close()
+        eval_writer.close()
+        if not chief:
+            tf.io.gfile.rmtree(ckpt_dir) if tf.io.gfile.exists(ckpt_dir) else None
+
+
+def restore_model(workdir: str, model: keras.Model) -> int:
+    """Loads the model weights of the newest checkpoint in ``workdir``; returns its step.
+
+    Raises UsageError if there is no checkpoint.
+    """
+    path = latest_checkpoint(workdir)
+    if not path:
+        raise UsageError(f"{workdir} has no checkpoint in {CHECKPOINT_DIR}/; train first")
+    step = tf.Variable(0, dtype=tf.int64)
+    tf.train.Checkpoint(step=step, model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    return int(step.numpy())
