@@ -90,7 +90,10 @@ def device_type(strategy: tf.distribute.Strategy) -> str:
     """The kind of device the strategy computes on: "TPU", "GPU" or "CPU"."""
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return "TPU"
-    devices = getattr(strategy.extended, "worker_devices", None) or ()
+    try:
+        devices = tuple(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy: whatever TensorFlow places ops on
+        devices = ()
     if any("GPU" in d.upper() for d in devices):
         return "GPU"
     if not devices and tf.config.list_logical_devices("GPU"):
