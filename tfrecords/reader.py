@@ -122,8 +122,13 @@ def episode_records(
     skip_corrupt: bool = False,
     cycle_length: int | None = None,
     deterministic: bool = False,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
-    """Dataset of ``(serialized_example, shard_path)``, one per episode, read in parallel."""
+    """Dataset of ``(serialized_example, shard_path)``, one per episode, read in parallel.
+
+    ``repeat`` loops over the shard list before the interleave, so that every reader thread
+    stays busy across epoch boundaries.
+    """
     files, expected = _checked_shards(list_shards(file_pattern), skip_corrupt)
     ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(expected, tf.int64)))
     n_pipes = input_context.num_input_pipelines if input_context else 1
@@ -137,6 +142,8 @@ def episode_records(
         shuffle, deterministic = False, True
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
     cycle = cycle_length or max(2, min(len(files), os.cpu_count() or 2))
     ds = ds.interleave(
         lambda f, n: _shard_records(f, n, skip_corrupt, counts_known=min(expected) >= 0),
@@ -240,6 +247,7 @@ def frames_dataset(
     frame_shape: Sequence[int] | None = None,
     skip_corrupt: bool = False,
     drop_remainder: bool = True,
+    chunk_frames: int = 5,
 ) -> tf.data.Dataset:
     """Shuffled uint8 frame batches ``[batch_size, H, W, 3]`` for training V.
 
@@ -252,17 +260,44 @@ def frames_dataset(
       input_context: from ``distribute_datasets_from_function``; pipelines read disjoint data.
       frame_shape: defaults to the manifest's, else 64 x 64 x 3.
       skip_corrupt: warn and skip damaged shards instead of raising.
+      chunk_frames: when shuffling, frames travel through the shuffle buffer in chunks of up
+        to this many frames of one episode (drawn at random times from it; the chunk size
+        divides batch_size), which makes the pipeline several times cheaper per frame. A batch
+        then holds batch_size / chunk chunks from (almost surely) different episodes. 1 shuffles
+        single frames.
     """
     shape = _default_frame_shape(file_pattern, frame_shape)
-    ds = episode_records(file_pattern, shuffle=shuffle, seed=seed, input_context=input_context, skip_corrupt=skip_corrupt)
-    if repeat:
-        ds = ds.repeat()
+    ds = episode_records(
+        file_pattern, shuffle=shuffle, seed=seed, input_context=input_context, skip_corrupt=skip_corrupt, repeat=repeat
+    )
     ds = ds.map(lambda r, p: _parse_frames_only(r, p, shape), num_parallel_calls=AUTOTUNE, deterministic=False)
+    chunk = _chunk_size(batch_size, chunk_frames) if shuffle else 1
+    if chunk > 1:
+        # Shuffling single 12 KB frames costs more per frame than inflating them: shuffle each
+        # episode's frames in place, then move them through the shuffle buffer in small chunks.
+        ds = ds.map(lambda f: _shuffled_chunks(f, chunk, seed), num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.unbatch()
     if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=False)
+        ds = ds.shuffle(max(shuffle_buffer // chunk, 1), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size // chunk, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=False)
+    if chunk > 1:
+        ds = ds.map(lambda x: tf.reshape(x, [-1, *shape]))
     return ds.prefetch(AUTOTUNE)
+
+
+def _chunk_size(batch_size: int, chunk_frames: int) -> int:
+    """The largest divisor of batch_size that is at most chunk_frames."""
+    return max(c for c in range(1, max(chunk_frames, 1) + 1) if batch_size % c == 0)
+
+
+def _shuffled_chunks(frames: tf.Tensor, chunk: int, seed: int | None) -> tf.Tensor:
+    """[T, H, W, C] -> [T // chunk, chunk, H, W, C] of the episode's frames in random order.
+
+    The T % chunk frames left over differ every epoch, so none is left out for good.
+    """
+    t = tf.shape(frames)[0]
+    order = tf.random.shuffle(tf.range(t), seed=seed)[: (t // chunk) * chunk]
+    return tf.reshape(tf.gather(frames, order), tf.concat([[-1, chunk], tf.shape(frames)[1:]], 0))
 
 
 def _windows(ep: dict, seq_len: int, data_keys: Sequence[str]) -> tf.data.Dataset:
@@ -316,9 +351,9 @@ def sequence_dataset(
     shape = _default_frame_shape(file_pattern, frame_shape)
     data_keys = [schema.ACTIONS, schema.REWARDS, schema.TERMINALS]
     data_keys += [schema.FRAMES] if kind == schema.KIND_ROLLOUTS else [schema.MU, schema.LOGVAR]
-    ds = episode_records(file_pattern, shuffle=shuffle, seed=seed, input_context=input_context, skip_corrupt=skip_corrupt)
-    if repeat:
-        ds = ds.repeat()
+    ds = episode_records(
+        file_pattern, shuffle=shuffle, seed=seed, input_context=input_context, skip_corrupt=skip_corrupt, repeat=repeat
+    )
     ds = ds.map(lambda r, p: _parse(r, p, kind, shape, latent_dim), num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.flat_map(lambda ep: _windows(ep, seq_len, data_keys))
     if shuffle:
