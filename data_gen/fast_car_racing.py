@@ -116,6 +116,9 @@ _CULL_MARGIN = 4.0
 # an opaque black rectangle (rows ``WINDOW_H - 5 * WINDOW_H / 40`` .. end),
 # so polygons lying entirely in them cannot change the final image either.
 _HIDDEN_ROWS = 5 * _cr.WINDOW_H / 40.0
+_N_HIDDEN = int(_HIDDEN_ROWS)  # == 100; rows 0..99 of the road surface
+# The part of the road surface that survives into the final image.
+_SHOWN_RECT = (0, _N_HIDDEN, _cr.WINDOW_W, _cr.WINDOW_H - _N_HIDDEN)
 
 
 def _covers_surface(quad, width: float, height: float, margin: float) -> bool:
@@ -277,9 +280,9 @@ class FastCarRacing(_cr.CarRacing):
         if _covers_surface(bg, W, H, _CULL_MARGIN):
             # Every pixel gets the background colour; its edges are far
             # outside the surface, so the anti-aliased outline draws nothing.
-            surf.fill(self._mapped_color(bg_color))
+            surf.fill(self._mapped_color(bg_color), _SHOWN_RECT)
         else:
-            surf.fill(0)
+            surf.fill(0, _SHOWN_RECT)
             aapolygon(surf, bg, bg_color)
             filled_polygon(surf, bg, bg_color)
 
@@ -370,7 +373,9 @@ class FastCarRacing(_cr.CarRacing):
             self._flipped = self._canvas.copy()
         src = pygame.surfarray.pixels2d(self._canvas)
         dst = pygame.surfarray.pixels2d(self._flipped)
-        dst[...] = src[:, ::-1]
+        # Road-surface rows 0.._N_HIDDEN-1 would land under the indicator
+        # panel, which _render_indicators paints opaque black: not copied.
+        dst[:, : _cr.WINDOW_H - _N_HIDDEN] = src[:, _N_HIDDEN:][:, ::-1]
         del src, dst  # unlock both surfaces
         self.surf = self._flipped
 
