@@ -1,0 +1,98 @@
+"""MDN-RNN: size, likelihood against a float64 reference, temperature, masking, step API."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from wm import mdnrnn
+from wm.mdnrnn import MDNRNN, Mixture
+
+
+def np_log_prob(logits, mu, log_std, z):
+    """float64 reference: log sum_k w_k N(z; mu_k, sigma_k) per dimension, with the model's clip."""
+    logits, mu, z = (np.asarray(a, np.float64) for a in (logits, mu, z))
+    log_std = np.clip(np.asarray(log_std, np.float64), mdnrnn.LOG_STD_MIN, mdnrnn.LOG_STD_MAX)
+    log_w = logits - logits.max(-1, keepdims=True)
+    log_w -= np.log(np.exp(log_w).sum(-1, keepdims=True))
+    a = log_w - 0.5 * ((z[..., None] - mu) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi)
+    amax = a.max(-1, keepdims=True)
+    return (amax + np.log(np.exp(a - amax).sum(-1, keepdims=True)))[..., 0]
+
+
+def test_parameter_count_is_the_papers():
+    assert MDNRNN().count_params() == 422_368
+    assert MDNRNN(reward_head=True, terminal_head=True).count_params() == 422_368 + 2 * 257
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_log_prob_matches_float64_reference(scale):
+    rng = np.random.default_rng(int(scale))
+    shape = (4, 7, 32, 5)
+    logits = rng.normal(size=shape) * scale  # 1e4: extreme logits
+    mu = rng.normal(size=shape)
+    log_std = rng.normal(size=shape) * 3 - 2
+    log_std[0, 0] = -40.0  # tiny sigmas, clipped
+    z = rng.normal(size=shape[:-1])
+    got = mdnrnn.mixture_log_prob(Mixture(*(tf.constant(a, tf.float32) for a in (logits, mu, log_std))), tf.constant(z, tf.float32)).numpy()
+    want = np_log_prob(logits, mu, log_std, z)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-3 * max(1.0, np.abs(want).max() * 1e-5))
+
+
+def test_loss_is_finite_and_masked():
+    model = MDNRNN()
+    rng = np.random.default_rng(0)
+    z = tf.constant(rng.normal(size=(3, 9, 32)), tf.float32)
+    a = tf.constant(rng.uniform(-1, 1, size=(3, 9, 3)), tf.float32)
+    mask = np.ones((3, 9), np.float32)
+    mask[1, 5:] = 0  # episode 1 ends after step 4
+    full = mdnrnn.sequence_loss_terms(model, z, a, tf.constant(mask))["z_nll"].numpy()
+    # changing anything past the end must not change the loss
+    z2 = z.numpy().copy()
+    z2[1, 5:] = 1e3
+    a2 = a.numpy().copy()
+    a2[1, 5:] = 7.0
+    again = mdnrnn.sequence_loss_terms(model, tf.constant(z2), tf.constant(a2), tf.constant(mask))["z_nll"].numpy()
+    np.testing.assert_allclose(again, full, rtol=1e-6)
+    # and equals the reference over the real steps only
+    x = tf.concat([z[:, :-1], a[:, :-1]], -1)
+    _, mix, _ = model(x)
+    lp = np_log_prob(*(t.numpy() for t in mix), z.numpy()[:, 1:])  # [3, 8, 32]
+    want = (-lp.mean(-1) * mask[:, 1:]).sum(1) / 8
+    np.testing.assert_allclose(full, want, rtol=1e-4)
+
+
+def test_temperature_semantics():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(2, 32, 5)).astype(np.float32)
+    mu = rng.normal(size=(2, 32, 5)).astype(np.float32)
+    log_std = np.full((2, 32, 5), -1.0, np.float32)
+    mix = Mixture(tf.constant(logits), tf.constant(mu), tf.constant(log_std))
+    best = np.take_along_axis(mu, logits.argmax(-1)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(mdnrnn.sample_z(mix, 0.0).numpy(), best)
+    near0 = mdnrnn.sample_z(mix, 1e-4, seed=tf.constant([1, 2])).numpy()
+    np.testing.assert_allclose(near0, best, atol=0.05)  # tau -> 0 concentrates on that mean
+    # at tau = 1 the sample moments match the mixture's; larger tau spreads further
+    many = Mixture(*(tf.repeat(t[:1], 4000, axis=0) for t in mix))
+    s1 = mdnrnn.sample_z(many, 1.0, seed=tf.constant([3, 4])).numpy()
+    w = np.exp(logits[0]) / np.exp(logits[0]).sum(-1, keepdims=True)
+    mean = (w * mu[0]).sum(-1)
+    np.testing.assert_allclose(s1.mean(0), mean, atol=0.1)
+    s2 = mdnrnn.sample_z(many, 2.0, seed=tf.constant([3, 4])).numpy()
+    assert s2.std(0).mean() > s1.std(0).mean()
+    with pytest.raises(ValueError):
+        mdnrnn.sample_z(mix, -1.0)
+
+
+def test_step_api_equals_full_sequence():
+    model = MDNRNN(reward_head=True)
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(5, 6, 32)).astype(np.float32)
+    a = rng.uniform(-1, 1, size=(5, 6, 3)).astype(np.float32)
+    h_seq, mix_seq, _ = model(tf.concat([z, a], -1))
+    state = model.initial_state(5)
+    for t in range(6):
+        h, state, mix = model.step(z[:, t], a[:, t], state)
+        np.testing.assert_allclose(h.numpy(), h_seq[:, t].numpy(), atol=1e-5)
+        for got, want in zip(mix, mix_seq):
+            np.testing.assert_allclose(got.numpy(), want[:, t].numpy(), atol=1e-4)

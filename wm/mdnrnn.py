@@ -1,0 +1,223 @@
+"""M: the MDN-RNN of World Models, an LSTM whose mixture-density head predicts z_{t+1}.
+
+The LSTM (256 units) reads [z_t, a_t]; its arguments are the ones for which Keras picks the
+fused cuDNN kernel on GPUs (tanh, sigmoid recurrent activation, no recurrent dropout, no
+unroll, bias on). The head gives, for **each** of the 32 latent dimensions separately, a
+mixture of 5 Gaussians: 5 logits, 5 means, 5 log standard deviations (the paper's
+parameterization; 422,368 parameters with defaults).
+
+Optional heads, off by default, let M stand in for the environment: a reward regression
+(squared error, weight ``reward_weight``, 1.0 by default) and a terminal Bernoulli logit
+(cross-entropy, weight ``terminal_weight``, 1.0 by default).
+
+Numerics: log standard deviations are clipped to [LOG_STD_MIN, LOG_STD_MAX] and the mixture
+likelihood is a log-sum-exp of log-softmax weights plus Gaussian log-densities, so extreme
+logits and tiny sigmas give finite losses. Loss and outputs are float32 under mixed precision.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+Z_SIZE = 32
+ACTION_SIZE = 3
+HIDDEN = 256
+MIXTURES = 5
+LOG_STD_MIN = -7.0
+LOG_STD_MAX = 4.0
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Mixture(NamedTuple):
+    """Per-dimension Gaussian mixture parameters, each [..., Z, K] (float32)."""
+
+    logits: tf.Tensor
+    mu: tf.Tensor
+    log_std: tf.Tensor
+
+
+class MDNRNN(keras.Model):
+    """The MDN-RNN. ``call`` takes [B, T, Z + A] inputs and returns (h [B, T, H], Mixture, extras).
+
+    ``extras`` holds ``reward`` [B, T] and/or ``terminal_logit`` [B, T] when those heads are on.
+    """
+
+    def __init__(
+        self,
+        z_size: int = Z_SIZE,
+        action_size: int = ACTION_SIZE,
+        hidden: int = HIDDEN,
+        mixtures: int = MIXTURES,
+        reward_head: bool = False,
+        terminal_head: bool = False,
+        dtype_policy=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.z_size, self.action_size, self.hidden, self.mixtures = z_size, action_size, hidden, mixtures
+        self.reward_head, self.terminal_head = reward_head, terminal_head
+        self.lstm = keras.layers.LSTM(
+            hidden,
+            activation="tanh",
+            recurrent_activation="sigmoid",
+            recurrent_dropout=0.0,
+            unroll=False,
+            use_bias=True,
+            return_sequences=True,
+            return_state=True,
+            dtype=dtype_policy,
+            name="lstm",
+        )
+        self.mdn = keras.layers.Dense(3 * mixtures * z_size, dtype=dtype_policy, name="mdn")
+        self.reward = keras.layers.Dense(1, dtype=dtype_policy, name="reward") if reward_head else None
+        self.terminal = keras.layers.Dense(1, dtype=dtype_policy, name="terminal") if terminal_head else None
+        self.build((None, None, z_size + action_size))
+
+    def build(self, input_shape):
+        self.lstm.build(input_shape)
+        self.mdn.build((None, self.hidden))
+        for head in (self.reward, self.terminal):
+            if head is not None:
+                head.build((None, self.hidden))
+        self.built = True
+
+    @property
+    def arch(self) -> dict:
+        """The settings that determine the variables."""
+        return {
+            "z_size": self.z_size,
+            "action_size": self.action_size,
+            "hidden": self.hidden,
+            "mixtures": self.mixtures,
+            "reward_head": self.reward_head,
+            "terminal_head": self.terminal_head,
+        }
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **self.arch}
+
+    def heads(self, h: tf.Tensor) -> tuple[Mixture, dict]:
+        """Applies the output heads to hidden states h [..., H]."""
+        out = tf.cast(self.mdn(h), tf.float32)
+        out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], [self.z_size, 3 * self.mixtures]], 0))
+        logits, mu, log_std = tf.split(out, 3, axis=-1)
+        mix = Mixture(logits, mu, tf.clip_by_value(log_std, LOG_STD_MIN, LOG_STD_MAX))
+        extras = {}
+        if self.reward is not None:
+            extras["reward"] = tf.cast(self.reward(h), tf.float32)[..., 0]
+        if self.terminal is not None:
+            extras["terminal_logit"] = tf.cast(self.terminal(h), tf.float32)[..., 0]
+        return mix, extras
+
+    def call(self, inputs: tf.Tensor, initial_state=None, training: bool = False):
+        h, state_h, state_c = self.lstm(inputs, initial_state=initial_state, training=training)
+        mix, extras = self.heads(h)
+        return h, mix, extras
+
+    # ------------------------------------------------------------ step API
+
+    def initial_state(self, batch_size: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """Zero (h, c) for ``batch_size`` sequences."""
+        zeros = tf.zeros([batch_size, self.hidden], tf.float32)
+        return zeros, zeros
+
+    def step(self, z: tf.Tensor, action: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]):
+        """One step for a batch of environments: (z_t [B, Z], a_t [B, A], (h, c)) -> (h_t, (h_t, c_t), Mixture).
+
+        Computes the LSTM cell directly from the layer's weights (gate order i, f, c, o, as
+        Keras stores them), in float32; equal to the full-sequence forward pass.
+        """
+        h, c = state
+        x = tf.concat([tf.cast(z, tf.float32), tf.cast(action, tf.float32)], axis=-1)
+        cell = self.lstm.cell
+        gates = (
+            tf.matmul(x, tf.cast(cell.kernel, tf.float32))
+            + tf.matmul(h, tf.cast(cell.recurrent_kernel, tf.float32))
+            + tf.cast(cell.bias, tf.float32)
+        )
+        i, f, g, o = tf.split(gates, 4, axis=-1)
+        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        mix, _ = self.heads(h)
+        return h, (h, c), mix
+
+
+# ---------------------------------------------------------------- likelihood and sampling
+
+
+def mixture_log_prob(mix: Mixture, z: tf.Tensor) -> tf.Tensor:
+    """log p(z) per dimension: [..., Z] for z [..., Z] under the per-dimension mixtures."""
+    z = tf.cast(z, tf.float32)[..., None]
+    log_w = tf.nn.log_softmax(mix.logits, axis=-1)
+    log_std = tf.clip_by_value(mix.log_std, LOG_STD_MIN, LOG_STD_MAX)
+    log_n = -0.5 * tf.square((z - mix.mu) * tf.exp(-log_std)) - log_std - 0.5 * _LOG_2PI
+    return tf.reduce_logsumexp(log_w + log_n, axis=-1)
+
+
+def sequence_loss_terms(
+    model: MDNRNN,
+    z: tf.Tensor,
+    actions: tf.Tensor,
+    mask: tf.Tensor,
+    rewards: tf.Tensor | None = None,
+    terminals: tf.Tensor | None = None,
+    reward_weight: float = 1.0,
+    terminal_weight: float = 1.0,
+    training: bool = True,
+) -> dict[str, tf.Tensor]:
+    """Per-sequence loss terms [B] for windows of T + 1 steps (z [B, T+1, Z], actions [B, T+1, A], mask [B, T+1]).
+
+    Inputs are (z_t, a_t) for t < T, targets z_{t+1}; a step counts where its target is a real
+    step (``mask[:, t+1]``). ``z_nll`` is the negative log-likelihood per latent dimension,
+    averaged over dimensions and over the window's T steps (padding contributes zero).
+    ``reward``/``terminal`` targets are those of step t (they follow a_t).
+    """
+    x = tf.concat([z[:, :-1], tf.cast(actions[:, :-1], z.dtype)], axis=-1)
+    target = z[:, 1:]
+    m = tf.cast(mask[:, 1:], tf.float32)
+    steps = tf.cast(tf.shape(m)[1], tf.float32)
+    _, mix, extras = model(x, training=training)
+    nll = -tf.reduce_mean(mixture_log_prob(mix, target), axis=-1)  # [B, T]
+    terms = {"z_nll": tf.reduce_sum(nll * m, axis=1) / steps}
+    loss = terms["z_nll"]
+    if model.reward is not None and rewards is not None:
+        err = tf.square(extras["reward"] - tf.cast(rewards[:, :-1], tf.float32))
+        terms["reward_mse"] = tf.reduce_sum(err * m, axis=1) / steps
+        loss = loss + reward_weight * terms["reward_mse"]
+    if model.terminal is not None and terminals is not None:
+        ce = tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(terminals[:, :-1], tf.float32), extras["terminal_logit"])
+        terms["terminal_ce"] = tf.reduce_sum(ce * m, axis=1) / steps
+        loss = loss + terminal_weight * terms["terminal_ce"]
+    terms["loss"] = loss
+    return terms
+
+
+def sample_z(mix: Mixture, temperature: float = 1.0, seed: tf.Tensor | None = None) -> tf.Tensor:
+    """Samples z [..., Z] with the paper's temperature: logits / tau, standard deviations * sqrt(tau).
+
+    ``temperature == 0`` returns the mean of each dimension's most likely component.
+    ``seed``: an optional stateless seed (shape [2] int) for reproducible draws.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        k = tf.argmax(mix.logits, axis=-1)
+        return tf.gather(mix.mu, k, axis=-1, batch_dims=len(mix.mu.shape) - 1)
+    logits = mix.logits / temperature
+    flat = tf.reshape(logits, [-1, tf.shape(logits)[-1]])
+    if seed is None:
+        k = tf.random.categorical(flat, 1)
+        eps = tf.random.normal(tf.shape(mix.mu)[:-1])
+    else:
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        k = tf.random.stateless_categorical(flat, 1, seeds[0])
+        eps = tf.random.stateless_normal(tf.shape(mix.mu)[:-1], seeds[1])
+    k = tf.reshape(k, tf.shape(logits)[:-1])
+    mu = tf.gather(mix.mu, k, axis=-1, batch_dims=len(mix.mu.shape) - 1)
+    log_std = tf.gather(mix.log_std, k, axis=-1, batch_dims=len(mix.mu.shape) - 1)
+    return mu + tf.exp(log_std) * math.sqrt(temperature) * eps
+
