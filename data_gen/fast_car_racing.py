@@ -7,41 +7,61 @@ time, although only a few dozen of them end up on screen; and ``_render``
 builds a fresh ``pygame.font.Font`` (with an empty glyph cache) every frame
 just to print the score.
 
-:class:`FastCarRacing` performs exactly the same computation in bulk:
+:class:`FastCarRacing` performs the same computation in bulk and skips only
+work that provably cannot change a pixel:
 
 * The polygon geometry (play-field background, the 400 grass patches, and the
-  road/border polygons of the current track) is stacked once per track into a
-  single ``(N, 4, 2)`` float64 array.  Each frame it is transformed with numpy
-  using the very same sequence of IEEE-754 double operations as the stock code
+  road/border polygons of the current track) is stacked once per track into
+  ``(4, N)`` float64 arrays.  Each frame it is transformed with numpy using
+  the very same sequence of IEEE-754 double operations as the stock code
   (``c*x - s*y``, ``s*x + c*y``, ``* zoom``, ``+ translation``), and the same
   "any vertex inside the enlarged screen box" test selects the polygons to
-  draw.  The visible polygons are then drawn with the same ``gfxdraw`` calls,
-  in the same order, with the same float coordinates and colours.
+  draw.  They are drawn with the same ``gfxdraw`` calls, in the same order,
+  with the same float coordinates and colours.
 * ``pygame.math.Vector2.rotate_rad`` reduces the angle modulo 2*pi and
   special-cases angles within ``epsilon`` of a multiple of pi/2 before taking
-  sin/cos.  Rather than re-implementing that, the cosine and sine actually used
-  by pygame are read off by rotating the unit vector ``(1, 0)``: the result is
-  exactly ``(c, s)``, and since rotation is ``(c*x - s*y, s*x + c*y)`` the
-  vectorized transform reproduces ``rotate_rad`` to the last bit (this also
-  holds in the special cases, where ``(c, s)`` is ``(+-1, 0)`` / ``(0, +-1)``;
-  only the sign of an exact zero could differ, and it is erased by adding the
-  non-zero screen translation before pixels are rasterized).
+  sin/cos.  Rather than re-implementing that, the cosine and sine pygame uses
+  are read off by rotating the unit vector ``(1, 0)``: the result is exactly
+  ``(c, s)``, and as rotation is ``(c*x - s*y, s*x + c*y)`` the vectorized
+  transform reproduces ``rotate_rad`` to the last bit (also in the special
+  cases, where ``(c, s)`` is ``(+-1, 0)`` / ``(0, +-1)``; only the sign of an
+  exact zero could differ, which cannot change a pixel).
 * Road tile colours are *not* cached: the contact listener recolours a tile
   in place when it is first touched, so colours are read from
-  ``self.road_poly`` at draw time, and only for the visible polygons.
+  ``self.road_poly`` at draw time (only for the polygons drawn).
+* Culling of no-op draws: the stock box is ``MAX_SHAPE_DIM`` (~380 px) larger
+  than the 1000x800 surface, so about half of the polygons it draws lie
+  entirely off the surface.  A polygon is skipped if its bounding box is more
+  than 4 px outside the surface (gfxdraw clips, anti-aliasing spreads one
+  pixel), or lies entirely in the first 100 rows of the (not yet flipped)
+  road surface: after the vertical flip those become the bottom rows that
+  ``_render_indicators`` paints over with an opaque black rectangle.  For the
+  same reason those 100 rows are neither cleared nor copied by the flip.
+* The background polygon usually covers the whole surface.  Then clearing a
+  fresh surface and scan-filling the polygon is replaced by one ``fill`` with
+  the pixel value gfxdraw itself produces for the background colour (obtained
+  with ``gfxdraw.pixel`` on a 1x1 surface, so float colours with
+  ``domain_randomize`` convert identically).  Otherwise (zoom-in frames, near
+  the play-field edge) the surface is cleared and the polygon drawn as stock.
+* The road surface and the flipped surface are allocated once and reused; the
+  vertical flip is a numpy row copy into the persistent surface, giving the
+  same pixels as ``pygame.transform.flip``.
 * The score font is created once per environment (instead of once per frame)
   and the rendered score text is cached by its string, so unchanged score
   text is simply blitted again.  Font rendering is deterministic, so the
   blitted pixels are the same.
 
 Everything else (physics, rewards, terminations, indicators, the car
-drawing, the y-flip and the final ``smoothscale``) is inherited or done with
-the same pygame calls as the stock environment, so observations, rewards,
+drawing and the final ``smoothscale``) is inherited or done with the same
+pygame calls as the stock environment, so observations, rewards,
 terminations, truncations and infos are identical to ``CarRacing-v3`` for the
 same seed and actions (verified by ``tests/data_gen/test_fast_car_racing.py``
 over full episodes, including the zoom-in frames at the start, with default
-settings, ``domain_randomize=True`` and ``continuous=False``).  No frame is
-known to differ, so no error bound is needed.
+settings, ``domain_randomize=True``, ``continuous=False`` and
+``render_mode="rgb_array"``).  No frame is known to differ, so no error bound
+is needed.  Remaining cost per step is mostly pygame itself: gfxdraw
+polygon filling/anti-aliasing of the few dozen visible polygons, the fill,
+the flip copy and ``smoothscale``.
 
 This module imports only numpy, pygame and gymnasium (no TensorFlow) and does
 no work at import time beyond defining the class; call :func:`register` to
