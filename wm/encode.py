@@ -150,11 +150,19 @@ def run(cfg: EncodeConfig) -> dict:
 
 # ---------------------------------------------------------------- flags
 
-flags.DEFINE_string("vae", None, "A train_vae workdir (its newest checkpoint is used).")
-flags.DEFINE_string("data", None, "Rollout shards: a directory, glob or comma-separated list.")
-flags.DEFINE_string("out_dir", None, "Directory for the latent-series shards and manifest.json.")
-flags.DEFINE_integer("batch_size", 1000, "Frames per encoder call.")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+# Flags are defined only when run as a binary, so that several binaries (and data_gen.generate)
+# can be imported together in one process, e.g. by tests.
+
+
+def define_flags() -> None:
+    """Defines this binary's absl flags."""
+    flags.DEFINE_string("vae", None, "A train_vae workdir (its newest checkpoint is used).")
+    flags.DEFINE_string("data", None, "Rollout shards: a directory, glob or comma-separated list.")
+    flags.DEFINE_string("out_dir", None, "Directory for the latent-series shards and manifest.json.")
+    flags.DEFINE_integer("batch_size", 1000, "Frames per encoder call.")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -166,4 +174,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -1,0 +1,132 @@
+"""Smoke tests of python -m wm.train_vae and python -m wm.encode through their run(config) functions."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tfrecords
+from wm import encode, train_lib, train_vae
+from wm.cli import UsageError
+
+
+def _cfg(data, workdir, **kw):
+    base = dict(batch_size=8, learning_rate=1e-3, steps=20, log_every=5, checkpoint_every=10, steps_per_loop=5, progress=False, seed=0)
+    base.update(kw)
+    return train_vae.TrainVaeConfig(data=data, workdir=str(workdir), **base)
+
+
+def _train_losses(workdir):
+    return [m["loss"] for m in train_lib.read_metrics(str(workdir)) if m["split"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_rollouts, tmp_path_factory):
+    """A VAE trained 20 steps with the default strategy (shared by the encode tests)."""
+    workdir = tmp_path_factory.mktemp("vae")
+    train_vae.run(_cfg(tiny_rollouts, workdir))
+    return str(workdir)
+
+
+def test_default_run_learns_and_writes_its_workdir(trained):
+    losses = _train_losses(trained)
+    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0]
+    evals = [m for m in train_lib.read_metrics(trained) if m["split"] == "eval"]
+    assert [m["step"] for m in evals] == [10, 20]  # one epoch = 80 training frames / 8
+    config = json.load(open(os.path.join(trained, "config.json")))
+    assert config["model"] == "vae" and config["arch"]["z_size"] == 32 and len(config["eval_shards"]) == 1
+    assert train_lib.latest_checkpoint(trained).endswith("ckpt-20")
+    assert os.listdir(os.path.join(trained, "tensorboard", "train"))
+    enc = keras.models.load_model(os.path.join(trained, "export", "encoder.keras"))
+    dec = keras.models.load_model(os.path.join(trained, "export", "decoder.keras"))
+    assert dec(enc(np.zeros((1, 64, 64, 3), np.uint8))[0]).shape == (1, 64, 64, 3)
+
+
+def test_mirrored_run_learns(tiny_rollouts, tmp_path):
+    result = train_vae.run(_cfg(tiny_rollouts, tmp_path, strategy="mirrored", eval_shards=0))
+    assert json.load(open(tmp_path / "config.json"))["setup"]["replicas"] == 2
+    losses = _train_losses(tmp_path)
+    assert result["step"] == 20 and losses[-1] < 0.8 * losses[0]
+
+
+def test_rerun_with_more_steps_continues(tiny_rollouts, tmp_path, capsys):
+    train_vae.run(_cfg(tiny_rollouts, tmp_path, steps=5, checkpoint_every=100, eval_shards=0))
+    assert train_lib.latest_checkpoint(str(tmp_path)).endswith("ckpt-5")
+    result = train_vae.run(_cfg(tiny_rollouts, tmp_path, steps=10, checkpoint_every=100, eval_shards=0))
+    assert "resuming from step 5" in capsys.readouterr().err
+    assert result["step"] == 10
+    assert [m["step"] for m in train_lib.read_metrics(str(tmp_path))] == [5, 10]
+    train_vae.run(_cfg(tiny_rollouts, tmp_path, steps=10, eval_shards=0))  # already done: no-op
+    assert "already at step 10" in capsys.readouterr().err
+
+
+def test_crash_in_the_middle_resumes_from_last_checkpoint(tiny_rollouts, tmp_path, monkeypatch, capsys):
+    write = train_lib.MetricsLog.write
+
+    def crashing_write(self, entry):
+        if entry["step"] == 15:
+            raise KeyboardInterrupt("simulated kill")
+        write(self, entry)
+
+    monkeypatch.setattr(train_lib.MetricsLog, "write", crashing_write)
+    with pytest.raises(KeyboardInterrupt):
+        train_vae.run(_cfg(tiny_rollouts, tmp_path, eval_shards=0, checkpoint_every=5, log_every=5))
+    monkeypatch.setattr(train_lib.MetricsLog, "write", write)
+    assert train_lib.latest_checkpoint(str(tmp_path)).endswith("ckpt-10")
+    # A kill between the step-10 checkpoint and a later one: the run goes on from step 10.
+    result = train_vae.run(_cfg(tiny_rollouts, tmp_path, eval_shards=0, checkpoint_every=5, log_every=5))
+    assert "resuming from step 10" in capsys.readouterr().err
+    assert result["step"] == 20
+    assert [m["step"] for m in train_lib.read_metrics(str(tmp_path))] == [5, 10, 15, 20]
+
+
+def test_foreign_or_incompatible_workdir_is_refused(tiny_rollouts, trained, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model": "mdnrnn", "arch": {}}))
+    with pytest.raises(UsageError, match="'mdnrnn' run, not 'vae'"):
+        train_vae.run(_cfg(tiny_rollouts, tmp_path))
+    with pytest.raises(UsageError, match="another architecture.*z_size"):
+        train_vae.run(_cfg(tiny_rollouts, trained, z_size=16, steps=40))
+
+
+def test_missing_data_is_a_one_line_error(tmp_path):
+    with pytest.raises(tfrecords.ShardError, match="no shards match"):
+        train_vae.run(_cfg(str(tmp_path / "nothing"), tmp_path / "w"))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-m", "wm.train_vae", f"--data={tmp_path}/nothing", f"--workdir={tmp_path}/w", "--steps=1"],
+        capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("train_vae:")]
+    assert lines and "error: no shards match" in lines[-1]
+
+
+def test_encode_round_trip(tiny_rollouts, trained, tmp_path):
+    out = str(tmp_path / "series")
+    manifest = encode.run(encode.EncodeConfig(vae=trained, data=tiny_rollouts, out_dir=out, batch_size=16, progress=False))
+    source = tfrecords.dataset_manifest(tiny_rollouts)
+    assert manifest["kind"] == "latents" and manifest["episodes"] == source["episodes"] and manifest["frames"] == source["frames"]
+    assert [s["episodes"] for s in manifest["shards"]] == [s["episodes"] for s in source["shards"]]
+    assert encode.run(encode.EncodeConfig(vae=trained, data=tiny_rollouts, out_dir=out, progress=False)) == manifest  # complete: no-op
+
+    enc = keras.models.load_model(os.path.join(trained, "export", "encoder.keras"))
+    episodes = {int(ep["seed"]): ep for ep in tfrecords.episodes_dataset(tiny_rollouts)}
+    seen = set()
+    for window in tfrecords.sequence_dataset(out, 1, 40, shuffle=False, repeat=False):
+        ep = episodes[int(window["seed"][0])]
+        n = int(window["mask"][0].numpy().sum())
+        mu, logvar = enc(ep["frames"][:n].numpy())
+        np.testing.assert_allclose(window["mu"][0, :n], mu, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(window["logvar"][0, :n], logvar, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(window["actions"][0, :n], ep["actions"][:n])
+        seen.add(int(window["seed"][0]))
+    assert seen == set(episodes)
+
+
+def test_encode_needs_a_vae_workdir(tiny_rollouts, tmp_path):
+    with pytest.raises(UsageError, match="not a train_vae workdir"):
+        encode.run(encode.EncodeConfig(vae=str(tmp_path), data=tiny_rollouts, out_dir=str(tmp_path / "o")))
