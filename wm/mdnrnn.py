@@ -44,6 +44,8 @@ class MDNRNN(keras.Model):
     """The MDN-RNN. ``call`` takes [B, T, Z + A] inputs and returns (h [B, T, H], Mixture, extras).
 
     ``extras`` holds ``reward`` [B, T] and/or ``terminal_logit`` [B, T] when those heads are on.
+    ``use_cudnn=False`` forces the generic LSTM kernel, which XLA can compile (the fused cuDNN
+    op cannot be).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class MDNRNN(keras.Model):
         reward_head: bool = False,
         terminal_head: bool = False,
         dtype_policy=None,
+        use_cudnn: bool | str = "auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -69,6 +72,7 @@ class MDNRNN(keras.Model):
             use_bias=True,
             return_sequences=True,
             return_state=True,
+            use_cudnn=use_cudnn,
             dtype=dtype_policy,
             name="lstm",
         )

@@ -1,0 +1,267 @@
+"""Stage 3: train M, the MDN-RNN, on latent series from ``wm.encode``.
+
+    python -m wm.train_mdnrnn --series=runs/demo/series --workdir=runs/demo/mdnrnn --epochs=20
+
+Each batch holds windows of ``--seq_len + 1`` steps; z_t is drawn afresh from the stored
+N(mu, exp(logvar)) for every batch, as in the paper, and M learns p(z_{t+1} | z_t, a_t, h_t).
+Steps past an episode's end are masked. The last ``--eval_shards`` shards are held out and
+their loss is reported each epoch (an epoch is the training episodes' windows divided by
+``--batch_size``). Checkpoints, resume, metrics.jsonl, TensorBoard and profiling come from
+``wm.train_lib``, as for V.
+
+Device choice: the fused cuDNN LSTM has no XLA kernel, so under ``--jit_compile=auto`` a GPU
+trains without XLA (keeping cuDNN), a TPU with XLA (it always compiles), a CPU without;
+``--jit_compile=on`` on a GPU switches the LSTM to its generic, compilable kernel instead of
+failing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from wm import distribute, train_lib  # noqa: E402
+from wm.cli import UsageError, run_main  # noqa: E402
+
+
+@dataclasses.dataclass
+class TrainMdnrnnConfig:
+    """Everything ``run`` needs (the flags of ``python -m wm.train_mdnrnn``)."""
+
+    series: str
+    workdir: str
+    strategy: str = "default"
+    tpu: str = ""
+    seq_len: int = 999
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    grad_clip: float = 1.0
+    steps: int = 0  # total steps; 0: derived from epochs
+    epochs: int = 20
+    mixed_precision: str = "auto"
+    jit_compile: str = "auto"
+    steps_per_loop: int = 10
+    profile_steps: str = ""
+    eval_shards: int = 1
+    log_every: int = 50
+    checkpoint_every: int = 500
+    hidden: int = 256
+    mixtures: int = 5
+    reward_head: bool = False
+    terminal_head: bool = False
+    reward_weight: float = 1.0
+    terminal_weight: float = 1.0
+    shuffle_buffer: int = 1000
+    seed: int | None = None
+    progress: bool = True
+
+
+def validate(cfg: TrainMdnrnnConfig) -> None:
+    """Raises UsageError with a one-line message for bad settings."""
+    if not cfg.series:
+        raise UsageError("--series is required")
+    if not cfg.workdir:
+        raise UsageError("--workdir is required")
+    try:
+        distribute.check_modes(cfg.strategy, cfg.mixed_precision, cfg.jit_compile)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for name in ("seq_len", "batch_size", "steps_per_loop", "log_every", "checkpoint_every", "hidden", "mixtures", "shuffle_buffer"):
+        if getattr(cfg, name) <= 0:
+            raise UsageError(f"--{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.steps < 0 or cfg.epochs < 0 or cfg.eval_shards < 0:
+        raise UsageError("--steps, --epochs and --eval_shards must not be negative")
+    if not cfg.steps and not cfg.epochs:
+        raise UsageError("set --steps or --epochs")
+    if cfg.grad_clip < 0 or not math.isfinite(cfg.grad_clip):
+        raise UsageError(f"--grad_clip must be >= 0 (0: off), got {cfg.grad_clip}")
+    train_lib.parse_profile_steps(cfg.profile_steps)
+
+
+def split_series(cfg: TrainMdnrnnConfig) -> tuple[list[str], list[str], dict | None]:
+    """(train shards, held-out shards, manifest) of the latent series."""
+    import tfrecords
+    from tfrecords import schema
+
+    shards = tfrecords.list_shards(cfg.series)
+    manifest = tfrecords.dataset_manifest(shards)
+    if manifest and manifest.get("kind") != schema.KIND_LATENTS:
+        raise UsageError(f"{cfg.series} holds {manifest.get('kind')}, not latent series: run python -m wm.encode first")
+    if cfg.eval_shards and len(shards) <= cfg.eval_shards:
+        raise UsageError(f"{cfg.series} has {len(shards)} shards: too few to hold out --eval_shards={cfg.eval_shards}")
+    cut = len(shards) - cfg.eval_shards
+    return shards[:cut], shards[cut:], manifest
+
+
+def windows_in(files: list[str], manifest: dict | None, window: int) -> int | None:
+    """Approximate windows per pass over ``files``: each episode gives ceil(T / window)."""
+    if not manifest:
+        return None
+    names = {os.path.basename(f) for f in files}
+    shards = [s for s in manifest["shards"] if s["name"] in names]
+    eps = sum(s["episodes"] for s in shards)
+    if not eps:
+        return None
+    mean_len = sum(s["frames"] for s in shards) / eps
+    return eps * math.ceil(mean_len / window)
+
+
+def resolve_device_choices(setup: distribute.Setup, jit_mode: str) -> tuple[distribute.Setup, bool | str]:
+    """(setup with M's XLA choice, the LSTM's use_cudnn) so that every device gets a working pair."""
+    if setup.device_type == "GPU":
+        if jit_mode == "auto":
+            return dataclasses.replace(setup, jit_compile=False), "auto"
+        if setup.jit_compile:
+            return setup, False  # XLA cannot compile the cuDNN op: use the generic kernel
+    return setup, "auto"
+
+
+def make_loss_fn(cfg: TrainMdnrnnConfig):
+    """The per-example loss for train_lib: resample z from (mu, logvar), then the sequence NLL."""
+    import tensorflow as tf
+
+    from wm import mdnrnn
+
+    def loss_fn(model, batch, training):
+        mu, logvar = batch["mu"], batch["logvar"]
+        z = mu + tf.exp(0.5 * logvar) * tf.random.normal(tf.shape(mu))
+        return mdnrnn.sequence_loss_terms(
+            model, z, batch["actions"], batch["mask"], batch["rewards"], batch["terminals"],
+            cfg.reward_weight, cfg.terminal_weight, training=training,
+        )
+
+    return loss_fn
+
+
+def run(cfg: TrainMdnrnnConfig) -> dict:
+    """Trains (or resumes) M; returns train_lib.run's result."""
+    validate(cfg)
+    import keras
+    import tensorflow as tf
+
+    import tfrecords
+    from tfrecords import schema
+    from wm import mdnrnn
+
+    train_files, eval_files, manifest = split_series(cfg)
+    z_size = int((manifest or {}).get("latent_dim", schema.LATENT_DIM))
+    window = cfg.seq_len + 1
+    steps_per_epoch = max(1, (windows_in(train_files, manifest, window) or 0) // cfg.batch_size)
+    steps = cfg.steps
+    if not steps:
+        if manifest is None:
+            raise UsageError(f"{cfg.series} has no manifest to size an epoch; pass --steps")
+        steps = cfg.epochs * steps_per_epoch
+    setup = distribute.setup(cfg.strategy, cfg.tpu or None, cfg.mixed_precision, cfg.jit_compile)
+    setup, use_cudnn = resolve_device_choices(setup, cfg.jit_compile)
+    if cfg.seed is not None:
+        keras.utils.set_random_seed(cfg.seed)
+    arch = {
+        "z_size": z_size, "action_size": schema.ACTION_DIM, "hidden": cfg.hidden, "mixtures": cfg.mixtures,
+        "reward_head": cfg.reward_head, "terminal_head": cfg.terminal_head,
+    }
+
+    def data(files, train):
+        def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            per_replica = ctx.get_per_replica_batch_size(cfg.batch_size)
+            return tfrecords.sequence_dataset(
+                files, per_replica, window, kind=schema.KIND_LATENTS, shuffle=train, repeat=train,
+                shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, input_context=ctx, latent_dim=z_size,
+            )
+
+        return fn
+
+    task = train_lib.Task(
+        name="mdnrnn",
+        arch=arch,
+        model_fn=lambda policy: mdnrnn.MDNRNN(**arch, dtype_policy=policy, use_cudnn=use_cudnn),
+        loss_fn=make_loss_fn(cfg),
+        train_data=data(train_files, True),
+        eval_data=data(eval_files, False) if eval_files else None,
+        optimizer_fn=lambda lr: keras.optimizers.Adam(lr),
+    )
+    loop = train_lib.LoopConfig(
+        workdir=cfg.workdir,
+        steps=steps,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        steps_per_loop=cfg.steps_per_loop,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        eval_every=steps_per_epoch if eval_files else 0,
+        clip_norm=cfg.grad_clip or None,
+        profile_steps=train_lib.parse_profile_steps(cfg.profile_steps),
+        progress=cfg.progress,
+    )
+    extra = {"flags": dataclasses.asdict(cfg), "train_shards": train_files, "eval_shards": eval_files, "steps_per_epoch": steps_per_epoch}
+    result = train_lib.run(task, setup, loop, extra)
+    print(f"train_mdnrnn: step {result['step']} in {cfg.workdir}", file=sys.stderr)
+    return result
+
+
+def load(workdir: str):
+    """Builds M with the architecture in ``workdir/config.json`` and its newest weights (float32)."""
+    from wm import mdnrnn
+
+    config = train_lib.read_config(workdir)
+    if not config or config.get("model") != "mdnrnn":
+        raise UsageError(f"{workdir} is not a train_mdnrnn workdir (no mdnrnn config.json)")
+    model = mdnrnn.MDNRNN(**config["arch"], dtype_policy="float32")
+    train_lib.restore_model(workdir, model)
+    return model
+
+
+# ---------------------------------------------------------------- flags
+
+
+def define_flags() -> None:
+    """Defines this binary's absl flags (only when run as a binary)."""
+    d = TrainMdnrnnConfig(series="", workdir="")
+    flags.DEFINE_string("series", None, "Latent-series shards from wm.encode: a directory, glob or list.")
+    flags.DEFINE_string("workdir", None, "Run directory (config, checkpoints, TensorBoard).")
+    flags.DEFINE_enum("strategy", d.strategy, list(distribute.STRATEGIES), "Distribution strategy.")
+    flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+    flags.DEFINE_integer("seq_len", d.seq_len, "Steps per training sequence (windows hold seq_len + 1).")
+    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size (sequences).")
+    flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate.")
+    flags.DEFINE_float("grad_clip", d.grad_clip, "Global-norm gradient clipping (0: off).")
+    flags.DEFINE_integer("steps", 0, "Total training steps (overrides --epochs).")
+    flags.DEFINE_integer("epochs", d.epochs, "Epochs over the training shards, if --steps is 0.")
+    flags.DEFINE_enum("mixed_precision", d.mixed_precision, list(distribute.PRECISIONS), "auto: float16 on GPU, bfloat16 on TPU, off on CPU.")
+    flags.DEFINE_enum("jit_compile", d.jit_compile, list(distribute.JIT_MODES), "XLA; auto: TPU only for M (cuDNN on GPU).")
+    flags.DEFINE_integer("steps_per_loop", d.steps_per_loop, "Steps per compiled call.")
+    flags.DEFINE_string("profile_steps", "", "Profile steps FIRST,LAST into TensorBoard.")
+    flags.DEFINE_integer("eval_shards", d.eval_shards, "Last shards held out for the per-epoch eval loss (0: none).")
+    flags.DEFINE_integer("log_every", d.log_every, "Log metrics every N steps.")
+    flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "Checkpoint every N steps.")
+    flags.DEFINE_integer("hidden", d.hidden, "LSTM units.")
+    flags.DEFINE_integer("mixtures", d.mixtures, "Gaussians per latent dimension.")
+    flags.DEFINE_bool("reward_head", d.reward_head, "Also predict the reward (squared error).")
+    flags.DEFINE_bool("terminal_head", d.terminal_head, "Also predict termination (Bernoulli).")
+    flags.DEFINE_float("reward_weight", d.reward_weight, "Weight of the reward loss.")
+    flags.DEFINE_float("terminal_weight", d.terminal_weight, "Weight of the terminal loss.")
+    flags.DEFINE_integer("seed", None, "Seed for initialization, sampling and shuffling (default: random).")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(TrainMdnrnnConfig) if f.name in FLAGS}
+    values["series"] = values["series"] or ""
+    values["workdir"] = values["workdir"] or ""
+    run_main(lambda: run(TrainMdnrnnConfig(**values)), "train_mdnrnn")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
