@@ -248,6 +248,51 @@ class FastCarRacing(_cr.CarRacing):
         gfxdraw.pixel(scratch, 0, 0, color)
         return scratch.get_at_mapped((0, 0))
 
+    def _screen_polygons(
+        self,
+        geom: tuple[np.ndarray, np.ndarray],
+        zoom: float,
+        translation,
+        angle: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Transform all polygons to screen coordinates and select them.
+
+        Returns ``(px, py, stock, drawn)``: the ``(4, N)`` screen coordinates
+        (bit-identical to the stock per-vertex computation), the boolean mask
+        of polygons the stock code draws, and the mask of non-background
+        polygons that can change a visible pixel and are therefore drawn here
+        (a subset of ``stock``).
+        """
+        gx, gy = geom
+        W, H = _cr.WINDOW_W, _cr.WINDOW_H
+
+        # The exact (cos, sin) pair pygame's rotate_rad uses for this angle
+        # (after its modulo-2*pi reduction and right-angle special cases).
+        c, s = pygame.math.Vector2(1.0, 0.0).rotate_rad(angle)
+        tx, ty = translation[0], translation[1]
+        px = (c * gx - s * gy) * zoom + tx
+        py = (s * gx + c * gy) * zoom + ty
+
+        # Stock test: draw if any vertex lies in the enlarged screen box.
+        m = _cr.MAX_SHAPE_DIM
+        inside = (px >= -m) & (px <= W + m) & (py >= -m) & (py <= H + m)
+        stock = inside[0] | inside[1] | inside[2] | inside[3]
+        stock[0] = True  # the background is drawn unclipped
+        # Of those, only polygons whose bounding box reaches the surface can
+        # change a pixel; the others would be clipped away entirely by gfxdraw.
+        # Rows above _HIDDEN_ROWS end up under the indicator panel.
+        e = _CULL_MARGIN
+        drawn = stock.copy()
+        drawn &= np.maximum(np.maximum(px[0], px[1]), np.maximum(px[2], px[3])) >= -e
+        drawn &= np.minimum(np.minimum(px[0], px[1]), np.minimum(px[2], px[3])) <= W + e
+        drawn &= (
+            np.maximum(np.maximum(py[0], py[1]), np.maximum(py[2], py[3]))
+            >= _HIDDEN_ROWS - e
+        )
+        drawn &= np.minimum(np.minimum(py[0], py[1]), np.minimum(py[2], py[3])) <= H + e
+        drawn[0] = False  # the background is handled by _render_road
+        return px, py, stock, drawn
+
     def _render_road(self, zoom: float, translation, angle: float) -> None:
         """Clear ``self.surf`` and draw background, grass and road.
 
@@ -264,33 +309,9 @@ class FastCarRacing(_cr.CarRacing):
             self.surf.fill(0)
             super()._render_road(zoom, translation, angle)
             return
-        gx, gy = geom
+        px, py, _, drawn = self._screen_polygons(geom, zoom, translation, angle)
+        idx = np.flatnonzero(drawn)
         W, H = _cr.WINDOW_W, _cr.WINDOW_H
-
-        # The exact (cos, sin) pair pygame's rotate_rad uses for this angle
-        # (after its modulo-2*pi reduction and right-angle special cases).
-        c, s = pygame.math.Vector2(1.0, 0.0).rotate_rad(angle)
-        tx, ty = translation[0], translation[1]
-        px = (c * gx - s * gy) * zoom + tx
-        py = (s * gx + c * gy) * zoom + ty
-
-        # Stock test: draw if any vertex lies in the enlarged screen box.
-        m = _cr.MAX_SHAPE_DIM
-        inside = (px >= -m) & (px <= W + m) & (py >= -m) & (py <= H + m)
-        visible = inside[0] | inside[1] | inside[2] | inside[3]
-        # Of those, only polygons whose bounding box reaches the surface can
-        # change a pixel; the others would be clipped away entirely by gfxdraw.
-        e = _CULL_MARGIN
-        visible &= np.maximum(np.maximum(px[0], px[1]), np.maximum(px[2], px[3])) >= -e
-        visible &= np.minimum(np.minimum(px[0], px[1]), np.minimum(px[2], px[3])) <= W + e
-        # (Rows above _HIDDEN_ROWS end up under the indicator panel.)
-        visible &= (
-            np.maximum(np.maximum(py[0], py[1]), np.maximum(py[2], py[3]))
-            >= _HIDDEN_ROWS - e
-        )
-        visible &= np.minimum(np.minimum(py[0], py[1]), np.minimum(py[2], py[3])) <= H + e
-        visible[0] = False  # the background is handled below
-        idx = np.flatnonzero(visible)
 
         surf = self.surf
         aapolygon = gfxdraw.aapolygon
