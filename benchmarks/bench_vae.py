@@ -1,0 +1,175 @@
+"""VAE training throughput on this machine: our train step vs idiomatic PyTorch, and the input pipeline.
+
+    python benchmarks/bench_vae.py                      # ~1-2 minutes on 2 CPU cores
+    python benchmarks/bench_vae.py --rounds=5 --steps=20 --data=runs/demo/rollouts
+
+Measures, in one process with interleaved rounds (so load from other processes hits both):
+
+* ``tf step``: ``wm.train_lib.Trainer.train_steps`` (the exact step ``python -m wm.train_vae``
+  runs: the paper's VAE, Adam, per-replica loss over the global batch, ``--steps_per_loop``
+  steps per call) on an in-memory batch;
+* ``torch step``: the same network, loss and optimizer written the usual PyTorch way;
+* ``pipeline``: ``tfrecords.frames_dataset`` alone (read, decompress, parse, shuffle, batch);
+* ``end to end``: the TF step fed by the pipeline.
+
+Prints images/s (median over rounds) for each and the TF/PyTorch ratio. Without ``--data`` it
+writes a synthetic rollout dataset (compressible frames, like CarRacing's) to a temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+
+def synthetic_rollouts(out_dir: str, episodes: int = 8, length: int = 500) -> str:
+    """Writes CarRacing-like frames (flat grass and road with noise) as a rollout dataset."""
+    from tfrecords import schema, writer
+
+    rng = np.random.default_rng(0)
+    plans = writer.plan_shards(episodes, 4, "rollouts")
+    run = writer.ShardedRun(out_dir, schema.KIND_ROLLOUTS, {"synthetic": True, "episodes": episodes, "length": length}, plans)
+    if run.prepare():
+        return out_dir
+    cols = np.arange(64)
+    for plan in run.pending():
+        eps = []
+        for _ in plan.items:
+            frames = np.empty((length, 64, 64, 3), np.uint8)
+            frames[:] = (102, 204, 102)
+            for t in range(length):
+                center = 32 + int(12 * np.sin(t / 40))
+                road = np.abs(cols - center) < 10
+                frames[t, :, road] = (105, 105, 105)
+                frames[t, 54:, :] = 0
+            frames = np.clip(frames + rng.integers(0, 3, frames.shape), 0, 255).astype(np.uint8)
+            eps.append(schema.Episode(actions=np.zeros((length, 3), np.float32), rewards=np.zeros(length, np.float32), terminals=np.zeros(length, np.int64), seed=0, frames=frames))
+        writer.write_shard(out_dir, plan, eps)
+    run.finalize({"frame_shape": list(schema.FRAME_SHAPE)})
+    return out_dir
+
+
+def torch_vae():
+    """The paper's VAE in idiomatic PyTorch (NCHW, channels as the conv layout wants)."""
+    import torch
+    from torch import nn
+
+    class VAE(nn.Module):
+        def __init__(self, z: int = 32):
+            super().__init__()
+            self.enc = nn.Sequential(
+                nn.Conv2d(3, 32, 4, 2), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
+                nn.Conv2d(64, 128, 4, 2), nn.ReLU(), nn.Conv2d(128, 256, 4, 2), nn.ReLU(), nn.Flatten(),
+            )
+            self.mu, self.logvar = nn.Linear(1024, z), nn.Linear(1024, z)
+            self.fc = nn.Linear(z, 1024)
+            self.dec = nn.Sequential(
+                nn.ConvTranspose2d(1024, 128, 5, 2), nn.ReLU(), nn.ConvTranspose2d(128, 64, 5, 2), nn.ReLU(),
+                nn.ConvTranspose2d(64, 32, 6, 2), nn.ReLU(), nn.ConvTranspose2d(32, 3, 6, 2), nn.Sigmoid(),
+            )
+
+        def forward(self, frames):
+            x = frames.permute(0, 3, 1, 2).float() / 255.0
+            h = self.enc(x)
+            mu, logvar = self.mu(h), self.logvar(h)
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+            recon = self.dec(self.fc(z).view(-1, 1024, 1, 1))
+            r = ((x - recon) ** 2).sum(dim=(1, 2, 3))
+            kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(dim=1)).clamp(min=0.5 * 32)
+            return (r + kl).mean()
+
+    model = VAE()
+    assert sum(p.numel() for p in model.parameters()) == 4_348_547
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step(frames):
+        opt.zero_grad(set_to_none=True)
+        loss = model(frames)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch_size", type=int, default=100)
+    p.add_argument("--steps", type=int, default=10, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps_per_loop", type=int, default=10)
+    p.add_argument("--data", default="", help="rollout shards (default: synthetic)")
+    args = p.parse_args()
+
+    import tensorflow as tf
+    import torch
+
+    import tfrecords
+    from wm import distribute, train_lib, vae
+
+    data = args.data or synthetic_rollouts(os.path.join(tempfile.gettempdir(), "bench_vae_rollouts"))
+    b = args.batch_size
+    frames = next(iter(tfrecords.frames_dataset(data, b, seed=0))).numpy()
+
+    setup = distribute.setup("default", mixed_precision="auto", jit_compile="auto")
+
+    def make_trainer(dataset_fn):
+        task = train_lib.Task("vae", {}, lambda pol: vae.ConvVAE(dtype_policy=pol), lambda m, x, t: vae.loss_terms(m, x, training=t), dataset_fn)
+        trainer = train_lib.Trainer(task, setup, train_lib.LoopConfig(workdir="", steps=1, batch_size=b, steps_per_loop=args.steps_per_loop))
+        return trainer, iter(setup.strategy.distribute_datasets_from_function(dataset_fn))
+
+    mem_trainer, mem_it = make_trainer(lambda ctx: tf.data.Dataset.from_tensors(tf.constant(frames)).repeat())
+    e2e_trainer, e2e_it = make_trainer(lambda ctx: tfrecords.frames_dataset(data, b, input_context=ctx))
+    pipeline = iter(tfrecords.frames_dataset(data, b))
+    torch_step = torch_vae()
+    torch_frames = torch.from_numpy(frames)
+
+    def tf_loop(trainer, it):
+        def go():
+            done = 0
+            while done < args.steps:
+                n = min(args.steps_per_loop, args.steps - done)
+                float(trainer.train_steps(it, tf.constant(n, tf.int64))["loss"])
+                done += n
+        return go
+
+    def torch_loop():
+        for _ in range(args.steps):
+            torch_step(torch_frames)
+
+    def pipe_loop():
+        for _ in range(args.steps * 5):
+            next(pipeline)
+
+    runs = {"tf step": (tf_loop(mem_trainer, mem_it), args.steps), "torch step": (torch_loop, args.steps), "pipeline": (pipe_loop, args.steps * 5), "end to end": (tf_loop(e2e_trainer, e2e_it), args.steps)}
+    for fn, _ in runs.values():  # warm up: trace, allocate, fill buffers
+        fn()
+    rates = {k: [] for k in runs}
+    for r in range(args.rounds):
+        for name, (fn, steps) in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            rates[name].append(steps * b / (time.perf_counter() - t0))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"\nVAE training, batch {b}, {os.cpu_count()} CPUs, TF {tf.__version__} ({setup.dtype_policy}, jit={setup.jit_compile}), torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"  TensorFlow train step (wm.train_lib): {med['tf step']:7.0f} img/s")
+    print(f"  PyTorch train step:                   {med['torch step']:7.0f} img/s")
+    print(f"  ratio TF / PyTorch:                   {med['tf step'] / med['torch step']:7.2f}x")
+    print(f"  frames_dataset alone:                 {med['pipeline']:7.0f} img/s")
+    print(f"  TF step fed by frames_dataset:        {med['end to end']:7.0f} img/s")
+    bound = "the train step (the pipeline is faster)" if med["pipeline"] > med["tf step"] else "the input pipeline"
+    print(f"  training is bound by {bound}")
+
+
+if __name__ == "__main__":
+    main()
