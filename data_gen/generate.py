@@ -179,8 +179,9 @@ def run(cfg: GenerateConfig) -> dict:
     if done_eps:
         print(f"generate: resuming, {len(plans) - len(pending)} of {len(plans)} shards already written", file=sys.stderr)
     progress = _Progress(cfg.episodes, done_eps, cfg.progress)
+    workers = min(cfg.workers, len(pending))
     try:
-        if cfg.workers == 1 or len(pending) <= 1:
+        if workers <= 1:
             for p in pending:
                 _write_shard(cfg, p, progress.episode)
         else:
@@ -196,7 +197,7 @@ def run(cfg: GenerateConfig) -> dict:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
-    rate = f"; {progress.steps_per_sec:.0f} env steps/s with {cfg.workers} workers" if progress.steps else ""
+    rate = f"; {progress.steps_per_sec:.0f} env steps/s with {workers} worker(s)" if progress.steps else ""
     print(f"generate: wrote {summary(manifest)}{rate}", file=sys.stderr)
     return manifest
 
@@ -212,18 +213,26 @@ def summary(manifest: dict) -> str:
 
 # ---------------------------------------------------------------- flags
 
+# Flags are defined only when run as a binary, so that several binaries can be imported in one
+# process (tests, the pipeline).
+
+
+def define_flags() -> None:
+    """Defines this binary's absl flags."""
+    d = GenerateConfig(out_dir="")
+    flags.DEFINE_string("out_dir", None, "Directory for the shards and manifest.json.")
+    flags.DEFINE_integer("episodes", d.episodes, "Number of episodes.")
+    flags.DEFINE_integer("max_steps", d.max_steps, "Maximum steps per episode.")
+    flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes.")
+    flags.DEFINE_string("policy", d.policy, "Exploration policy: brownian or random.")
+    flags.DEFINE_integer("seed", d.seed, "Run seed; episode i is seeded from (seed, i).")
+    flags.DEFINE_integer("episodes_per_shard", d.episodes_per_shard, "Episodes per TFRecord shard.")
+    flags.DEFINE_string("env_id", d.env_id, "Gymnasium environment id (CarRacing-v3 for the stock one).")
+    flags.DEFINE_bool("full_frame", d.full_frame, "Store the full 96x96 frame instead of the paper's 64x64 crop.")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
 FLAGS = flags.FLAGS
-_D = GenerateConfig(out_dir="")
-flags.DEFINE_string("out_dir", None, "Directory for the shards and manifest.json.")
-flags.DEFINE_integer("episodes", _D.episodes, "Number of episodes.")
-flags.DEFINE_integer("max_steps", _D.max_steps, "Maximum steps per episode.")
-flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes.")
-flags.DEFINE_string("policy", _D.policy, "Exploration policy: brownian or random.")
-flags.DEFINE_integer("seed", _D.seed, "Run seed; episode i is seeded from (seed, i).")
-flags.DEFINE_integer("episodes_per_shard", _D.episodes_per_shard, "Episodes per TFRecord shard.")
-flags.DEFINE_string("env_id", _D.env_id, "Gymnasium environment id.")
-flags.DEFINE_bool("full_frame", _D.full_frame, "Store the full 96x96 frame instead of the paper's 64x64 crop.")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
 def main(argv) -> None:
@@ -245,4 +254,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

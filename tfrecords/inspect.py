@@ -18,7 +18,6 @@ from absl import app, flags
 from wm.cli import UsageError, run_main
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("verify", True, "Read every record and check it against the manifest.")
 
 
 def _read_shard(path: str, frame_shape) -> dict:
@@ -114,4 +113,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    flags.DEFINE_bool("verify", True, "Read every record and check it against the manifest.")
     app.run(main)
