@@ -8,7 +8,9 @@ Measures, in one process with interleaved rounds (so load from other processes h
 * ``tf step``: ``wm.train_lib.Trainer.train_steps`` (the exact step ``python -m wm.train_vae``
   runs: the paper's VAE, Adam, per-replica loss over the global batch, ``--steps_per_loop``
   steps per call) on an in-memory batch;
-* ``torch step``: the same network, loss and optimizer written the usual PyTorch way;
+* ``torch step``: the same network, loss and optimizer written the usual PyTorch way, with
+  PyTorch's default thread count and with one thread (OpenMP's spinning threads collapse when
+  other processes share the cores, so the ratio is also given against the faster of the two);
 * ``pipeline``: ``tfrecords.frames_dataset`` alone (read, decompress, parse, shuffle, batch);
 * ``end to end``: the TF step fed by the pipeline.
 
@@ -132,6 +134,7 @@ def main() -> None:
     pipeline = iter(tfrecords.frames_dataset(data, b))
     torch_step = torch_vae()
     torch_frames = torch.from_numpy(frames)
+    default_threads = torch.get_num_threads()
 
     def tf_loop(trainer, it):
         def go():
@@ -142,15 +145,19 @@ def main() -> None:
                 done += n
         return go
 
-    def torch_loop():
-        for _ in range(args.steps):
-            torch_step(torch_frames)
+    def torch_loop(threads):
+        def go():
+            torch.set_num_threads(threads)
+            for _ in range(args.steps):
+                torch_step(torch_frames)
+            torch.set_num_threads(default_threads)
+        return go
 
     def pipe_loop():
         for _ in range(args.steps * 5):
             next(pipeline)
 
-    runs = {"tf step": (tf_loop(mem_trainer, mem_it), args.steps), "torch step": (torch_loop, args.steps), "pipeline": (pipe_loop, args.steps * 5), "end to end": (tf_loop(e2e_trainer, e2e_it), args.steps)}
+    runs = {"tf step": (tf_loop(mem_trainer, mem_it), args.steps), "torch step": (torch_loop(default_threads), args.steps), "torch 1 thread": (torch_loop(1), args.steps), "pipeline": (pipe_loop, args.steps * 5), "end to end": (tf_loop(e2e_trainer, e2e_it), args.steps)}
     for fn, _ in runs.values():  # warm up: trace, allocate, fill buffers
         fn()
     rates = {k: [] for k in runs}
@@ -161,10 +168,13 @@ def main() -> None:
             rates[name].append(steps * b / (time.perf_counter() - t0))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()), flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"\nVAE training, batch {b}, {os.cpu_count()} CPUs, TF {tf.__version__} ({setup.dtype_policy}, jit={setup.jit_compile}), torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"\nVAE training, batch {b}, {os.cpu_count()} CPUs, TF {tf.__version__} ({setup.dtype_policy}, jit={setup.jit_compile}), torch {torch.__version__}")
     print(f"  TensorFlow train step (wm.train_lib): {med['tf step']:7.0f} img/s")
-    print(f"  PyTorch train step:                   {med['torch step']:7.0f} img/s")
-    print(f"  ratio TF / PyTorch:                   {med['tf step'] / med['torch step']:7.2f}x")
+    print(f"  PyTorch train step ({default_threads} threads):       {med['torch step']:7.0f} img/s")
+    print(f"  PyTorch train step (1 thread):        {med['torch 1 thread']:7.0f} img/s")
+    best = max(med["torch step"], med["torch 1 thread"])
+    print(f"  ratio TF / PyTorch (default threads): {med['tf step'] / med['torch step']:7.2f}x")
+    print(f"  ratio TF / best PyTorch:              {med['tf step'] / best:7.2f}x")
     print(f"  frames_dataset alone:                 {med['pipeline']:7.0f} img/s")
     print(f"  TF step fed by frames_dataset:        {med['end to end']:7.0f} img/s")
     bound = "the train step (the pipeline is faster)" if med["pipeline"] > med["tf step"] else "the input pipeline"
