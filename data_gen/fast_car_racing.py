@@ -365,8 +365,9 @@ class FastCarRacing(_cr.CarRacing):
         """Render a frame; same steps as ``CarRacing._render``.
 
         Differences are purely in how the work is done: the road is drawn by
-        the vectorized :meth:`_render_road` and the score text comes from a
-        cache instead of a freshly created font every frame.
+        the vectorized :meth:`_render_road` onto a persistent canvas, the flip
+        is a row copy into a persistent surface, and the score text comes
+        from a cache instead of a freshly created font every frame.
         """
         assert mode in self.metadata["render_modes"]
 
@@ -382,8 +383,8 @@ class FastCarRacing(_cr.CarRacing):
         if "t" not in self.__dict__:
             return  # reset() not called yet
 
-        # A persistent canvas; _render_road clears it (the flip below makes
-        # a new surface, so nothing returned aliases it).
+        # A persistent road canvas; _render_road clears its visible part.
+        # (Returned observations are fresh numpy arrays, never views of it.)
         if self._canvas is None:
             self._canvas = pygame.Surface((_cr.WINDOW_W, _cr.WINDOW_H))
         self.surf = self._canvas
