@@ -106,7 +106,7 @@ def torch_vae():
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch_size", type=int, default=100)
-    p.add_argument("--steps", type=int, default=10, help="steps per timed round")
+    p.add_argument("--steps", type=int, default=8, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps_per_loop", type=int, default=10)
     p.add_argument("--data", default="", help="rollout shards (default: synthetic)")

@@ -47,10 +47,11 @@ def test_default_run_learns_and_writes_its_workdir(trained):
 
 
 def test_mirrored_run_learns(tiny_rollouts, tmp_path):
-    result = train_vae.run(_cfg(tiny_rollouts, tmp_path, strategy="mirrored", eval_shards=0))
+    result = train_vae.run(_cfg(tiny_rollouts, tmp_path, strategy="mirrored"))
     assert json.load(open(tmp_path / "config.json"))["setup"]["replicas"] == 2
     losses = _train_losses(tmp_path)
     assert result["step"] == 20 and losses[-1] < 0.8 * losses[0]
+    assert [m["step"] for m in train_lib.read_metrics(str(tmp_path)) if m["split"] == "eval"] == [10, 20]
 
 
 def test_rerun_with_more_steps_continues(tiny_rollouts, tmp_path, capsys):
