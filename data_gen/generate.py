@@ -39,7 +39,7 @@ class GenerateConfig:
     policy: str = "brownian"
     seed: int = 0
     episodes_per_shard: int = 8
-    env_id: str = "CarRacing-v3"
+    env_id: str = "CarRacingFast-v3"
     full_frame: bool = False
     progress: bool = True
 

@@ -3,6 +3,7 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -11,6 +12,8 @@ import tensorflow as tf  # noqa: E402
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
+TINY = dict(episodes=4, max_steps=40, workers=1, episodes_per_shard=2, seed=0, policy="brownian")
+
 
 @pytest.fixture(scope="session")
 def tiny_rollouts(tmp_path_factory) -> str:
@@ -18,5 +21,5 @@ def tiny_rollouts(tmp_path_factory) -> str:
     from data_gen.generate import GenerateConfig, run
 
     out = str(tmp_path_factory.mktemp("tiny") / "rollouts")
-    run(GenerateConfig(out_dir=out, episodes=4, max_steps=40, workers=1, episodes_per_shard=2, progress=False))
+    run(GenerateConfig(out_dir=out, progress=False, **TINY))
     return out
