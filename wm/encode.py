@@ -82,13 +82,12 @@ def run(cfg: EncodeConfig) -> dict:
 
     import tfrecords
     from tfrecords import schema, writer
-    from wm import train_lib, vae
+    from wm import train_lib, train_vae
 
     config = train_lib.read_config(cfg.vae)
-    if config is None:
-        raise UsageError(f"{cfg.vae} is not a train_vae workdir (no {train_lib.CONFIG_NAME})")
-    if config.get("model") != "vae":
-        raise UsageError(f"{cfg.vae} holds a {config.get('model')!r} run, not a VAE")
+    if not config or config.get("model") != "vae":
+        found = f"a {config.get('model')!r} run" if config else f"no {train_lib.CONFIG_NAME}"
+        raise UsageError(f"{cfg.vae} is not a train_vae workdir ({found})")
     ckpt = train_lib.latest_checkpoint(cfg.vae)
     if not ckpt:
         raise UsageError(f"{cfg.vae} has no checkpoint yet; train the VAE first")
@@ -108,8 +107,8 @@ def run(cfg: EncodeConfig) -> dict:
     except Exception as e:  # gfile raises OSError or tf.errors.OpError subclasses
         raise UsageError(f"cannot write to {cfg.out_dir}: {getattr(e, 'message', e)}") from None
 
-    model = vae.ConvVAE(arch["z_size"], arch["kl_tolerance"], dtype_policy="float32")
-    step = train_lib.restore_model(cfg.vae, model)
+    model = train_vae.load(cfg.vae)
+    step = int(os.path.basename(ckpt).rsplit("-", 1)[-1])
     encode = tf.function(model.encode, input_signature=[tf.TensorSpec([None, *schema.FRAME_SHAPE], tf.uint8)])
     pending = set(p.name for p in out.pending())
     todo = [(p, f) for p, f in zip(plans, files) if p.name in pending]

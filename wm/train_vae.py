@@ -153,11 +153,25 @@ def run(cfg: TrainVaeConfig) -> dict:
     extra = {"flags": dataclasses.asdict(cfg), "train_shards": train_files, "eval_shards": eval_files, "steps_per_epoch": steps_per_epoch}
     result = train_lib.run(task, setup, loop, extra)
     if setup.is_chief:
-        model = vae.ConvVAE(cfg.z_size, cfg.kl_tolerance, dtype_policy="float32")
-        step = train_lib.restore_model(cfg.workdir, model)
-        export(model, os.path.join(cfg.workdir, "export"))
-        print(f"train_vae: step {step}; exported {cfg.workdir}/export/{{encoder,decoder}}.keras", file=sys.stderr)
+        export(load(cfg.workdir), os.path.join(cfg.workdir, "export"))
+        print(f"train_vae: exported {cfg.workdir}/export/{{encoder,decoder}}.keras", file=sys.stderr)
     return result
+
+
+def load(workdir: str):
+    """Builds V with the architecture in ``workdir/config.json`` and its newest weights (float32).
+
+    Raises UsageError if ``workdir`` is not a train_vae workdir or has no checkpoint yet.
+    """
+    from wm import vae
+
+    config = train_lib.read_config(workdir)
+    if not config or config.get("model") != "vae":
+        found = f"a {config.get('model')!r} run" if config else f"no {train_lib.CONFIG_NAME}"
+        raise UsageError(f"{workdir} is not a train_vae workdir ({found})")
+    model = vae.ConvVAE(**config["arch"], dtype_policy="float32")
+    train_lib.restore_model(workdir, model)
+    return model
 
 
 def export(model, export_dir: str) -> None:
