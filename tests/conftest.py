@@ -23,3 +23,23 @@ def tiny_rollouts(tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("tiny") / "rollouts")
     run(GenerateConfig(out_dir=out, progress=False, **TINY))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory, tiny_rollouts) -> dict:
+    """Barely trained V and M workdirs (and the latent series between them), made once per session."""
+    from wm.encode import EncodeConfig
+    from wm.encode import run as encode
+    from wm.train_mdnrnn import TrainMdnrnnConfig
+    from wm.train_mdnrnn import run as train_m
+    from wm.train_vae import TrainVaeConfig
+    from wm.train_vae import run as train_v
+
+    root = tmp_path_factory.mktemp("world")
+    vae, series, m = str(root / "vae"), str(root / "series"), str(root / "mdnrnn")
+    train_v(TrainVaeConfig(data=tiny_rollouts, workdir=vae, batch_size=8, steps=2, steps_per_loop=1, log_every=1,
+                           checkpoint_every=2, eval_shards=0, seed=0, progress=False))
+    encode(EncodeConfig(vae=vae, data=tiny_rollouts, out_dir=series, progress=False))
+    train_m(TrainMdnrnnConfig(series=series, workdir=m, seq_len=10, batch_size=2, steps=2, steps_per_loop=1, log_every=1,
+                              checkpoint_every=2, eval_shards=0, hidden=32, seed=0, progress=False))
+    return {"rollouts": tiny_rollouts, "vae": vae, "series": series, "mdnrnn": m}

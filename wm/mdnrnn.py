@@ -132,8 +132,17 @@ class MDNRNN(keras.Model):
     def step(self, z: tf.Tensor, action: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]):
         """One step for a batch of environments: (z_t [B, Z], a_t [B, A], (h, c)) -> (h_t, (h_t, c_t), Mixture).
 
-        Computes the LSTM cell directly from the layer's weights (gate order i, f, c, o, as
-        Keras stores them), in float32; equal to the full-sequence forward pass.
+        Equal to the full-sequence forward pass (see :meth:`cell`).
+        """
+        h, state = self.cell(z, action, state)
+        mix, _ = self.heads(h)
+        return h, state, mix
+
+    def cell(self, z: tf.Tensor, action: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]):
+        """The LSTM update alone: (z_t, a_t, (h, c)) -> (h_t, (h_t, c_t)), without the heads.
+
+        Computed directly from the layer's weights (gate order i, f, c, o, as Keras stores
+        them), in float32.
         """
         h, c = state
         x = tf.concat([tf.cast(z, tf.float32), tf.cast(action, tf.float32)], axis=-1)
@@ -146,8 +155,7 @@ class MDNRNN(keras.Model):
         i, f, g, o = tf.split(gates, 4, axis=-1)
         c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
         h = tf.sigmoid(o) * tf.tanh(c)
-        mix, _ = self.heads(h)
-        return h, (h, c), mix
+        return h, (h, c)
 
 
 # ---------------------------------------------------------------- likelihood and sampling

@@ -1,0 +1,58 @@
+"""Agent: batched inference equals per-environment inference; the episode runner; worker loss."""
+
+import numpy as np
+import pytest
+
+from wm import train_mdnrnn, train_vae
+from wm.agent import Agent, run_episodes
+from wm.controller import Controller
+from wm.envpool import EnvPool, PoolError
+
+
+@pytest.fixture(scope="module")
+def agent(tiny_world):
+    v = train_vae.load(tiny_world["vae"])
+    m = train_mdnrnn.load(tiny_world["mdnrnn"])
+    return Agent(v, m, Controller(input_dim=32 + m.hidden))
+
+
+def test_batched_inference_equals_per_environment(agent):
+    rng = np.random.default_rng(0)
+    n = 6
+    frames = rng.integers(0, 256, size=(n, 64, 64, 3), dtype=np.uint8)
+    params = rng.normal(size=(n, agent.controller.num_params)).astype(np.float32) * 0.3
+    state = (rng.normal(size=(n, agent.hidden)).astype(np.float32) * 0.5, rng.normal(size=(n, agent.hidden)).astype(np.float32))
+    a, (h, c), z = agent.act(frames, state, params)
+    a_ref, (h_ref, c_ref) = agent.act_reference(frames, state, params)
+    np.testing.assert_allclose(a, a_ref, atol=1e-5)
+    np.testing.assert_allclose(h, h_ref, atol=1e-5)
+    np.testing.assert_allclose(c, c_ref, atol=1e-5)
+    assert a.shape == (n, 3) and z.shape == (n, 32)
+
+
+def test_run_episodes_is_deterministic_and_survives_a_dead_worker(agent):
+    rng = np.random.default_rng(1)
+    params = rng.normal(size=(2, agent.controller.num_params)).astype(np.float32) * 0.1
+    jobs = [(0, 11), (1, 11), (0, 12), (1, 12), (0, 13)]
+    with EnvPool("CarRacingFast-v3", 3, 2, 30) as pool:
+        first = run_episodes(pool, agent, params, jobs, max_steps=30)
+        calls = {"n": 0}
+
+        def kill_once(steps, actions, z, slot_jobs):
+            calls["n"] += 1
+            if calls["n"] == 10:
+                pool.crash_worker(1)
+
+        again = run_episodes(pool, agent, params, jobs, max_steps=30, on_step=kill_once, raw_jobs=frozenset(range(5)))
+        assert pool.restarts == 1
+    assert [r.steps for r in first] == [30] * 5
+    assert [(r.job, r.seed) for r in first] == [(i, s) for i, (_, s) in enumerate(jobs)]
+    np.testing.assert_allclose([r.ret for r in again], [r.ret for r in first], rtol=1e-6)
+
+
+def test_pool_gives_up_after_too_many_failures():
+    with EnvPool("CarRacingFast-v3", 2, 1, 10, max_restarts=0) as pool:
+        pool.reset({0: 1, 1: 2})
+        pool.crash_worker(0)
+        with pytest.raises(PoolError, match="giving up"):
+            pool.step({0: np.zeros(3), 1: np.zeros(3)})

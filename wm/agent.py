@@ -1,0 +1,231 @@
+"""The agent, V + M + C, and the episode runner that drives many environments at once.
+
+Per environment step the agent encodes the frame (z = V's mean), picks the action from
+[z, h] with the controller, and advances M's LSTM with (z, a). For N environments in flight
+this is ONE compiled call on N-row batches, each row with its own controller parameters
+(a batched matmul), never one model call per environment.
+
+:func:`run_episodes` schedules episode jobs (parameter row, environment seed) over the slots
+of an :class:`~wm.envpool.EnvPool`: whenever a slot's episode ends, the next job starts there.
+Jobs of a worker that dies are rerun from their start on the fresh worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+
+from wm.controller import ACTION_DIM, Controller, squash
+from wm.envpool import EnvPool, WorkerLost
+
+
+@dataclasses.dataclass
+class EpisodeResult:
+    """One finished episode."""
+
+    job: int
+    seed: int
+    ret: float
+    steps: int
+    early_stopped: bool = False
+
+
+def controller_tf(controller: Controller, params, feats):
+    """TensorFlow twin of ``Controller.act`` for [N, n] params and [N, D] features -> [N, 3]."""
+    import tensorflow as tf
+
+    n = tf.shape(params)[0]
+    x = feats[:, None, :]
+    i = 0
+
+    def take(shape):
+        nonlocal i
+        size = int(np.prod(shape))
+        out = tf.reshape(params[:, i : i + size], tf.concat([[n], shape], 0))
+        i += size
+        return out
+
+    if controller.hidden:
+        w1, b1 = take([controller.input_dim, controller.hidden]), take([controller.hidden])
+        w2, b2 = take([controller.hidden, ACTION_DIM]), take([ACTION_DIM])
+        x = tf.tanh(tf.matmul(x, w1) + b1[:, None])
+        raw = tf.matmul(x, w2) + b2[:, None]
+    else:
+        w, b = take([controller.input_dim, ACTION_DIM]), take([ACTION_DIM])
+        raw = tf.matmul(x, w) + b[:, None]
+    a = tf.tanh(raw[:, 0])
+    return tf.stack([a[:, 0], (a[:, 1] + 1.0) / 2.0, tf.clip_by_value(a[:, 2], 0.0, 1.0)], axis=-1)
+
+
+class Agent:
+    """V + M + C with batched inference.
+
+    Args:
+      vae: a ``wm.vae.ConvVAE`` (float32).
+      mdnrnn: a ``wm.mdnrnn.MDNRNN`` (float32).
+      controller: the controller's shape; ``input_dim`` is z (z only) or z + h.
+    """
+
+    def __init__(self, vae, mdnrnn, controller: Controller):
+        import tensorflow as tf
+
+        self.vae, self.mdnrnn, self.controller = vae, mdnrnn, controller
+        self.z_size, self.hidden = int(mdnrnn.z_size), int(mdnrnn.hidden)
+        if controller.input_dim not in (self.z_size, self.z_size + self.hidden):
+            raise ValueError(f"controller input_dim {controller.input_dim} is neither z ({self.z_size}) nor z + h ({self.z_size + self.hidden})")
+        self.use_h = controller.input_dim == self.z_size + self.hidden
+        frame_shape = [None, *vae.frame_shape] if hasattr(vae, "frame_shape") else [None, 64, 64, 3]
+        self._step = tf.function(
+            self._step_impl,
+            input_signature=[
+                tf.TensorSpec(frame_shape, tf.uint8),
+                tf.TensorSpec([None, self.hidden], tf.float32),
+                tf.TensorSpec([None, self.hidden], tf.float32),
+                tf.TensorSpec([None, controller.num_params], tf.float32),
+            ],
+        )
+
+    def _step_impl(self, frames, h, c, params):
+        import tensorflow as tf
+
+        z, _ = self.vae.encode(frames)
+        z = tf.cast(z, tf.float32)
+        feats = tf.concat([z, h], axis=-1) if self.use_h else z
+        actions = controller_tf(self.controller, params, feats)
+        h2, (h2, c2) = self.mdnrnn.cell(z, actions, (h, c))
+        return actions, h2, c2, z
+
+    def initial_state(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Zero LSTM state for n environments."""
+        return np.zeros((n, self.hidden), np.float32), np.zeros((n, self.hidden), np.float32)
+
+    def act(self, frames: np.ndarray, state: tuple[np.ndarray, np.ndarray], params: np.ndarray):
+        """(frames [N, 64, 64, 3] uint8, (h, c), params [N, n]) -> (actions [N, 3], new (h, c), z [N, Z])."""
+        a, h, c, z = self._step(frames, state[0], state[1], np.asarray(params, np.float32))
+        return a.numpy(), (h.numpy(), c.numpy()), z.numpy()
+
+    def act_reference(self, frames, state, params):
+        """The same step one environment at a time with NumPy control (for tests only)."""
+        import tensorflow as tf
+
+        out_a, out_h, out_c = [], [], []
+        for i in range(len(frames)):
+            z, _ = self.vae.encode(tf.constant(frames[i : i + 1]))
+            z = z.numpy()
+            feats = np.concatenate([z, state[0][i : i + 1]], -1) if self.use_h else z
+            a = self.controller.act(params[i : i + 1], feats)
+            h, (h, c) = self.mdnrnn.cell(z, a, (state[0][i : i + 1], state[1][i : i + 1]))
+            out_a.append(a[0])
+            out_h.append(h.numpy()[0])
+            out_c.append(c.numpy()[0])
+        return np.stack(out_a), (np.stack(out_h), np.stack(out_c))
+
+
+@dataclasses.dataclass
+class _Slot:
+    job: int = -1
+    seed: int = 0
+    ret: float = 0.0
+    steps: int = 0
+    best_tiles: int = 0
+    since_progress: int = 0
+
+
+def run_episodes(
+    pool: EnvPool,
+    agent: Agent,
+    params: np.ndarray,
+    jobs: Sequence[tuple[int, int]],
+    max_steps: int,
+    early_stop: int = 0,
+    on_episode: Callable[[EpisodeResult], None] | None = None,
+    on_step: Callable[[dict[int, object], dict[int, np.ndarray], dict[int, np.ndarray], dict[int, int]], None] | None = None,
+    raw_jobs: frozenset[int] = frozenset(),
+) -> list[EpisodeResult]:
+    """Plays every job (row of ``params``, environment seed) to its end; returns results in job order.
+
+    ``early_stop`` > 0 ends an episode when no new road tile was reached for that many steps
+    (off by default). ``on_step(steps, actions, z, slot_jobs)`` sees every step of the jobs in
+    ``raw_jobs`` (their raw frames included), e.g. to record videos.
+    """
+    params = np.asarray(params, np.float32)
+    queue = list(range(len(jobs)))[::-1]  # pop() takes the next job
+    results: dict[int, EpisodeResult] = {}
+    slots = [_Slot() for _ in range(pool.num_envs)]
+    h, c = agent.initial_state(pool.num_envs)
+    frames = np.zeros((pool.num_envs, 64, 64, 3), np.uint8)
+
+    def start(free: list[int]) -> None:
+        while free and queue:
+            assign = {}
+            for s in free:
+                if not queue:
+                    break
+                j = queue.pop()
+                slots[s] = _Slot(job=j, seed=int(jobs[j][1]))
+                h[s], c[s] = 0.0, 0.0
+                assign[s] = slots[s].seed
+            try:
+                out, lost_slots = pool.reset(assign, raw=_raw_slots(assign)), []
+            except WorkerLost as lost:
+                out, lost_slots = lost.partial, lost.slots
+            for s, st in out.items():
+                frames[s] = st.frame
+                slots[s].best_tiles = st.tiles
+                if on_step is not None and slots[s].job in raw_jobs:
+                    on_step({s: st}, {}, {}, {s: slots[s].job})
+            _requeue(lost_slots)
+            free = lost_slots  # the fresh worker's slots take the jobs again
+
+    def _raw_slots(slot_ids) -> frozenset[int]:
+        return frozenset(s for s in slot_ids if slots[s].job in raw_jobs)
+
+    def _requeue(lost_slots: list[int]) -> None:
+        for s in lost_slots:
+            if slots[s].job >= 0:
+                queue.append(slots[s].job)  # rerun from the start
+                slots[s] = _Slot()
+
+    start(list(range(pool.num_envs)))
+    while True:
+        active = [s for s in range(pool.num_envs) if slots[s].job >= 0]
+        if not active:
+            break
+        rows = np.array([slots[s].job for s in active])
+        a, (h_new, c_new), z = agent.act(frames[active], (h[active], c[active]), params[[jobs[j][0] for j in rows]])
+        h[active], c[active] = h_new, c_new
+        actions = {s: a[i] for i, s in enumerate(active)}
+        try:
+            out = pool.step(actions, raw=_raw_slots(active))
+        except WorkerLost as lost:
+            out = lost.partial
+            _requeue(lost.slots)
+        if on_step is not None:
+            seen = {s: st for s, st in out.items() if slots[s].job in raw_jobs}
+            if seen:
+                idx = {s: i for i, s in enumerate(active)}
+                on_step(seen, {s: a[idx[s]] for s in seen}, {s: z[idx[s]] for s in seen}, {s: slots[s].job for s in seen})
+        finished = []
+        for s, st in out.items():
+            sl = slots[s]
+            frames[s] = st.frame
+            sl.ret += st.reward
+            sl.steps += 1
+            if st.tiles > sl.best_tiles:
+                sl.best_tiles, sl.since_progress = st.tiles, 0
+            else:
+                sl.since_progress += 1
+            stopped = bool(early_stop) and sl.since_progress >= early_stop
+            if st.terminated or st.truncated or sl.steps >= max_steps or stopped:
+                res = EpisodeResult(sl.job, sl.seed, sl.ret, sl.steps, stopped and not (st.terminated or st.truncated))
+                results[sl.job] = res
+                if on_episode is not None:
+                    on_episode(res)
+                slots[s] = _Slot()
+                finished.append(s)
+        free = [s for s in range(pool.num_envs) if slots[s].job < 0]
+        if free and queue:
+            start(free)
+    return [results[j] for j in range(len(jobs))]
