@@ -1,0 +1,71 @@
+"""train_controller: a tiny generation, resume equals an uninterrupted run, clear errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from wm import agent as agent_lib
+from wm import train_controller as tc
+from wm.cli import UsageError
+
+
+def _cfg(world, workdir, **kw):
+    base = dict(vae=world["vae"], mdnrnn=world["mdnrnn"], workdir=str(workdir), popsize=3, trials=2, generations=2,
+                workers=2, max_steps=15, eval_every=1, eval_episodes=2, seed=0, progress=False)
+    base.update(kw)
+    return tc.TrainControllerConfig(**base)
+
+
+def _records(workdir):
+    with open(os.path.join(workdir, tc.METRICS_NAME)) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_tiny_run_then_resume_matches_an_uninterrupted_run(tiny_world, tmp_path, monkeypatch):
+    straight = tc.run(_cfg(tiny_world, tmp_path / "a"))
+    recs = _records(tmp_path / "a")
+    assert [r["generation"] for r in recs] == [1, 2]
+    for r in recs:
+        assert r["min"] <= r["mean"] <= r["max"] and "best_eval" in r and r["wall_time"] > 0
+    with np.load(tmp_path / "a" / tc.PARAMS_NAME) as z:
+        assert z["params"].shape == ((32 + 32) * 3 + 3,)  # linear on [z, h] with the tiny M's 32 units
+        assert str(z["source"]) == "eval"
+
+    # interrupted in generation 2, then resumed: same numbers as the straight run
+    tc.run(_cfg(tiny_world, tmp_path / "b", generations=1))
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agent_lib, "run_episodes", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tc.run(_cfg(tiny_world, tmp_path / "b"))
+    monkeypatch.undo()
+    assert [r["generation"] for r in _records(tmp_path / "b")] == [1]
+    resumed = tc.run(_cfg(tiny_world, tmp_path / "b"))
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_time"} for r in rs]  # noqa: E731
+    assert strip(_records(tmp_path / "b")) == strip(recs)
+    assert resumed["best_eval"] == straight["best_eval"]
+    # a finished run is left alone
+    assert tc.run(_cfg(tiny_world, tmp_path / "b"))["generation"] == 2
+
+
+def test_clear_errors(tiny_world, tmp_path):
+    with pytest.raises(UsageError, match="--popsize must be at least 2"):
+        tc.run(_cfg(tiny_world, tmp_path / "x", popsize=1))
+    with pytest.raises(UsageError, match="not a train_vae workdir|no config"):
+        tc.run(_cfg(tiny_world, tmp_path / "x", vae=str(tmp_path / "nope")))
+    tc.run(_cfg(tiny_world, tmp_path / "c", generations=1, eval_every=0))
+    with pytest.raises(UsageError, match="other settings"):
+        tc.run(_cfg(tiny_world, tmp_path / "c", popsize=4))
+    with pytest.raises(UsageError, match="not a controller"):
+        tc.run(_cfg(tiny_world, tiny_world["mdnrnn"]))
+
+
+def test_track_seed_streams_are_disjoint():
+    a = tc.track_seeds(0, 1, 50)
+    b = tc.track_seeds(0, 2, 50)
+    c = tc.track_seeds(0, 3, 50)
+    assert len(set(a) | set(b) | set(c)) == 150
+    assert tc.track_seeds(0, 1, 5, offset=5) == a[5:10]
