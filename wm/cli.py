@@ -20,6 +20,9 @@ def run_main(fn: Callable[[], object], prog: str) -> None:
     Expected failures (bad flags, missing or foreign data) print one line; anything else
     propagates with its traceback, since it is a bug or an environment problem worth seeing.
     """
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)  # absl's INFO default would print TensorFlow's chatter
     try:
         fn()
     except KeyboardInterrupt:

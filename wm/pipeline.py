@@ -1,0 +1,293 @@
+"""The whole World Models pipeline in one command.
+
+    python -m wm.pipeline --workdir=runs/quickstart --preset=quickstart
+    python -m wm.pipeline --workdir=gs://bucket/wm --preset=paper --strategy=tpu --tpu=local
+    python -m wm.pipeline --workdir=runs/x --preset=smoke --set=train_controller.generations=3
+
+Runs generate -> train_vae -> encode -> train_mdnrnn -> dream -> train_controller -> evaluate ->
+report, each stage into its own subdirectory of ``--workdir`` (rollouts/, vae/, series/,
+mdnrnn/, dream.gif, controller/, report.html). A stage that finished with the same settings is
+skipped (its marker is ``WORKDIR/.pipeline/STAGE.json``); an unfinished one resumes, since every
+stage resumes from its own checkpoints. ``--set=STAGE.FLAG=VALUE`` overrides any flag of any
+stage; ``--strategy``/``--tpu`` go to the two training stages that use accelerators (V and M).
+``WORKDIR/pipeline.json`` records each stage's command, status and wall time.
+
+Presets:
+
+* ``smoke``: seconds; for tests.
+* ``quickstart``: about an hour on a 2-core CPU (see README for what it reaches).
+* ``paper``: the paper's settings (10,000 rollouts; V for 10 epochs; M for 20 epochs of 999-step
+  sequences; CMA-ES with population 64 x 16 trials; evaluation over 100 tracks), for
+  accelerators and many cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+import typing
+from typing import Any, Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from wm.cli import UsageError, run_main  # noqa: E402
+
+STAGES = ("generate", "train_vae", "encode", "train_mdnrnn", "dream", "train_controller", "evaluate", "report")
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {
+        "generate": dict(episodes=4, max_steps=40, episodes_per_shard=2, workers=1),
+        "train_vae": dict(batch_size=8, steps=4, steps_per_loop=2, log_every=2, checkpoint_every=4, eval_shards=1, eval_batches=2),
+        "encode": dict(),
+        "train_mdnrnn": dict(seq_len=15, batch_size=2, steps=4, steps_per_loop=2, log_every=2, checkpoint_every=4, eval_shards=0, hidden=32),
+        "dream": dict(steps=10, scale=2),
+        "train_controller": dict(popsize=2, trials=1, generations=2, workers=1, max_steps=20, eval_every=0),
+        "evaluate": dict(episodes=2, max_steps=20, workers=1),
+    },
+    "quickstart": {
+        "generate": dict(episodes=120, max_steps=1000, episodes_per_shard=10, workers=os.cpu_count() or 1),
+        "train_vae": dict(batch_size=100, steps=2000, log_every=100, checkpoint_every=500, eval_shards=1, eval_batches=20),
+        "encode": dict(),
+        "train_mdnrnn": dict(seq_len=999, batch_size=16, steps=300, log_every=25, checkpoint_every=100, eval_shards=1, learning_rate=1e-3),
+        "dream": dict(steps=200, temperature=1.15),
+        "train_controller": dict(popsize=16, trials=2, generations=30, max_steps=1000, eval_every=10, eval_episodes=4, early_stop=50),
+        "evaluate": dict(episodes=20, max_steps=1000),
+    },
+    "paper": {
+        "generate": dict(episodes=10_000, max_steps=1000, episodes_per_shard=50, workers=os.cpu_count() or 1),
+        "train_vae": dict(batch_size=100, epochs=10, steps=0),
+        "encode": dict(),
+        "train_mdnrnn": dict(seq_len=999, batch_size=100, epochs=20, steps=0),
+        "dream": dict(steps=300, temperature=1.15),
+        "train_controller": dict(popsize=64, trials=16, generations=2000, eval_every=25, eval_episodes=1024),
+        "evaluate": dict(episodes=100, max_steps=1000),
+    },
+}
+
+
+# ---------------------------------------------------------------- stages
+
+
+@dataclasses.dataclass
+class Stage:
+    """How to build, describe and run one stage."""
+
+    name: str
+    module: str
+    config_cls: type
+    run: Callable[[Any], Any]
+    paths: Callable[[str], dict]  # workdir -> the path fields of its config
+
+
+def _stages() -> dict[str, Stage]:
+    from data_gen import generate
+    from wm import dream, encode, evaluate, train_controller, train_mdnrnn, train_vae
+
+    def report_run(cfg):
+        from wm import report
+
+        return report.build_report(cfg.workdir)
+
+    j = os.path.join
+    return {
+        "generate": Stage("generate", "data_gen.generate", generate.GenerateConfig, generate.run, lambda w: {"out_dir": j(w, "rollouts")}),
+        "train_vae": Stage("train_vae", "wm.train_vae", train_vae.TrainVaeConfig, train_vae.run, lambda w: {"data": j(w, "rollouts"), "workdir": j(w, "vae")}),
+        "encode": Stage("encode", "wm.encode", encode.EncodeConfig, encode.run, lambda w: {"vae": j(w, "vae"), "data": j(w, "rollouts"), "out_dir": j(w, "series")}),
+        "train_mdnrnn": Stage("train_mdnrnn", "wm.train_mdnrnn", train_mdnrnn.TrainMdnrnnConfig, train_mdnrnn.run, lambda w: {"series": j(w, "series"), "workdir": j(w, "mdnrnn")}),
+        "dream": Stage("dream", "wm.dream", dream.DreamConfig, dream.run, lambda w: {"vae": j(w, "vae"), "mdnrnn": j(w, "mdnrnn"), "out": j(w, "dream.gif"), "data": j(w, "rollouts")}),
+        "train_controller": Stage("train_controller", "wm.train_controller", train_controller.TrainControllerConfig, train_controller.run,
+                                  lambda w: {"vae": j(w, "vae"), "mdnrnn": j(w, "mdnrnn"), "workdir": j(w, "controller")}),
+        "evaluate": Stage("evaluate", "wm.evaluate", evaluate.EvaluateConfig, evaluate.run, lambda w: {"agent": j(w, "controller"), "video_dir": j(w, "videos")}),
+        "report": Stage("report", "wm.report", _ReportConfig, report_run, lambda w: {"workdir": w}),
+    }
+
+
+@dataclasses.dataclass
+class _ReportConfig:
+    workdir: str
+
+
+def parse_overrides(items: list[str], stages: dict[str, Stage]) -> dict[str, dict[str, Any]]:
+    """``["train_vae.batch_size=256", ...]`` -> ``{"train_vae": {"batch_size": 256}}``, typed by the config fields."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        stage, dot, field = key.partition(".")
+        if not sep or not dot:
+            raise UsageError(f"--set takes STAGE.FLAG=VALUE, got {item!r}")
+        if stage not in stages:
+            raise UsageError(f"--set: unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        fields = {f.name: f for f in dataclasses.fields(stages[stage].config_cls)}
+        if field not in fields:
+            raise UsageError(f"--set: {stage} has no flag {field!r}; it has: {', '.join(sorted(fields))}")
+        out.setdefault(stage, {})[field] = _convert(raw, typing.get_type_hints(stages[stage].config_cls)[field], item)
+    return out
+
+
+def _convert(raw: str, hint, item: str):
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args else hint
+    try:
+        if base is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return raw.lower() in ("true", "1")
+        if base is int:
+            return int(raw)
+        if base is float:
+            return float(raw)
+        return raw
+    except ValueError:
+        raise UsageError(f"--set {item!r}: {raw!r} is not a valid {getattr(base, '__name__', base)}") from None
+
+
+def command_line(stage: Stage, cfg) -> str:
+    """The equivalent shell command for a stage's config (flags that differ from the defaults)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    parts = ["python", "-m", stage.module]
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name in defaults and defaults[f.name] == v:
+            continue
+        if isinstance(v, bool):
+            parts.append(f"--{f.name}" if v else f"--no{f.name}")
+        else:
+            parts.append(f"--{f.name}={v}")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """The flags of ``python -m wm.pipeline``."""
+
+    workdir: str
+    preset: str = "quickstart"
+    strategy: str = "default"
+    tpu: str = ""
+    overrides: list[str] = dataclasses.field(default_factory=list)
+    stages: str = ""  # comma-separated subset to run (default: all)
+    progress: bool = True
+
+
+def build_configs(cfg: PipelineConfig) -> dict[str, Any]:
+    """Every stage's config: preset, then paths, then strategy, then --set overrides."""
+    if cfg.preset not in PRESETS:
+        raise UsageError(f"unknown --preset {cfg.preset!r}; known: {', '.join(PRESETS)}")
+    if not cfg.workdir:
+        raise UsageError("--workdir is required")
+    stages = _stages()
+    overrides = parse_overrides(cfg.overrides, stages)
+    out = {}
+    for name in STAGES:
+        st = stages[name]
+        values = dict(PRESETS[cfg.preset].get(name, {}))
+        values.update(st.paths(cfg.workdir))
+        if name in ("train_vae", "train_mdnrnn"):
+            values.update(strategy=cfg.strategy, tpu=cfg.tpu)
+        fields = {f.name for f in dataclasses.fields(st.config_cls)}
+        if "progress" in fields:
+            values["progress"] = cfg.progress
+        values.update(overrides.get(name, {}))
+        out[name] = st.config_cls(**values)
+    return out
+
+
+def run(cfg: PipelineConfig) -> dict:
+    """Runs (or resumes) the pipeline; returns the contents of pipeline.json."""
+    configs = build_configs(cfg)
+    stages = _stages()
+    selected = [s.strip() for s in cfg.stages.split(",") if s.strip()] or list(STAGES)
+    unknown = [s for s in selected if s not in STAGES]
+    if unknown:
+        raise UsageError(f"--stages: unknown {unknown}; stages: {', '.join(STAGES)}")
+    os.makedirs(os.path.join(cfg.workdir, ".pipeline"), exist_ok=True)
+    status_path = os.path.join(cfg.workdir, "pipeline.json")
+    status = _read_json(status_path) or {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": []}
+    status["preset"] = cfg.preset
+    by_name = {s["name"]: s for s in status["stages"]}
+    status["stages"] = [by_name.get(n, {"name": n, "status": "pending", "wall_time": None}) for n in STAGES]
+    entries = {s["name"]: s for s in status["stages"]}
+    for name in STAGES:
+        st, stage_cfg = stages[name], configs[name]
+        entry = entries[name]
+        entry["command"] = command_line(st, stage_cfg)
+        if name not in selected:
+            continue
+        marker = os.path.join(cfg.workdir, ".pipeline", f"{name}.json")
+        fingerprint = json.loads(json.dumps(dataclasses.asdict(stage_cfg), default=str))
+        fingerprint.pop("progress", None)
+        if _read_json(marker) == fingerprint:
+            entry["status"] = "skipped"
+            print(f"pipeline: {name}: already done, skipped", file=sys.stderr)
+            continue
+        print(f"pipeline: {name}: {entry['command']}", file=sys.stderr)
+        # wall time adds up over the attempts that a kill or failure cut short
+        prior = (entry.get("wall_time") or 0) if entry.get("status") in ("running", "failed", "interrupted") else 0
+        entry["status"] = "running"
+        _write_json(status_path, status)
+        t0 = time.perf_counter()
+        try:
+            st.run(stage_cfg)
+        except BaseException as e:
+            entry["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            entry["wall_time"] = prior + time.perf_counter() - t0
+            _write_json(status_path, status)
+            raise
+        entry["wall_time"] = prior + time.perf_counter() - t0
+        entry["status"] = "done"
+        _write_json(status_path, status)
+        _write_json(marker, fingerprint)
+    total = sum(s.get("wall_time") or 0 for s in status["stages"])
+    print(f"pipeline: done in {total / 60:.1f} min of stage time; report: {os.path.join(cfg.workdir, 'report.html')}", file=sys.stderr)
+    return status
+
+
+def _read_json(path: str):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- flags
+
+
+def define_flags() -> None:
+    """Defines this binary's absl flags (only when run as a binary)."""
+    flags.DEFINE_string("workdir", None, "Root directory of the run (every stage gets a subdirectory).")
+    flags.DEFINE_enum("preset", "quickstart", list(PRESETS), "Sizes of every stage: smoke, quickstart or paper.")
+    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "tpu", "multi_worker"], "Strategy for V and M training.")
+    flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+    flags.DEFINE_multi_string("set", [], "Override a stage flag: STAGE.FLAG=VALUE (repeatable).")
+    flags.DEFINE_string("stages", "", "Comma-separated stages to run (default: all, in order).")
+    flags.DEFINE_bool("progress", True, "Show progress bars.")
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cfg = PipelineConfig(FLAGS.workdir or "", FLAGS.preset, FLAGS.strategy, FLAGS.tpu, list(FLAGS.set), FLAGS.stages, FLAGS.progress)
+    run_main(lambda: run(cfg), "pipeline")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
