@@ -1,0 +1,94 @@
+"""wm.report: a full fake workdir, a partial one, and the binary's error for a missing workdir."""
+
+import base64
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from wm import report
+from wm.cli import UsageError
+
+COMMAND = "python -m wm.train_vae --data=W/rollouts --workdir=W/vae --batch_size=8 --steps=4"
+
+
+def _write_jsonl(path, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def _gif(path, frames=3):
+    import imageio.v2 as imageio
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    imageio.mimsave(path, [np.full((16, 32, 3), 40 * i, np.uint8) for i in range(frames)], duration=40, loop=0)
+
+
+def _full_workdir(root, tiny_world):
+    w = root / "run"
+    w.mkdir()
+    os.symlink(tiny_world["rollouts"], w / "rollouts")
+    os.symlink(tiny_world["vae"], w / "vae")
+    _write_jsonl(str(w / "mdnrnn" / "metrics.jsonl"),
+                 [{"step": s, "split": "train", "loss": 2.0 - 0.1 * s, "z_nll": 2.0 - 0.1 * s, "items_per_sec": 50.0} for s in (2, 4)]
+                 + [{"step": 4, "split": "eval", "loss": 1.9, "z_nll": 1.9}])
+    ctl = w / "controller"
+    _write_jsonl(str(ctl / "metrics.jsonl"),
+                 [{"generation": g, "mean": 10.0 * g, "max": 12.0 * g + 5, "min": 5.0 * g - 5, "sigma": 0.1,
+                   "env_steps": 100, "wall_time": 1.5, **({"eval_mean": 9.0 * g, "best_eval": 9.0 * g} if g % 2 == 0 else {})}
+                  for g in range(1, 6)])
+    (ctl / "evaluation.csv").write_text("episode,seed,return,steps\n0,11,812.5000,1000\n1,12,903.2500,1000\n2,13,877.0000,1000\n")
+    (ctl / "evaluation.json").write_text(json.dumps({"mean": 864.25, "std": 37.5, "episodes": 3, "min": 812.5, "max": 903.25,
+                                                     "env_steps_per_sec": 123.0, "env_id": "CarRacingFast-v3"}))
+    _gif(str(w / "dream.gif"))
+    _gif(str(w / "videos" / "episode_000_seed_11.gif"))
+    stages = [{"name": n, "command": COMMAND if n == "train_vae" else f"python -m wm.{n} --workdir=W", "status": "done", "wall_time": 1.25}
+              for n in ("generate", "train_vae", "encode", "train_mdnrnn", "dream", "train_controller", "evaluate")]
+    stages.append({"name": "report", "command": "python -m wm.report --workdir=W", "status": "running", "wall_time": None})
+    (w / "pipeline.json").write_text(json.dumps({"preset": "smoke", "started": "2025-01-01T00:00:00", "stages": stages}))
+    return w
+
+
+def _images(text, mime):
+    return re.findall(rf'src="data:image/{mime};base64,([A-Za-z0-9+/=]+)"', text)
+
+
+def test_full_workdir(tmp_path, tiny_world):
+    w = _full_workdir(tmp_path, tiny_world)
+    path = report.build_report(str(w))
+    assert path == str(w / "report.html") and not os.path.exists(path + ".tmp")
+    text = open(path).read()
+    pngs = _images(text, "png")
+    # histogram, controller curve, VAE reconstructions, VAE losses, M losses
+    assert len(pngs) == 5
+    assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    gifs = _images(text, "gif")
+    assert len(gifs) == 2 and all(base64.b64decode(g)[:3] == b"GIF" for g in gifs)
+    assert "864.2 ± 37.5" in text and "906 ± 21" in text
+    assert "python -m wm.train_vae --data=W/rollouts --workdir=W/vae --batch_size=8 --steps=4" in text
+    assert f"tensorboard --logdir {w}" in text
+    assert "Missing or incomplete" not in text, re.findall(r"Missing: [^<]*", text)
+
+
+def test_partial_workdir_names_what_is_missing(tmp_path):
+    w = tmp_path / "partial"
+    _write_jsonl(str(w / "vae" / "metrics.jsonl"), [{"step": 2, "split": "train", "loss": 3.0, "reconstruction": 2.5, "kl": 0.5}])
+    (w / "pipeline.json").write_text(json.dumps({"preset": "smoke", "started": "now", "stages": [
+        {"name": "generate", "command": "python -m data_gen.generate --out_dir=W/rollouts <&>", "status": "failed", "wall_time": 2.0}]}))
+    text = open(report.build_report(str(w))).read()
+    assert len(_images(text, "png")) == 1  # only the VAE loss curve
+    assert "Missing or incomplete" in text
+    for what in ("evaluation.json", "controller/metrics.jsonl", "vae/export/encoder.keras", "mdnrnn/metrics.jsonl",
+                 "dream.gif", "rollouts/manifest.json", "stage generate failed"):
+        assert what in text, what
+    assert "--out_dir=W/rollouts &lt;&amp;&gt;" in text  # commands are escaped
+
+
+def test_empty_workdir_builds_and_missing_workdir_is_an_error(tmp_path):
+    text = open(report.build_report(str(tmp_path))).read()
+    assert "pipeline.json" in text and "<html" in text
+    with pytest.raises(UsageError, match="no such workdir"):
+        report.build_report(str(tmp_path / "nope"))
