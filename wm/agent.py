@@ -97,6 +97,17 @@ class Agent:
         h2, (h2, c2) = self.mdnrnn.cell(z, actions, (h, c))
         return actions, h2, c2, z
 
+    def encode(self, frames):
+        """z = V's mean, float32 [N, Z], for uint8 frames [N, 64, 64, 3] (TF op; callable inside a tf.function)."""
+        import tensorflow as tf
+
+        return tf.cast(self.vae.encode(frames)[0], tf.float32)
+
+    def advance(self, z, actions, state):
+        """M's LSTM step (TF op): (z [N, Z], actions [N, 3], (h, c)) -> new (h, c)."""
+        h, (h, c) = self.mdnrnn.cell(z, actions, state)
+        return h, c
+
     def initial_state(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Zero LSTM state for n environments."""
         return np.zeros((n, self.hidden), np.float32), np.zeros((n, self.hidden), np.float32)
