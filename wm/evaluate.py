@@ -41,6 +41,7 @@ class EvaluateConfig:
     video_dir: str = ""
     video_episodes: str = "0"
     env_id: str = ""  # default: the one the agent was trained in
+    inference_precision: str = ""  # default: the agent's (auto | float32 | bfloat16)
     progress: bool = True
 
 
@@ -63,8 +64,8 @@ def validate(cfg: EvaluateConfig) -> list[int]:
     return videos
 
 
-def load_policy(agent_dir: str):
-    """(agent, params [1, n], config) of a trained controller workdir."""
+def load_policy(agent_dir: str, precision: str = ""):
+    """(agent, params [1, n], config) of a trained controller workdir; ``precision`` as in train_controller."""
     import numpy as np
 
     from wm.train_controller import CONFIG_NAME, PARAMS_NAME, load_agent
@@ -78,7 +79,8 @@ def load_policy(agent_dir: str):
         raise UsageError(f"{agent_dir} holds a {config.get('model')!r} run, not a trained agent")
     if not os.path.exists(ppath):
         raise UsageError(f"{agent_dir} has no {PARAMS_NAME} yet: train at least one generation")
-    agent = load_agent(config["vae"], config["mdnrnn"], config["spec"]["controller"])
+    precision = precision or config.get("inference_precision", "auto")
+    agent = load_agent(config["vae"], config["mdnrnn"], config["spec"]["controller"], precision)
     with np.load(ppath) as z:
         params = z["params"][None].astype(np.float32)
     if params.shape[1] != agent.controller.num_params:
@@ -133,7 +135,7 @@ def run(cfg: EvaluateConfig) -> dict:
     from wm.envpool import EnvPool
     from wm.train_controller import track_seeds
 
-    agent, params, config = load_policy(cfg.agent)
+    agent, params, config = load_policy(cfg.agent, cfg.inference_precision)
     env_id = cfg.env_id or config.get("env_id", "CarRacingFast-v3")
     seeds = track_seeds(cfg.seed, EVAL_SEED_STREAM, cfg.episodes)
     jobs = [(0, s) for s in seeds]
@@ -200,6 +202,7 @@ def define_flags() -> None:
     flags.DEFINE_string("video_dir", "", "Write videos of --video_episodes here (GIF).")
     flags.DEFINE_string("video_episodes", d.video_episodes, "Comma-separated episode indices to record.")
     flags.DEFINE_string("env_id", "", "Environment id (default: the agent's).")
+    flags.DEFINE_string("inference_precision", "", "V's encoder while acting: auto, float32 or bfloat16 (default: the agent's).")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 

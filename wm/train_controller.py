@@ -62,6 +62,7 @@ class TrainControllerConfig:
     eval_episodes: int = 16
     early_stop: int = 0
     controller: str = "linear"  # linear on [z, h] (867 params) | hidden: 40 tanh units on z (1,443)
+    inference_precision: str = "auto"  # V's encoder while acting: auto | float32 | bfloat16
     env_id: str = "CarRacingFast-v3"
     seed: int = 0
     progress: bool = True
@@ -89,6 +90,8 @@ def validate(cfg: TrainControllerConfig) -> None:
         raise UsageError(f"--sigma0 must be positive, got {cfg.sigma0}")
     if cfg.controller not in ("linear", "hidden"):
         raise UsageError(f"--controller must be linear or hidden, got {cfg.controller!r}")
+    if cfg.inference_precision not in ("auto", "float32", "bfloat16"):
+        raise UsageError(f"--inference_precision must be auto, float32 or bfloat16, got {cfg.inference_precision!r}")
     from data_gen import rollout
 
     try:
@@ -111,12 +114,12 @@ def make_controller(kind: str, z_size: int, hidden_size: int):
     return Controller(input_dim=z_size + hidden_size) if kind == "linear" else Controller(input_dim=z_size, hidden=40)
 
 
-def load_agent(vae_dir: str, mdnrnn_dir: str, controller_kind: str):
-    """Builds the agent from V and M workdirs."""
-    from wm import train_mdnrnn, train_vae
+def load_agent(vae_dir: str, mdnrnn_dir: str, controller_kind: str, precision: str = "auto"):
+    """Builds the agent from V and M workdirs; ``precision`` is V's encoder's while acting."""
+    from wm import distribute, train_mdnrnn, train_vae
     from wm.agent import Agent
 
-    v = train_vae.load(vae_dir)
+    v = train_vae.load(vae_dir, distribute.inference_policy(precision))
     m = train_mdnrnn.load(mdnrnn_dir)
     return Agent(v, m, make_controller(controller_kind, int(m.z_size), int(m.hidden)))
 
@@ -176,7 +179,7 @@ def run(cfg: TrainControllerConfig) -> dict:
     from wm.envpool import EnvPool
 
     _check_workdir(cfg)
-    agent = load_agent(cfg.vae, cfg.mdnrnn, cfg.controller)
+    agent = load_agent(cfg.vae, cfg.mdnrnn, cfg.controller, cfg.inference_precision)
     ctrl = agent.controller
     os.makedirs(cfg.workdir, exist_ok=True)
     config = {
@@ -184,6 +187,7 @@ def run(cfg: TrainControllerConfig) -> dict:
         "vae": os.path.abspath(cfg.vae), "mdnrnn": os.path.abspath(cfg.mdnrnn),
         "controller_shape": {"input_dim": ctrl.input_dim, "hidden": ctrl.hidden, "num_params": ctrl.num_params},
         "env_id": cfg.env_id, "flags": dataclasses.asdict(cfg),
+        "inference_precision": cfg.inference_precision,
     }
     _save_bytes(os.path.join(cfg.workdir, CONFIG_NAME), (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
 
@@ -312,6 +316,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("eval_episodes", d.eval_episodes, "Tracks per in-training evaluation.")
     flags.DEFINE_integer("early_stop", d.early_stop, "End an episode after N steps without a new tile (0: off).")
     flags.DEFINE_enum("controller", d.controller, ["linear", "hidden"], "linear on [z, h] or 40 tanh units on z.")
+    flags.DEFINE_enum("inference_precision", d.inference_precision, ["auto", "float32", "bfloat16"],
+                      "V's encoder while acting; auto: bfloat16 on CPUs with bfloat16 units (~3x faster), else float32.")
     flags.DEFINE_string("env_id", d.env_id, "Gymnasium environment id (CarRacing-v3 for the stock one).")
     flags.DEFINE_integer("seed", d.seed, "Seed for CMA-ES and the training tracks.")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")

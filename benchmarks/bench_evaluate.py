@@ -1,0 +1,76 @@
+"""Env steps/s per core while evaluating an agent (V + M + C inference included) vs the bare env.
+
+    python benchmarks/bench_evaluate.py --episodes=8 --max_steps=500
+
+Ours: ``wm.agent.run_episodes`` as ``wm.evaluate`` runs it: ``--workers`` environment
+processes stepping in lockstep with one batched V + M + C call per step in this process, the
+paper's model sizes (random weights: speed does not depend on their values). Per core = total
+env steps/s divided by the cores used. Bare: one process stepping the same environment with
+random actions. Rounds alternate; medians and the ratio are printed.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def bare(env_id, steps, seed):
+    from data_gen import rollout
+
+    env = rollout.make_env(env_id, 1000)
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    t = time.perf_counter()
+    for _ in range(steps):
+        _, _, term, trunc, _ = env.step(rng.uniform([-1, 0, 0], [1, 1, 1]).astype(np.float32))
+        if term or trunc:
+            env.reset(seed=seed + 1)
+    rate = steps / (time.perf_counter() - t)
+    env.close()
+    return rate
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env_id", default="CarRacingFast-v3")
+    p.add_argument("--episodes", type=int, default=8)
+    p.add_argument("--max_steps", type=int, default=500)
+    p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--inference_precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    a = p.parse_args()
+
+    from wm.agent import Agent, run_episodes
+    from wm.controller import Controller
+    from wm.envpool import EnvPool
+    from wm.mdnrnn import MDNRNN
+    from wm.vae import ConvVAE
+
+    from wm.distribute import inference_policy
+
+    policy = inference_policy(a.inference_precision)
+    agent = Agent(ConvVAE(dtype_policy=policy), MDNRNN(), Controller())
+    params = np.random.default_rng(0).normal(size=(1, agent.controller.num_params)).astype(np.float32) * 0.1
+    cores = os.cpu_count()
+    ours, base = [], []
+    with EnvPool(a.env_id, a.episodes, a.workers, a.max_steps) as pool:
+        run_episodes(pool, agent, params, [(0, 1)], 5)  # warm up: compile, start the workers
+        for r in range(a.rounds):
+            t = time.perf_counter()
+            res = run_episodes(pool, agent, params, [(0, 100 + r * a.episodes + i) for i in range(a.episodes)], a.max_steps)
+            total = sum(x.steps for x in res) / (time.perf_counter() - t)
+            ours.append(total / cores)
+            base.append(bare(a.env_id, a.max_steps * 2, r))
+            print(f"round {r}: evaluate {total:.0f} steps/s total = {ours[-1]:.0f} per core; bare env {base[-1]:.0f} steps/s on one core")
+    o, b = statistics.median(ours), statistics.median(base)
+    print(f"evaluate: {o:.0f} env steps/s per core with V+M+C; bare {a.env_id}: {b:.0f} steps/s per core; "
+          f"{100 * o / b:.0f}% of bare ({a.episodes} envs in flight, {a.workers} workers, {cores} cores, V in {policy})")
+
+
+if __name__ == "__main__":
+    main()
