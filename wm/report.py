@@ -100,7 +100,7 @@ code { font-family: Menlo, Consolas, monospace; font-size: 0.85em; word-break: b
 .note { color: #8a6d3b; font-style: italic; }
 .big { font-size: 1.6em; font-weight: 600; }
 .done { color: #2a7d2a; } .failed { color: #c0392b; font-weight: 600; } .running { color: #1f6fb2; } .skipped { color: #777; }
-img { max-width: 100%; image-rendering: auto; } img.pixel { image-rendering: pixelated; }
+img { max-width: 100%; height: auto; } img.pixel { image-rendering: pixelated; min-width: 384px; }
 figure { margin: 0.8em 0; } figcaption { color: #555; font-size: 0.9em; }
 .row { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 """
@@ -165,6 +165,12 @@ def _figure(width: float, height: float):
     return fig
 
 
+def _integer_locator():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
@@ -188,6 +194,7 @@ def plot_controller(records: list[dict]) -> bytes:
     if top > 0.5 * SOLVED:
         ax.axhline(SOLVED, color="#2ca02c", ls="--", lw=1, label=f"solved ({SOLVED:.0f})")
     ax.set_xlabel("generation")
+    ax.xaxis.set_major_locator(_integer_locator())
     ax.set_ylabel("return (mean over trials)")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
@@ -234,6 +241,7 @@ def plot_returns_histogram(returns: list[float]) -> bytes:
         ax.axvline(PAPER_SCORE[0], color="#2ca02c", ls="--", lw=1.5, label=f"paper {PAPER_SCORE[0]:.0f}")
     ax.set_xlabel("return")
     ax.set_ylabel("episodes")
+    ax.yaxis.set_major_locator(_integer_locator())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
@@ -257,7 +265,7 @@ def plot_reconstructions(inputs, recons) -> bytes:
 # ---------------------------------------------------------------- sections
 
 
-def _header(page: _Page, workdir: str, pipeline: dict | None) -> str:
+def _header(workdir: str, pipeline: dict | None) -> str:
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     bits = [f"workdir <code>{_e(workdir)}</code>"]
     if pipeline:
@@ -405,7 +413,7 @@ def _mdnrnn(page: _Page, workdir: str) -> None:
     page.section("M: the MDN-RNN", "mdnrnn", body)
 
 
-def _gif(page: _Page, workdir: str, rel: str, alt: str) -> str:
+def _gif(workdir: str, rel: str, alt: str) -> str:
     """An embedded GIF (or a relative link when it is too large)."""
     path = _join(workdir, rel)
     size = _gfile().stat(path).length
@@ -419,7 +427,7 @@ def _dream(page: _Page, workdir: str) -> None:
     if not _exists(_join(workdir, "dream.gif")):
         page.section("Dream", "dream", page.miss("the dream (dream.gif): the dream stage has not run"))
         return
-    body = (f"<figure>{_gif(page, workdir, 'dream.gif', 'real episode and dream side by side')}"
+    body = (f"<figure>{_gif(workdir, 'dream.gif', 'real episode and dream side by side')}"
             "<figcaption>Left: the real episode. Right: M dreaming on its own from the episode's first frame "
             "with the same actions, decoded by V.</figcaption></figure>")
     page.section("Dream", "dream", body)
@@ -431,7 +439,7 @@ def _videos(page: _Page, workdir: str) -> None:
     if not names:
         page.section("Evaluation videos", "videos", '<p class="note">No evaluation videos (videos/*.gif).</p>')
         return
-    figs = [f"<figure>{_gif(page, workdir, 'videos/' + n, n)}<figcaption>{_e(n)}: real frame | V's reconstruction | "
+    figs = [f"<figure>{_gif(workdir, 'videos/' + n, n)}<figcaption>{_e(n)}: real frame | V's reconstruction | "
             "actions</figcaption></figure>" for n in names[:MAX_VIDEOS]]
     more = f"<p>{len(names) - MAX_VIDEOS} more in <code>videos/</code>.</p>" if len(names) > MAX_VIDEOS else ""
     page.section("Evaluation videos", "videos", '<div class="row">' + "".join(figs) + "</div>" + more)
@@ -507,7 +515,7 @@ def build_report(workdir: str) -> str:
             step()
         except Exception as e:  # noqa: BLE001 - one unreadable file must not lose the rest of the report
             page.section("Error", "error", page.miss(f"a section failed to build ({type(e).__name__}: {e})"))
-    head = _header(page, workdir, pipeline)
+    head = _header(workdir, pipeline)
     if page.missing:
         items = "".join(f"<li>{_e(m)}</li>" for m in page.missing)
         head += f'<div class="missing"><b>Missing or incomplete</b> ({len(page.missing)})<ul>{items}</ul></div>'
