@@ -65,7 +65,7 @@ def validate(cfg: EvaluateConfig) -> list[int]:
 
 
 def load_policy(agent_dir: str, precision: str = ""):
-    """(agent, params [1, n], config) of a trained controller workdir; ``precision`` as in train_controller."""
+    """(agent, params [1, n], config) of a trained controller workdir (CMA-ES or PPO); ``precision`` as in train_controller."""
     import numpy as np
 
     from wm.train_controller import CONFIG_NAME, PARAMS_NAME, load_agent
@@ -77,6 +77,10 @@ def load_policy(agent_dir: str, precision: str = ""):
         config = json.load(f)
     if config.get("model") != "controller":
         raise UsageError(f"{agent_dir} holds a {config.get('model')!r} run, not a trained agent")
+    if config.get("algorithm") == "ppo":  # same act/initial_state surface, weights in a checkpoint
+        from wm.train_ppo import load_policy as load_ppo
+
+        return load_ppo(agent_dir, config, precision)
     if not os.path.exists(ppath):
         raise UsageError(f"{agent_dir} has no {PARAMS_NAME} yet: train at least one generation")
     precision = precision or config.get("inference_precision", "auto")
