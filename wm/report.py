@@ -95,7 +95,8 @@ h1 { margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #ddd; padding-bottom:
 table { border-collapse: collapse; margin: 0.6em 0; }
 th, td { border: 1px solid #ddd; padding: 0.3em 0.7em; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-code { font-family: Menlo, Consolas, monospace; font-size: 0.85em; word-break: break-all; }
+code { font-family: Menlo, Consolas, monospace; font-size: 0.85em; overflow-wrap: anywhere; }
+th, td.num, td.nowrap, code span { white-space: nowrap; }
 .missing { background: #fff6e0; border: 1px solid #f0c36d; padding: 0.6em 1em; border-radius: 4px; }
 .note { color: #8a6d3b; font-style: italic; }
 .big { font-size: 1.6em; font-weight: 600; }
@@ -222,6 +223,7 @@ def plot_losses(rows: list[dict], preferred: tuple[str, ...]) -> bytes | None:
                 ax.plot(*zip(*pts), label=split, **style)
         ax.set_title(term, fontsize=10)
         ax.set_xlabel("step", fontsize=9)
+        ax.xaxis.set_major_locator(_integer_locator())
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -304,8 +306,10 @@ def _scores(page: _Page, workdir: str) -> None:
                     f'<td class="num">{_fmt(summary.get("max"))}</td></tr>')
         body.append(f'<tr><th>paper (Ha &amp; Schmidhuber 2018)</th><td class="num">{paper_m:.0f} ± {paper_s:.0f}</td>'
                     '<td class="num">100</td><td class="num">–</td><td class="num">–</td></tr></table>')
-        extra = [f"{k.replace('_', ' ')}: {_fmt(summary[k], 0 if k != 'wall_time' else 1)}"
-                 for k in ("env_steps", "env_steps_per_sec", "wall_time") if isinstance(summary.get(k), (int, float))]
+        extra = [f"{k.replace('_', ' ')}: {_fmt(summary[k], 0)}" for k in ("env_steps", "env_steps_per_sec")
+                 if isinstance(summary.get(k), (int, float))]
+        if isinstance(summary.get("wall_time"), (int, float)):
+            extra.append(f"wall time: {_duration(summary['wall_time'])}")
         if summary.get("env_id"):
             extra.insert(0, f"environment: {summary['env_id']}")
         if extra:
@@ -461,6 +465,11 @@ def _rollouts(page: _Page, workdir: str) -> None:
     page.section("Rollouts", "rollouts", f"<p>{_e('; '.join(facts))}.</p>")
 
 
+def _command_html(command: str) -> str:
+    """A command line whose lines break only between arguments."""
+    return " ".join(f"<span>{_e(arg)}</span>" for arg in str(command).split())
+
+
 def _stages(page: _Page, workdir: str, pipeline: dict | None) -> None:
     tb = (f"<p>All stages log to TensorBoard: <code>tensorboard --logdir {_e(workdir)}</code> "
           "shows V, M and the controller together.</p>")
@@ -471,10 +480,11 @@ def _stages(page: _Page, workdir: str, pipeline: dict | None) -> None:
     total = 0.0
     for s in pipeline.get("stages", []):
         status = str(s.get("status", "?"))
+        shown = "building this page" if s.get("name") == "report" and status == "running" else status
         wall = s.get("wall_time")
         total += wall if isinstance(wall, (int, float)) else 0.0
-        rows.append(f'<tr><td>{_e(s.get("name", "?"))}</td><td class="{_e(status)}">{_e(status)}</td>'
-                    f'<td class="num">{_duration(wall)}</td><td><code>{_e(s.get("command", ""))}</code></td></tr>')
+        rows.append(f'<tr><td class="nowrap">{_e(s.get("name", "?"))}</td><td class="{_e(status)}">{_e(shown)}</td>'
+                    f'<td class="num">{_duration(wall)}</td><td><code>{_command_html(s.get("command", ""))}</code></td></tr>')
         if status == "failed":
             page.missing.append(f"stage {s.get('name', '?')} failed")
     rows.append(f'<tr><th>total</th><td></td><td class="num"><b>{_duration(total)}</b></td><td></td></tr></table>')
