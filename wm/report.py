@@ -386,17 +386,17 @@ def _vae(page: _Page, workdir: str) -> None:
         body.append(page.miss(text))
     else:
         body.append(f"<figure>{_img(png, 'image/png', 'VAE inputs and reconstructions')}<figcaption>{_e(text)}</figcaption></figure>")
-    body.append(_loss_block(page, _join(workdir, "vae"), "V", ("loss", "reconstruction", "kl")))
+    body.append(_loss_block(page, _join(workdir, "vae"), "V", ("loss", "reconstruction", "kl"), "train_vae"))
     page.section("V: the variational autoencoder", "vae", "\n".join(body))
 
 
-def _loss_block(page: _Page, run_dir: str, label: str, terms: tuple[str, ...]) -> str:
+def _loss_block(page: _Page, run_dir: str, label: str, terms: tuple[str, ...], stage: str) -> str:
     path = _join(run_dir, "metrics.jsonl")
     rows = [r for r in _read_jsonl(path) if "step" in r] if _exists(path) else []
     png = plot_losses(rows, terms) if rows else None
     name = os.path.basename(run_dir.rstrip("/"))
     if png is None:
-        return page.miss(f"{label}'s loss curves ({name}/metrics.jsonl)")
+        return page.miss(f"{label}'s loss curves ({name}/metrics.jsonl): the {stage} stage has not logged yet")
     train = [r for r in rows if r.get("split") == "train"]
     evals = [r for r in rows if r.get("split") == "eval"]
     facts = [f"{train[-1]['step'] if train else 0} steps"]
@@ -413,7 +413,7 @@ def _loss_block(page: _Page, run_dir: str, label: str, terms: tuple[str, ...]) -
 
 
 def _mdnrnn(page: _Page, workdir: str) -> None:
-    body = _loss_block(page, _join(workdir, "mdnrnn"), "M", ("loss", "z_nll", "reward_mse", "terminal_ce"))
+    body = _loss_block(page, _join(workdir, "mdnrnn"), "M", ("loss", "z_nll", "reward_mse", "terminal_ce"), "train_mdnrnn")
     page.section("M: the MDN-RNN", "mdnrnn", body)
 
 
