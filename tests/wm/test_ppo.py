@@ -227,3 +227,16 @@ def test_rollout_drops_the_partial_episode_of_a_lost_worker_and_tracks_episodes(
     # slot 1 after the restart (t = 6, 7): bootstrapped from the value (frame = 2) after the rollout
     np.testing.assert_allclose(ro.batch["ret"][slot == 1][-2:], [2 + 2, 1 + 2])
     assert math.isclose(col.h[0, 0], 2.0)  # slot 0 is 2 steps into its third episode: M's state carried, reset at start
+
+
+def test_rollout_survives_a_real_worker_crash():
+    from wm.envpool import EnvPool
+
+    with EnvPool("CarRacingFast-v3", 4, 2, 50) as pool:
+        col = ppo.RolloutCollector(pool, _FakePolicy(), max_steps=50, seed_of=lambda k: 7 + k, gamma=0.99, lam=0.95)
+        first = col.collect(3)
+        assert first.dropped_steps == 0 and len(first.batch["adv"]) == 12
+        pool.crash_worker(1)  # slots 1 and 3: the failed step is dropped (earlier ones were trained on), new tracks start
+        ro = col.collect(3)
+        assert col.lost_workers == 1 and ro.dropped_steps == 2 and len(ro.batch["adv"]) == 10
+        assert np.isfinite(ro.batch["adv"]).all() and col.len.tolist() == [6, 2, 6, 2]
