@@ -245,6 +245,7 @@ def run(cfg: PipelineConfig) -> dict:
         entry["status"] = "done"
         _write_json(status_path, status)
         _write_json(marker, fingerprint)
+    _write_json(status_path, status)
     total = sum(s.get("wall_time") or 0 for s in status["stages"])
     print(f"pipeline: done in {total / 60:.1f} min of stage time; report: {os.path.join(cfg.workdir, 'report.html')}", file=sys.stderr)
     return status
