@@ -41,7 +41,11 @@ import dataclasses
 import math
 from typing import Callable
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from wm.envpool import WorkerLost
 
 ACTION_DIM = 3
 ACTION_LOW = np.array([-1.0, 0.0, 0.0], np.float32)
@@ -55,40 +59,32 @@ _LOG_2PI = math.log(2 * math.pi)
 # ---------------------------------------------------------------- distribution
 
 
-def squash_action(u):
+def squash_action(u: tf.Tensor) -> tf.Tensor:
     """Pre-squash samples u [..., 3] -> actions in CarRacing's box (a TF op)."""
-    import tensorflow as tf
-
     return OFFSET + SCALE * tf.tanh(u)
 
 
 def _log_dtanh(u):
     """log(1 - tanh(u)^2), finite for any u."""
-    import tensorflow as tf
-
     return 2.0 * (math.log(2.0) - u - tf.nn.softplus(-2.0 * u))
 
 
-def log_prob(u, mean, log_std):
+def log_prob(u: tf.Tensor, mean: tf.Tensor, log_std: tf.Tensor) -> tf.Tensor:
     """log density [...] of the action ``squash_action(u)`` when u ~ N(mean, exp(log_std)^2).
 
     Gaussian log-density of u minus log |det da/du| = sum(log SCALE + log(1 - tanh(u)^2)).
     """
-    import tensorflow as tf
-
     z = (u - mean) * tf.exp(-log_std)
     gauss = -0.5 * tf.square(z) - log_std - 0.5 * _LOG_2PI
     return tf.reduce_sum(gauss - np.log(SCALE) - _log_dtanh(u), axis=-1)
 
 
-def entropy_estimate(mean, log_std, eps):
+def entropy_estimate(mean: tf.Tensor, log_std: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
     """One-sample estimate [...] of the squashed action's entropy, with noise ``eps`` ~ N(0, 1).
 
     H(a) = H(u) + E[log |det da/du|]; H(u) is exact, the expectation is estimated at
     ``u = mean + exp(log_std) * eps`` (reparameterized, so it is differentiable).
     """
-    import tensorflow as tf
-
     u = mean + tf.exp(log_std) * eps
     gauss = tf.reduce_sum(log_std + 0.5 * (1.0 + _LOG_2PI), axis=-1)
     return gauss + tf.reduce_sum(np.log(SCALE) + _log_dtanh(u), axis=-1)
@@ -123,10 +119,8 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, termin
     return adv.astype(np.float32), (adv + values).astype(np.float32)
 
 
-def clipped_surrogate_loss(logp, old_logp, advantages, clip_ratio: float):
+def clipped_surrogate_loss(logp: tf.Tensor, old_logp: tf.Tensor, advantages: tf.Tensor, clip_ratio: float) -> tf.Tensor:
     """PPO's clipped objective as a loss: -mean(min(r A, clip(r, 1 - eps, 1 + eps) A)), r = exp(logp - old_logp)."""
-    import tensorflow as tf
-
     ratio = tf.exp(logp - old_logp)
     clipped = tf.clip_by_value(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
     return -tf.reduce_mean(tf.minimum(ratio * advantages, clipped * advantages))
@@ -135,56 +129,55 @@ def clipped_surrogate_loss(logp, old_logp, advantages, clip_ratio: float):
 # ---------------------------------------------------------------- model
 
 
-def ActorCritic(input_dim: int, hidden: tuple[int, ...] = (64, 64), init_log_std: float = -0.5):
-    """Actor and critic MLPs (tanh) on features [N, input_dim] -> (mean [N, 3], log_std [N, 3], value [N])."""
-    import keras
+class ActorCritic(keras.Model):
+    """Actor and critic MLPs (tanh) on features [N, input_dim] -> (mean [N, 3], log_std [N, 3], value [N]).
 
-    class _ActorCritic(keras.Model):
-        def __init__(self):
-            super().__init__(name="actor_critic")
-            self.input_dim, self.hidden_sizes, self.init_log_std = int(input_dim), tuple(int(h) for h in hidden), float(init_log_std)
-            orth = keras.initializers.Orthogonal
+    The actor's mean is the pre-squash Gaussian mean; ``log_std`` is a learned state-independent
+    vector broadcast over the batch.
+    """
 
-            def mlp(prefix, out, gain, bias):
-                layers = [keras.layers.Dense(h, activation="tanh", kernel_initializer=orth(math.sqrt(2)), name=f"{prefix}_{i}")
-                          for i, h in enumerate(self.hidden_sizes)]
-                return layers + [keras.layers.Dense(out, kernel_initializer=orth(gain), bias_initializer=bias, name=f"{prefix}_out")]
+    def __init__(self, input_dim: int, hidden: tuple[int, ...] = (64, 64), init_log_std: float = -0.5):
+        super().__init__(name="actor_critic")
+        self.input_dim, self.hidden_sizes, self.init_log_std = int(input_dim), tuple(int(h) for h in hidden), float(init_log_std)
+        orth = keras.initializers.Orthogonal
 
-            self.actor = mlp("actor", ACTION_DIM, 0.01, keras.initializers.Constant(list(INITIAL_ACTION_BIAS)))
-            self.critic = mlp("critic", 1, 1.0, "zeros")
-            self.log_std = self.add_weight(shape=(ACTION_DIM,), initializer=keras.initializers.Constant(self.init_log_std), name="log_std")
-            self.build((None, self.input_dim))
+        def mlp(prefix, out, gain, bias):
+            layers = [keras.layers.Dense(h, activation="tanh", kernel_initializer=orth(math.sqrt(2)), name=f"{prefix}_{i}")
+                      for i, h in enumerate(self.hidden_sizes)]
+            return layers + [keras.layers.Dense(out, kernel_initializer=orth(gain), bias_initializer=bias, name=f"{prefix}_out")]
 
-        def build(self, input_shape):
-            for net in (self.actor, self.critic):
-                dim = self.input_dim
-                for layer in net:
-                    layer.build((None, dim))
-                    dim = layer.units
-            self.built = True
+        self.actor = mlp("actor", ACTION_DIM, 0.01, keras.initializers.Constant(list(INITIAL_ACTION_BIAS)))
+        self.critic = mlp("critic", 1, 1.0, "zeros")
+        self.log_std = self.add_weight(shape=(ACTION_DIM,), initializer=keras.initializers.Constant(self.init_log_std), name="log_std")
+        self.build((None, self.input_dim))
 
-        def call(self, feats):
-            import tensorflow as tf
+    def build(self, input_shape):
+        for net in (self.actor, self.critic):
+            dim = self.input_dim
+            for layer in net:
+                layer.build((None, dim))
+                dim = layer.units
+        self.built = True
 
-            x = y = feats
-            for layer in self.actor:
-                x = layer(x)
-            for layer in self.critic:
-                y = layer(y)
-            return x, tf.broadcast_to(self.log_std, tf.shape(x)), y[:, 0]
+    def call(self, feats: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        x = y = feats
+        for layer in self.actor:
+            x = layer(x)
+        for layer in self.critic:
+            y = layer(y)
+        return x, tf.broadcast_to(self.log_std, tf.shape(x)), y[:, 0]
 
-        def arch(self) -> dict:
-            return {"input_dim": self.input_dim, "hidden": list(self.hidden_sizes), "init_log_std": self.init_log_std}
+    def arch(self) -> dict:
+        """Constructor arguments (for config.json)."""
+        return {"input_dim": self.input_dim, "hidden": list(self.hidden_sizes), "init_log_std": self.init_log_std}
 
-        @property
-        def actor_variables(self):
-            return [v for layer in self.actor for v in layer.trainable_variables] + [self.log_std]
+    @property
+    def actor_variables(self) -> list:
+        return [v for layer in self.actor for v in layer.trainable_variables] + [self.log_std]
 
-        @property
-        def critic_variables(self):
-            return [v for layer in self.critic for v in layer.trainable_variables]
-
-    return _ActorCritic()
+    @property
+    def critic_variables(self) -> list:
+        return [v for layer in self.critic for v in layer.trainable_variables]
 
 
 # ---------------------------------------------------------------- update
@@ -206,10 +199,7 @@ class PPOHyper:
 class PPOTrainer:
     """Adam on the actor-critic; ``update(batch)`` runs ``epochs`` passes of shuffled minibatches."""
 
-    def __init__(self, model, hyper: PPOHyper, seed: int = 0):
-        import keras
-        import tensorflow as tf
-
+    def __init__(self, model: ActorCritic, hyper: PPOHyper, seed: int = 0):
         self.model, self.hyper = model, hyper
         self.optimizer = keras.optimizers.Adam(hyper.learning_rate, epsilon=1e-5)
         self.optimizer.build(model.trainable_variables)
@@ -221,8 +211,6 @@ class PPOTrainer:
         ])
 
     def _step_impl(self, feats, u, old_logp, adv, ret):
-        import tensorflow as tf
-
         h = self.hyper
         eps = self.rng.normal(tf.shape(u))
         actor_vars, critic_vars = self.model.actor_variables, self.model.critic_variables
@@ -283,9 +271,7 @@ class PPOPolicy:
       model: an :func:`ActorCritic` on [z, h].
     """
 
-    def __init__(self, agent, model, seed: int = 0):
-        import tensorflow as tf
-
+    def __init__(self, agent, model: ActorCritic, seed: int = 0):
         self.agent, self.model, self.vae = agent, model, agent.vae
         self.controller = _NoParams()
         self.z_size, self.hidden = agent.z_size, agent.hidden
@@ -299,8 +285,6 @@ class PPOPolicy:
         self._value = tf.function(self._value_impl, input_signature=[frames, state[0]])
 
     def _step_impl(self, frames, h, c, stochastic: bool):
-        import tensorflow as tf
-
         z = self.agent.encode(frames)
         feats = tf.concat([z, h], axis=-1)
         mean, log_std, value = self.model(feats)
@@ -310,8 +294,6 @@ class PPOPolicy:
         return a, u, log_prob(u, mean, log_std), value, feats, z, h2, c2
 
     def _value_impl(self, frames, h):
-        import tensorflow as tf
-
         return self.model(tf.concat([self.agent.encode(frames), h], axis=-1))[2]
 
     def initial_state(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -370,8 +352,6 @@ class RolloutCollector:
 
     def _reset(self, slots: set[int]) -> set[int]:
         """Resets ``slots`` with fresh tracks; returns the OTHER slots lost meanwhile (reset too)."""
-        from wm.envpool import WorkerLost
-
         asked, extra = set(slots), set()
         while slots:
             order = sorted(slots)
@@ -392,8 +372,6 @@ class RolloutCollector:
 
     def collect(self, rollout_len: int) -> Rollout:
         """Steps every environment ``rollout_len`` times; returns the valid steps with advantages."""
-        from wm.envpool import WorkerLost
-
         T, N = rollout_len, self.pool.num_envs
         D = self.policy.z_size + self.policy.hidden
         feats = np.zeros((T, N, D), np.float32)
