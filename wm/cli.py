@@ -36,8 +36,9 @@ def run_main(fn: Callable[[], object], prog: str) -> None:
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from tfrecords.errors import RunMismatchError, ShardError
+    from wm.envpool import PoolError
 
-    errs: list[type[BaseException]] = [UsageError, RunMismatchError, ShardError, FileNotFoundError, PermissionError]
+    errs: list[type[BaseException]] = [UsageError, RunMismatchError, ShardError, PoolError, FileNotFoundError, PermissionError]
     tf = sys.modules.get("tensorflow")
     if tf is not None:
         errs += [tf.errors.PermissionDeniedError, tf.errors.NotFoundError]
