@@ -68,7 +68,25 @@ class Setup:
 
 
 def make_strategy(name: str = "default", tpu_address: str | None = None) -> tf.distribute.Strategy:
-    """Builds the strategy called ``name`` (see the module docstring). Raises ValueError for unknown names."""
+    """The strategy called ``name`` (see the module docstring). Raises ValueError for unknown names.
+
+    One instance per (name, address) and process: a second MirroredStrategy in the same process
+    (V, then M, in one pipeline) would reuse the first one's collective instance keys with
+    other tensor shapes and abort, and a TPU system or a multi-worker cluster must be set up
+    only once.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+    key = (name, tpu_address or "")
+    if key not in _STRATEGY_CACHE:
+        _STRATEGY_CACHE[key] = _new_strategy(name, tpu_address)
+    return _STRATEGY_CACHE[key]
+
+
+_STRATEGY_CACHE: dict[tuple[str, str], tf.distribute.Strategy] = {}
+
+
+def _new_strategy(name: str, tpu_address: str | None) -> tf.distribute.Strategy:
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":

@@ -448,3 +448,45 @@ def restore_model(workdir: str, model: keras.Model) -> int:
     step = tf.Variable(0, dtype=tf.int64)
     tf.train.Checkpoint(step=step, model=model).restore(path).expect_partial().assert_existing_objects_matched()
     return int(step.numpy())
+
+
+# ---------------------------------------------------------------- flags shared by the training binaries
+
+
+def define_common_flags(defaults: Any, jit_help: str) -> None:
+    """Defines the absl flags train_vae and train_mdnrnn share, with defaults from their config.
+
+    Call it from a binary's ``define_flags`` (only under ``__main__``).
+    """
+    from absl import flags
+
+    from wm import distribute
+
+    d = defaults
+    flags.DEFINE_string("workdir", None, "Run directory (config, checkpoints, TensorBoard, metrics.jsonl).")
+    flags.DEFINE_enum("strategy", d.strategy, list(distribute.STRATEGIES), "Distribution strategy.")
+    flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.")
+    flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate.")
+    flags.DEFINE_integer("steps", 0, "Total training steps (overrides --epochs; rerun with more to continue).")
+    flags.DEFINE_integer("epochs", d.epochs, "Epochs over the training shards, if --steps is 0.")
+    flags.DEFINE_enum("mixed_precision", d.mixed_precision, list(distribute.PRECISIONS), "auto: float16 on GPU, bfloat16 on TPU, off on CPU.")
+    flags.DEFINE_enum("jit_compile", d.jit_compile, list(distribute.JIT_MODES), jit_help)
+    flags.DEFINE_integer("steps_per_loop", d.steps_per_loop, "Steps per compiled call.")
+    flags.DEFINE_string("profile_steps", "", "Profile steps FIRST,LAST (e.g. 10,15) into TensorBoard.")
+    flags.DEFINE_integer("eval_shards", d.eval_shards, "Last shards held out for the per-epoch eval loss (0: none).")
+    flags.DEFINE_integer("log_every", d.log_every, "Log metrics every N steps.")
+    flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "Checkpoint every N steps.")
+    flags.DEFINE_integer("seed", None, "Seed for initialization, sampling and shuffling (default: random).")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def config_from_flags(config_cls: type, required: tuple[str, ...]) -> Any:
+    """Builds a binary's config dataclass from the parsed absl flags (unset required strings -> "")."""
+    from absl import flags
+
+    values = {f.name: getattr(flags.FLAGS, f.name) for f in dataclasses.fields(config_cls) if f.name in flags.FLAGS}
+    for name in required:
+        values[name] = values.get(name) or ""
+    return config_cls(**values)
+

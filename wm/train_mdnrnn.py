@@ -224,30 +224,15 @@ def define_flags() -> None:
     """Defines this binary's absl flags (only when run as a binary)."""
     d = TrainMdnrnnConfig(series="", workdir="")
     flags.DEFINE_string("series", None, "Latent-series shards from wm.encode: a directory, glob or list.")
-    flags.DEFINE_string("workdir", None, "Run directory (config, checkpoints, TensorBoard).")
-    flags.DEFINE_enum("strategy", d.strategy, list(distribute.STRATEGIES), "Distribution strategy.")
-    flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+    train_lib.define_common_flags(d, "XLA; auto: TPU only for M (cuDNN, which XLA cannot compile, on GPU).")
     flags.DEFINE_integer("seq_len", d.seq_len, "Steps per training sequence (windows hold seq_len + 1).")
-    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size (sequences).")
-    flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate.")
     flags.DEFINE_float("grad_clip", d.grad_clip, "Global-norm gradient clipping (0: off).")
-    flags.DEFINE_integer("steps", 0, "Total training steps (overrides --epochs).")
-    flags.DEFINE_integer("epochs", d.epochs, "Epochs over the training shards, if --steps is 0.")
-    flags.DEFINE_enum("mixed_precision", d.mixed_precision, list(distribute.PRECISIONS), "auto: float16 on GPU, bfloat16 on TPU, off on CPU.")
-    flags.DEFINE_enum("jit_compile", d.jit_compile, list(distribute.JIT_MODES), "XLA; auto: TPU only for M (cuDNN on GPU).")
-    flags.DEFINE_integer("steps_per_loop", d.steps_per_loop, "Steps per compiled call.")
-    flags.DEFINE_string("profile_steps", "", "Profile steps FIRST,LAST into TensorBoard.")
-    flags.DEFINE_integer("eval_shards", d.eval_shards, "Last shards held out for the per-epoch eval loss (0: none).")
-    flags.DEFINE_integer("log_every", d.log_every, "Log metrics every N steps.")
-    flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "Checkpoint every N steps.")
     flags.DEFINE_integer("hidden", d.hidden, "LSTM units.")
     flags.DEFINE_integer("mixtures", d.mixtures, "Gaussians per latent dimension.")
     flags.DEFINE_bool("reward_head", d.reward_head, "Also predict the reward (squared error).")
     flags.DEFINE_bool("terminal_head", d.terminal_head, "Also predict termination (Bernoulli).")
     flags.DEFINE_float("reward_weight", d.reward_weight, "Weight of the reward loss.")
     flags.DEFINE_float("terminal_weight", d.terminal_weight, "Weight of the terminal loss.")
-    flags.DEFINE_integer("seed", None, "Seed for initialization, sampling and shuffling (default: random).")
-    flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
 FLAGS = flags.FLAGS
@@ -256,10 +241,8 @@ FLAGS = flags.FLAGS
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(TrainMdnrnnConfig) if f.name in FLAGS}
-    values["series"] = values["series"] or ""
-    values["workdir"] = values["workdir"] or ""
-    run_main(lambda: run(TrainMdnrnnConfig(**values)), "train_mdnrnn")
+    cfg = train_lib.config_from_flags(TrainMdnrnnConfig, ("series", "workdir"))
+    run_main(lambda: run(cfg), "train_mdnrnn")
 
 
 if __name__ == "__main__":

@@ -197,25 +197,9 @@ def export(model, export_dir: str) -> None:
 
 def define_flags() -> None:
     """Defines this binary's absl flags."""
-    _D = TrainVaeConfig(data="", workdir="")
     flags.DEFINE_string("data", None, "Rollout shards: a directory, glob or comma-separated list.")
-    flags.DEFINE_string("workdir", None, "Run directory (config, checkpoints, TensorBoard, export).")
-    flags.DEFINE_enum("strategy", _D.strategy, list(distribute.STRATEGIES), "Distribution strategy.")
-    flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
-    flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch size.")
-    flags.DEFINE_float("learning_rate", _D.learning_rate, "Adam learning rate.")
-    flags.DEFINE_integer("steps", 0, "Total training steps (overrides --epochs).")
-    flags.DEFINE_integer("epochs", _D.epochs, "Epochs over the training shards, if --steps is 0.")
-    flags.DEFINE_enum("mixed_precision", _D.mixed_precision, list(distribute.PRECISIONS), "auto: float16 on GPU, bfloat16 on TPU, off on CPU.")
-    flags.DEFINE_enum("jit_compile", _D.jit_compile, list(distribute.JIT_MODES), "XLA; auto: on for GPU/TPU, off on CPU.")
-    flags.DEFINE_integer("steps_per_loop", _D.steps_per_loop, "Steps per compiled call.")
-    flags.DEFINE_string("profile_steps", "", "Profile steps FIRST,LAST (e.g. 10,15) into TensorBoard.")
-    flags.DEFINE_integer("eval_shards", _D.eval_shards, "Last shards held out for the per-epoch eval loss (0: none).")
+    train_lib.define_common_flags(TrainVaeConfig(data="", workdir=""), "XLA; auto: on for GPU/TPU, off on CPU.")
     flags.DEFINE_integer("eval_batches", 0, "Cap on eval batches (0: the whole held-out split).")
-    flags.DEFINE_integer("log_every", _D.log_every, "Log metrics every N steps.")
-    flags.DEFINE_integer("checkpoint_every", _D.checkpoint_every, "Checkpoint every N steps.")
-    flags.DEFINE_integer("seed", None, "Seed for initialization and shuffling (default: random).")
-    flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
 FLAGS = flags.FLAGS
@@ -224,8 +208,7 @@ FLAGS = flags.FLAGS
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    names = [f.name for f in dataclasses.fields(TrainVaeConfig) if f.name in FLAGS]
-    cfg = TrainVaeConfig(**{n: (getattr(FLAGS, n) if getattr(FLAGS, n) is not None else "") if n in ("data", "workdir") else getattr(FLAGS, n) for n in names})
+    cfg = train_lib.config_from_flags(TrainVaeConfig, ("data", "workdir"))
     run_main(lambda: run(cfg), "train_vae")
 
 
