@@ -69,3 +69,30 @@ def test_track_seed_streams_are_disjoint():
     c = tc.track_seeds(0, 3, 50)
     assert len(set(a) | set(b) | set(c)) == 150
     assert tc.track_seeds(0, 1, 5, offset=5) == a[5:10]
+
+
+def test_kill_9_mid_run_then_rerun_continues(tiny_world, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    wd = tmp_path / "killed"
+    flags = [f"--vae={tiny_world['vae']}", f"--mdnrnn={tiny_world['mdnrnn']}", f"--workdir={wd}", "--popsize=2", "--trials=1",
+             "--generations=4", "--workers=1", "--max_steps=15", "--eval_every=0", "--noprogress"]
+    cmd = [sys.executable, "-m", "wm.train_controller", *flags]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = wd / tc.METRICS_NAME
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    done = len(_records(wd))
+    assert 1 <= done < 4, "the kill should land mid-run"
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert f"resuming after generation {done}" in r.stderr
+    straight = tc.run(_cfg(tiny_world, tmp_path / "straight", popsize=2, trials=1, generations=4, workers=1, eval_every=0))
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_time"} for r in rs]  # noqa: E731
+    assert strip(_records(wd)) == strip(straight["records"])
