@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from wm import fileio  # noqa: E402
 from wm.cli import UsageError, run_main  # noqa: E402
 
 
@@ -134,21 +135,16 @@ def run(cfg: DreamConfig) -> str:
     context = min(cfg.context, steps)
     dreamed = dream(vae_model, m_model, ep["frames"], actions, context, steps, cfg.temperature, cfg.seed)
     video = side_by_side(ep["frames"][:steps], dreamed, cfg.scale)
-    out_dir = os.path.dirname(os.path.abspath(cfg.out))
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = os.path.join(out_dir, f".tmp-{os.getpid()}-{os.path.basename(cfg.out)}")
-    try:
+    fileio.makedirs(fileio.dirname(cfg.out))
+    with fileio.LocalTemp(cfg.out) as tmp:  # imageio writes local files; then it is copied into place
         if cfg.out.lower().endswith(".gif"):
-            imageio.mimsave(tmp, list(video), duration=1000 / cfg.fps, loop=0)
+            imageio.mimsave(tmp.path, list(video), duration=1000 / cfg.fps, loop=0)
         else:
             try:
-                imageio.mimsave(tmp, list(video), fps=cfg.fps, format="FFMPEG")
+                imageio.mimsave(tmp.path, list(video), fps=cfg.fps, format="FFMPEG")
             except (ValueError, ImportError, RuntimeError) as e:
                 raise UsageError(f"cannot write MP4 ({e}); pip install 'imageio[ffmpeg]' or use a .gif") from None
-        os.replace(tmp, cfg.out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        tmp.commit()
     writer = tf.summary.create_file_writer(os.path.join(cfg.mdnrnn, "tensorboard", "dream"))
     with writer.as_default(step=0):
         idx = np.linspace(0, steps - 1, min(steps, 16)).astype(int)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from wm import fileio  # noqa: E402
 from wm.cli import UsageError, run_main  # noqa: E402
 
 EVAL_SEED_STREAM = 3
@@ -71,21 +73,20 @@ def load_policy(agent_dir: str, precision: str = ""):
     from wm.train_controller import CONFIG_NAME, PARAMS_NAME, load_agent
 
     cpath, ppath = os.path.join(agent_dir, CONFIG_NAME), os.path.join(agent_dir, PARAMS_NAME)
-    if not os.path.exists(cpath):
+    config = fileio.read_json(cpath)
+    if config is None:
         raise UsageError(f"{agent_dir} is not an agent workdir (no {CONFIG_NAME})")
-    with open(cpath) as f:
-        config = json.load(f)
     if config.get("model") != "controller":
         raise UsageError(f"{agent_dir} holds a {config.get('model')!r} run, not a trained agent")
     if config.get("algorithm") == "ppo":  # same act/initial_state surface, weights in a checkpoint
         from wm.train_ppo import load_policy as load_ppo
 
         return load_ppo(agent_dir, config, precision)
-    if not os.path.exists(ppath):
+    if not fileio.exists(ppath):
         raise UsageError(f"{agent_dir} has no {PARAMS_NAME} yet: train at least one generation")
     precision = precision or config.get("inference_precision", "auto")
     agent = load_agent(config["vae"], config["mdnrnn"], config["spec"]["controller"], precision)
-    with np.load(ppath) as z:
+    with fileio.open_read(ppath) as f, np.load(f) as z:
         params = z["params"][None].astype(np.float32)
     if params.shape[1] != agent.controller.num_params:
         raise UsageError(f"{ppath} holds {params.shape[1]} parameters, the agent needs {agent.controller.num_params}")
@@ -121,12 +122,12 @@ def write_video(path: str, raws, recons, actions, fps: int = 25) -> None:
         left = np.asarray(raw, np.uint8).repeat(2, 0).repeat(2, 1)
         mid = np.clip(np.asarray(rec) * 255 + 0.5, 0, 255).astype(np.uint8).repeat(3, 0).repeat(3, 1)
         frames.append(np.concatenate([left, mid, _action_bars(a, 192, 96)], axis=1))
-    tmp = path + ".tmp" + os.path.splitext(path)[1]
-    if path.endswith(".mp4"):
-        imageio.mimsave(tmp, frames, fps=fps, format="FFMPEG")
-    else:
-        imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
-    os.replace(tmp, path)
+    with fileio.LocalTemp(path) as tmp:  # imageio writes local files; then it is copied into place
+        if path.endswith(".mp4"):
+            imageio.mimsave(tmp.path, frames, fps=fps, format="FFMPEG")
+        else:
+            imageio.mimsave(tmp.path, frames, duration=1000 / fps, loop=0)
+        tmp.commit()
 
 
 def run(cfg: EvaluateConfig) -> dict:
@@ -165,22 +166,21 @@ def run(cfg: EvaluateConfig) -> dict:
     returns = np.array([r.ret for r in results])
     steps = int(sum(r.steps for r in results))
     summary = {
-        "agent": os.path.abspath(cfg.agent), "episodes": cfg.episodes, "seed": cfg.seed, "env_id": env_id,
+        "agent": fileio.abspath(cfg.agent), "episodes": cfg.episodes, "seed": cfg.seed, "env_id": env_id,
         "mean": float(returns.mean()), "std": float(returns.std()), "min": float(returns.min()), "max": float(returns.max()),
         "env_steps": steps, "wall_time": wall, "env_steps_per_sec": steps / wall,
     }
     out = cfg.out or os.path.join(cfg.agent, "evaluation.csv")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".tmp", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["episode", "seed", "return", "steps"])
-        for i, r in enumerate(results):
-            w.writerow([i, r.seed, f"{r.ret:.4f}", r.steps])
-    os.replace(out + ".tmp", out)
-    with open(os.path.splitext(out)[0] + ".json", "w") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
+    fileio.makedirs(fileio.dirname(out))
+    table = io.StringIO(newline="")
+    w = csv.writer(table)
+    w.writerow(["episode", "seed", "return", "steps"])
+    for i, r in enumerate(results):
+        w.writerow([i, r.seed, f"{r.ret:.4f}", r.steps])
+    fileio.write_text_atomic(out, table.getvalue())
+    fileio.write_text_atomic(os.path.splitext(out)[0] + ".json", json.dumps(summary, indent=2, sort_keys=True))
     if videos:
-        os.makedirs(cfg.video_dir, exist_ok=True)
+        fileio.makedirs(cfg.video_dir)
         for j, rec in recorded.items():
             n = len(rec["a"])
             recon = agent.vae.decode(np.stack(rec["z"])).numpy() if n else []

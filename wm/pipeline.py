@@ -35,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from wm import fileio  # noqa: E402
 from wm.cli import UsageError, run_main  # noqa: E402
 
 STAGES = ("generate", "train_vae", "encode", "train_mdnrnn", "dream", "train_controller", "evaluate", "report")
@@ -216,7 +217,7 @@ def run(cfg: PipelineConfig) -> dict:
     unknown = [s for s in selected if s not in STAGES]
     if unknown:
         raise UsageError(f"--stages: unknown {unknown}; stages: {', '.join(STAGES)}")
-    os.makedirs(os.path.join(cfg.workdir, ".pipeline"), exist_ok=True)
+    fileio.makedirs(os.path.join(cfg.workdir, ".pipeline"))
     status_path = os.path.join(cfg.workdir, "pipeline.json")
     status = _read_json(status_path) or {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": []}
     status["preset"] = cfg.preset
@@ -260,17 +261,11 @@ def run(cfg: PipelineConfig) -> dict:
 
 
 def _read_json(path: str):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return fileio.read_json(path)
 
 
 def _write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    fileio.write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 # ---------------------------------------------------------------- flags

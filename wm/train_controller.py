@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from wm import fileio  # noqa: E402
 from wm.cli import UsageError, run_main  # noqa: E402
 
 STATE_NAME = "cma_state.pkl"
@@ -128,12 +129,7 @@ def load_agent(vae_dir: str, mdnrnn_dir: str, controller_kind: str, precision: s
 
 
 def _save_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fileio.write_bytes_atomic(path, data)
 
 
 def save_params(path: str, params, controller, source: str, generation: int, score: float) -> None:
@@ -147,16 +143,14 @@ def save_params(path: str, params, controller, source: str, generation: int, sco
 
 
 def _check_workdir(cfg: TrainControllerConfig) -> dict | None:
-    path = os.path.join(cfg.workdir, CONFIG_NAME)
-    if not os.path.exists(path):
-        if os.path.exists(os.path.join(cfg.workdir, STATE_NAME)):
+    old = fileio.read_json(os.path.join(cfg.workdir, CONFIG_NAME))
+    if old is None:
+        if fileio.exists(os.path.join(cfg.workdir, STATE_NAME)):
             raise UsageError(f"{cfg.workdir} holds a CMA-ES state but no {CONFIG_NAME}; choose another --workdir")
         return None
-    with open(path) as f:
-        old = json.load(f)
     if old.get("model") != "controller":
         raise UsageError(f"{cfg.workdir} holds a {old.get('model')!r} run, not a controller; choose another --workdir")
-    now = {"spec": cfg.spec(), "vae": os.path.abspath(cfg.vae), "mdnrnn": os.path.abspath(cfg.mdnrnn)}
+    now = {"spec": cfg.spec(), "vae": fileio.abspath(cfg.vae), "mdnrnn": fileio.abspath(cfg.mdnrnn)}
     diff = [k for k in ("spec", "vae", "mdnrnn") if old.get(k) != now[k]]
     if diff:
         detail = ", ".join(f"{k}: {old.get(k)!r} there, {now[k]!r} now" for k in diff)
@@ -181,10 +175,10 @@ def run(cfg: TrainControllerConfig) -> dict:
     _check_workdir(cfg)
     agent = load_agent(cfg.vae, cfg.mdnrnn, cfg.controller, cfg.inference_precision)
     ctrl = agent.controller
-    os.makedirs(cfg.workdir, exist_ok=True)
+    fileio.makedirs(cfg.workdir)
     config = {
         "model": "controller", "algorithm": "cma-es", "spec": cfg.spec(),
-        "vae": os.path.abspath(cfg.vae), "mdnrnn": os.path.abspath(cfg.mdnrnn),
+        "vae": fileio.abspath(cfg.vae), "mdnrnn": fileio.abspath(cfg.mdnrnn),
         "controller_shape": {"input_dim": ctrl.input_dim, "hidden": ctrl.hidden, "num_params": ctrl.num_params},
         "env_id": cfg.env_id, "flags": dataclasses.asdict(cfg),
         "inference_precision": cfg.inference_precision,
@@ -193,9 +187,9 @@ def run(cfg: TrainControllerConfig) -> dict:
 
     state_path = os.path.join(cfg.workdir, STATE_NAME)
     metrics_path = os.path.join(cfg.workdir, METRICS_NAME)
-    if os.path.exists(state_path):
-        with open(state_path, "rb") as f:
-            state = pickle.load(f)
+    state_bytes = fileio.read_bytes(state_path)
+    if state_bytes is not None:
+        state = pickle.loads(state_bytes)
         np.random.set_state(state["np_random"])
         print(f"train_controller: resuming after generation {state['generation']}", file=sys.stderr)
     else:
@@ -287,8 +281,7 @@ def _write_best(workdir: str, state: dict, ctrl) -> None:
 
 
 def _append(path: str, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+    fileio.append_text(path, json.dumps(record, sort_keys=True) + "\n")
 
 
 def _rewrite_metrics(path: str, records: list[dict]) -> None:

@@ -32,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from wm import fileio  # noqa: E402
 from wm.cli import UsageError, run_main  # noqa: E402
 
 CONFIG_NAME = "config.json"
@@ -116,7 +117,7 @@ def _check_workdir(cfg: TrainPPOConfig) -> None:
         return
     if old.get("model") != "controller" or old.get("algorithm") != "ppo":
         raise UsageError(f"{cfg.workdir} holds a {old.get('model')!r} run ({old.get('algorithm')}), not a PPO controller; choose another --workdir")
-    now = {"spec": cfg.spec(), "vae": os.path.abspath(cfg.vae), "mdnrnn": os.path.abspath(cfg.mdnrnn)}
+    now = {"spec": cfg.spec(), "vae": fileio.abspath(cfg.vae), "mdnrnn": fileio.abspath(cfg.mdnrnn)}
     diff = [k for k in now if old.get(k) != now[k]]
     if diff:
         detail = ", ".join(f"{k}: {old.get(k)!r} there, {now[k]!r} now" for k in diff)
@@ -177,13 +178,12 @@ def run(cfg: TrainPPOConfig) -> dict:
         print(f"train_ppo: resuming at {int(counters['env_steps'])} env steps (update {int(counters['updates'])})", file=sys.stderr)
     train_lib.write_config(cfg.workdir, {
         "model": "controller", "algorithm": "ppo", "spec": cfg.spec(), "arch": policy.model.arch(),
-        "vae": os.path.abspath(cfg.vae), "mdnrnn": os.path.abspath(cfg.mdnrnn), "env_id": cfg.env_id, "inference_precision": cfg.inference_precision, "flags": dataclasses.asdict(cfg),
+        "vae": fileio.abspath(cfg.vae), "mdnrnn": fileio.abspath(cfg.mdnrnn), "env_id": cfg.env_id, "inference_precision": cfg.inference_precision, "flags": dataclasses.asdict(cfg),
     })
     metrics_path = os.path.join(cfg.workdir, METRICS_NAME)
     records = [r for r in train_lib.read_metrics(cfg.workdir) if r.get("update", 0) <= int(counters["updates"])]
-    with open(metrics_path + ".tmp", "w") as f:  # exactly the checkpointed updates (a killed run may have left more)
-        f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-    os.replace(metrics_path + ".tmp", metrics_path)
+    # exactly the checkpointed updates (a killed run may have left more)
+    fileio.write_text_atomic(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     if int(counters["env_steps"]) >= cfg.env_steps:
         print(f"train_ppo: {cfg.workdir} is already at {int(counters['env_steps'])} env steps; nothing to do", file=sys.stderr)
         return {"env_steps": int(counters["env_steps"]), "updates": int(counters["updates"]), "records": records}
@@ -215,8 +215,7 @@ def run(cfg: TrainPPOConfig) -> dict:
                     "collect_time": t1 - t0, "update_time": wall - (t1 - t0), **stats,
                 }
                 records.append(record)
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record, sort_keys=True) + "\n")
+                fileio.append_text(metrics_path, json.dumps(record, sort_keys=True) + "\n")
                 with writer.as_default(step=record["env_steps"]):
                     for k, v in record.items():
                         if k not in ("update", "env_steps") and v is not None:
