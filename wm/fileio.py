@@ -4,7 +4,8 @@ The shared helpers the stages use instead of ``open``/``os.replace``/``os.makedi
 (a temporary object, then ``tf.io.gfile.rename(..., overwrite=True)``; on GCS a rename is a copy and
 a delete, so a reader sees the old or the new object, never half of one), reads that return None for
 a missing file, appends, and copying a locally written file (a video) to its destination.
-JSON goes through ``tfrecords.writer.write_json_atomic``/``read_json``, re-exported here.
+(The dataset layer keeps its own ``tfrecords.writer.write_json_atomic``: ``tfrecords`` does not
+depend on ``wm``.)
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ import shutil
 import tempfile
 import uuid
 from typing import Any
-
-from tfrecords.writer import read_json as read_json_strict  # noqa: F401  (raises if missing)
-from tfrecords.writer import write_json_atomic  # noqa: F401
 
 
 def _gfile():
@@ -34,10 +32,6 @@ def is_url(path: str) -> bool:
 def abspath(path: str) -> str:
     """``os.path.abspath`` for local paths; URLs are returned as they are."""
     return path if is_url(path) else os.path.abspath(path)
-
-
-def join(*parts: str) -> str:
-    return "/".join([parts[0].rstrip("/"), *parts[1:]]) if is_url(parts[0]) else os.path.join(*parts)
 
 
 def dirname(path: str) -> str:
