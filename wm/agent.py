@@ -142,6 +142,7 @@ class _Slot:
     steps: int = 0
     best_tiles: int = 0
     since_progress: int = 0
+    fresh: bool = False  # reset requested, first frame not yet back
 
 
 def run_episodes(
@@ -157,71 +158,36 @@ def run_episodes(
 ) -> list[EpisodeResult]:
     """Plays every job (row of ``params``, environment seed) to its end; returns results in job order.
 
+    The slots are split in two halves that take turns: while the workers step one half, this
+    process runs the batched inference for the other, so neither waits for the other.
     ``early_stop`` > 0 ends an episode when no new road tile was reached for that many steps
     (off by default). ``on_step(steps, actions, z, slot_jobs)`` sees every step of the jobs in
-    ``raw_jobs`` (their raw frames included), e.g. to record videos.
+    ``raw_jobs`` (their raw frames included; ``actions`` is empty for an episode's first frame),
+    e.g. to record videos. Jobs on a worker that dies start again from their beginning.
     """
     params = np.asarray(params, np.float32)
     queue = list(range(len(jobs)))[::-1]  # pop() takes the next job
     results: dict[int, EpisodeResult] = {}
-    slots = [_Slot() for _ in range(pool.num_envs)]
-    h, c = agent.initial_state(pool.num_envs)
-    frames = np.zeros((pool.num_envs, 64, 64, 3), np.uint8)
+    n = pool.num_envs
+    slots = [_Slot() for _ in range(n)]
+    h, c = agent.initial_state(n)
+    frames = np.zeros((n, 64, 64, 3), np.uint8)
+    sent_a = np.zeros((n, ACTION_DIM), np.float32)
+    sent_z = np.zeros((n, agent.z_size), np.float32)
+    half = (n + 1) // 2
+    groups = [list(range(half)), list(range(half, n))] if n > 1 else [list(range(n))]
+    outstanding: list = [None] * len(groups)
 
-    def start(free: list[int]) -> None:
-        while free and queue:
-            assign = {}
-            for s in free:
-                if not queue:
-                    break
-                j = queue.pop()
-                slots[s] = _Slot(job=j, seed=int(jobs[j][1]))
-                h[s], c[s] = 0.0, 0.0
-                assign[s] = slots[s].seed
-            try:
-                out, lost_slots = pool.reset(assign, raw=_raw_slots(assign)), []
-            except WorkerLost as lost:
-                out, lost_slots = lost.partial, lost.slots
-            for s, st in out.items():
-                frames[s] = st.frame
-                slots[s].best_tiles = st.tiles
-                if on_step is not None and slots[s].job in raw_jobs:
-                    on_step({s: st}, {}, {}, {s: slots[s].job})
-            _requeue(lost_slots)
-            free = lost_slots  # the fresh worker's slots take the jobs again
-
-    def _raw_slots(slot_ids) -> frozenset[int]:
-        return frozenset(s for s in slot_ids if slots[s].job in raw_jobs)
-
-    def _requeue(lost_slots: list[int]) -> None:
-        for s in lost_slots:
-            if slots[s].job >= 0:
-                queue.append(slots[s].job)  # rerun from the start
-                slots[s] = _Slot()
-
-    start(list(range(pool.num_envs)))
-    while True:
-        active = [s for s in range(pool.num_envs) if slots[s].job >= 0]
-        if not active:
-            break
-        rows = np.array([slots[s].job for s in active])
-        a, (h_new, c_new), z = agent.act(frames[active], (h[active], c[active]), params[[jobs[j][0] for j in rows]])
-        h[active], c[active] = h_new, c_new
-        actions = {s: a[i] for i, s in enumerate(active)}
-        try:
-            out = pool.step(actions, raw=_raw_slots(active))
-        except WorkerLost as lost:
-            out = lost.partial
-            _requeue(lost.slots)
-        if on_step is not None:
-            seen = {s: st for s, st in out.items() if slots[s].job in raw_jobs}
-            if seen:
-                idx = {s: i for i, s in enumerate(active)}
-                on_step(seen, {s: a[idx[s]] for s in seen}, {s: z[idx[s]] for s in seen}, {s: slots[s].job for s in seen})
-        finished = []
+    def process(group: set[int], out: dict, lost: list[int], fresh_before: set[int], jobs_before: dict[int, int]) -> None:
+        seen: dict[int, object] = {}
         for s, st in out.items():
             sl = slots[s]
             frames[s] = st.frame
+            if sl.job in raw_jobs:
+                seen[s] = st
+            if sl.fresh:
+                sl.fresh, sl.best_tiles = False, st.tiles
+                continue
             sl.ret += st.reward
             sl.steps += 1
             if st.tiles > sl.best_tiles:
@@ -235,8 +201,46 @@ def run_episodes(
                 if on_episode is not None:
                     on_episode(res)
                 slots[s] = _Slot()
-                finished.append(s)
-        free = [s for s in range(pool.num_envs) if slots[s].job < 0]
-        if free and queue:
-            start(free)
+        if on_step is not None and seen:
+            stepped = [s for s in seen if s not in fresh_before]
+            on_step(seen, {s: sent_a[s] for s in stepped}, {s: sent_z[s] for s in stepped}, {s: jobs_before[s] for s in seen})
+        for s in lost:
+            if s in group and slots[s].job >= 0:
+                queue.append(slots[s].job)  # rerun from the start
+                slots[s] = _Slot()
+
+    while True:
+        for gi, group in enumerate(groups):
+            if outstanding[gi] is not None:
+                fresh_before = {s for s in group if slots[s].fresh}
+                jobs_before = {s: slots[s].job for s in group}
+                try:
+                    out, lost = pool.recv(outstanding[gi]), []
+                except WorkerLost as e:
+                    out, lost = e.partial, e.slots
+                outstanding[gi] = None
+                process(set(group), out, lost, fresh_before, jobs_before)
+            resets = {}
+            for s in group:
+                if slots[s].job < 0 and queue:
+                    j = queue.pop()
+                    slots[s] = _Slot(job=j, seed=int(jobs[j][1]), fresh=True)
+                    h[s], c[s] = 0.0, 0.0
+                    resets[s] = slots[s].seed
+            active = [s for s in group if slots[s].job >= 0 and not slots[s].fresh]
+            actions = {}
+            if active:
+                rows = [jobs[slots[s].job][0] for s in active]
+                a, (h_new, c_new), z = agent.act(frames[active], (h[active], c[active]), params[rows])
+                h[active], c[active] = h_new, c_new
+                sent_a[active], sent_z[active] = a, z
+                actions = {s: a[i] for i, s in enumerate(active)}
+            if actions or resets:
+                raw = frozenset(s for s in group if slots[s].job in raw_jobs)
+                outstanding[gi] = pool.send(actions, resets, raw)
+        if all(o is None for o in outstanding):
+            break
+    missing = [j for j in range(len(jobs)) if j not in results]
+    if missing:
+        raise RuntimeError(f"episodes {missing[:5]} never finished")  # a bug, not bad input
     return [results[j] for j in range(len(jobs))]

@@ -68,18 +68,17 @@ def _worker(conn, env_id: str, max_steps: int, n_slots: int) -> None:
             if cmd == "close":
                 break
             out = []
-            if cmd == "reset":
-                for i, seed, want_raw in payload:
+            if cmd == "crash":  # for tests: die like a segfault would
+                os._exit(1)
+            for i, op, arg, want_raw in payload:  # cmd == "run": resets and steps, in order
+                if op == "reset":
                     if envs[i] is None:
                         envs[i] = rollout.make_env(env_id, max_steps)
-                    obs, _ = envs[i].reset(seed=int(seed))
-                    out.append((i, Step(preprocess_frame(obs), 0.0, False, False, _tiles(envs[i]), obs if want_raw else None)))
-            elif cmd == "step":
-                for i, action, want_raw in payload:
-                    obs, r, term, trunc, _ = envs[i].step(action)
-                    out.append((i, Step(preprocess_frame(obs), float(r), bool(term), bool(trunc), _tiles(envs[i]), obs if want_raw else None)))
-            elif cmd == "crash":  # for tests: die like a segfault would
-                os._exit(1)
+                    obs, _ = envs[i].reset(seed=int(arg))
+                    r, term, trunc = 0.0, False, False
+                else:
+                    obs, r, term, trunc, _ = envs[i].step(arg)
+                out.append((i, Step(preprocess_frame(obs), float(r), bool(term), bool(trunc), _tiles(envs[i]), obs if want_raw else None)))
             conn.send(("ok", out))
     except (EOFError, KeyboardInterrupt):
         pass
@@ -97,6 +96,14 @@ def _worker(conn, env_id: str, max_steps: int, n_slots: int) -> None:
 # ---------------------------------------------------------------- pool
 
 
+@dataclasses.dataclass
+class Ticket:
+    """An outstanding :meth:`EnvPool.send`: the workers asked, and failures met while asking."""
+
+    sent: list = dataclasses.field(default_factory=list)  # (worker, its generation when asked)
+    lost: list = dataclasses.field(default_factory=list)  # WorkerLost from failed sends
+
+
 class EnvPool:
     """``num_envs`` slots over ``workers`` processes (slot s lives on worker s % workers)."""
 
@@ -111,6 +118,7 @@ class EnvPool:
         self._ctx = mp.get_context("spawn")
         self._procs: list[Any] = [None] * self.workers
         self._conns: list[Any] = [None] * self.workers
+        self._generation = [0] * self.workers  # bumped at every restart of a worker
         for w in range(self.workers):
             self._start(w)
 
@@ -134,27 +142,39 @@ class EnvPool:
         if self.restarts > self.max_restarts:
             raise PoolError(f"environment workers failed {self.restarts} times, last: {reason}; giving up")
         self._start(w)
+        self._generation[w] += 1
         return WorkerLost(self._slots_of(w), reason)
 
-    def _call(self, cmd: str, per_slot: dict[int, tuple]) -> dict[int, Step]:
-        """Sends ``cmd`` to every worker with slots in ``per_slot``, then gathers all replies."""
+    def send(self, steps: dict[int, np.ndarray], resets: dict[int, int] | None = None, raw: frozenset[int] = frozenset()) -> "Ticket":
+        """Starts resets (slot -> seed) and steps (slot -> action) on the workers; returns at once.
+
+        Collect the results with :meth:`recv`. Requests to one worker are served in order, so
+        the caller may compute while the workers step (e.g. alternate two halves of the slots).
+        """
         jobs: dict[int, list] = {}
-        for s, args in per_slot.items():
-            jobs.setdefault(s % self.workers, []).append((s // self.workers, *args))
-        lost: list[WorkerLost] = []
-        sent = []
+        for sl, seed in (resets or {}).items():
+            jobs.setdefault(sl % self.workers, []).append((sl // self.workers, "reset", seed, sl in raw))
+        for sl, a in steps.items():
+            jobs.setdefault(sl % self.workers, []).append((sl // self.workers, "step", np.asarray(a, np.float32), sl in raw))
+        ticket = Ticket()
         for w, payload in jobs.items():
             try:
-                self._conns[w].send((cmd, payload))
-                sent.append(w)
+                self._conns[w].send(("run", payload))
+                ticket.sent.append((w, self._generation[w]))
             except (BrokenPipeError, OSError) as e:
-                lost.append(self._restart(w, f"send failed: {e}"))
-        results: dict[int, Step] = {}
-        for w in sent:
+                ticket.lost.append(self._restart(w, f"send failed: {e}"))
+        return ticket
+
+    def recv(self, ticket: "Ticket") -> dict[int, Step]:
+        """Waits for a :meth:`send`'s results. Raises WorkerLost (with ``partial`` results) if a worker died."""
+        lost, results = list(ticket.lost), {}
+        for w, generation in ticket.sent:
+            if generation != self._generation[w]:  # restarted since: the request died with it
+                lost.append(WorkerLost(self._slots_of(w), "worker restarted"))
+                continue
             conn = self._conns[w]
-            while True:  # poll so that a dead worker is noticed instead of waited on forever
-                if mp_wait([conn, self._procs[w].sentinel], timeout=60):
-                    break
+            while not mp_wait([conn, self._procs[w].sentinel], timeout=60):
+                pass  # a dead worker wakes us through its sentinel instead of hanging
             try:
                 status, out = conn.recv() if conn.poll() else ("dead", f"exit code {self._procs[w].exitcode}")
             except (EOFError, OSError):
@@ -166,18 +186,18 @@ class EnvPool:
                 results[local * self.workers + w] = step
         if lost:
             err = lost[0]
-            err.slots = sorted(s for e in lost for s in e.slots)
+            err.slots = sorted({s for e in lost for s in e.slots})
             err.partial = results  # steps of the healthy workers, still valid
             raise err
         return results
 
     def reset(self, seeds: dict[int, int], raw: frozenset[int] = frozenset()) -> dict[int, Step]:
         """Resets slots with the given environment seeds; returns their first frames."""
-        return self._call("reset", {s: (seed, s in raw) for s, seed in seeds.items()})
+        return self.recv(self.send({}, seeds, raw))
 
     def step(self, actions: dict[int, np.ndarray], raw: frozenset[int] = frozenset()) -> dict[int, Step]:
         """Steps the given slots with their actions."""
-        return self._call("step", {s: (np.asarray(a, np.float32), s in raw) for s, a in actions.items()})
+        return self.recv(self.send(actions, None, raw))
 
     def crash_worker(self, w: int) -> None:
         """Makes worker ``w`` exit abruptly (for tests of failure handling)."""
