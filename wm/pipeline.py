@@ -95,12 +95,7 @@ class Stage:
 
 def _stages() -> dict[str, Stage]:
     from data_gen import generate
-    from wm import dream, encode, evaluate, train_controller, train_mdnrnn, train_vae
-
-    def report_run(cfg):
-        from wm import report
-
-        return report.build_report(cfg.workdir)
+    from wm import dream, encode, evaluate, report, train_controller, train_mdnrnn, train_vae
 
     j = os.path.join
     return {
@@ -112,13 +107,8 @@ def _stages() -> dict[str, Stage]:
         "train_controller": Stage("train_controller", "wm.train_controller", train_controller.TrainControllerConfig, train_controller.run,
                                   lambda w: {"vae": j(w, "vae"), "mdnrnn": j(w, "mdnrnn"), "workdir": j(w, "controller")}),
         "evaluate": Stage("evaluate", "wm.evaluate", evaluate.EvaluateConfig, evaluate.run, lambda w: {"agent": j(w, "controller"), "video_dir": j(w, "videos")}),
-        "report": Stage("report", "wm.report", _ReportConfig, report_run, lambda w: {"workdir": w}),
+        "report": Stage("report", "wm.report", report.ReportConfig, report.run, lambda w: {"workdir": w}),
     }
-
-
-@dataclasses.dataclass
-class _ReportConfig:
-    workdir: str
 
 
 def parse_overrides(items: list[str], stages: dict[str, Stage]) -> dict[str, dict[str, Any]]:
