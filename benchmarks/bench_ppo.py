@@ -24,23 +24,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-
-
-def bare(env_id: str, steps: int, seed: int) -> float:
-    """Steps/s of one environment with uniform random actions in this process."""
-    from data_gen import rollout
-
-    env = rollout.make_env(env_id, 1000)
-    rng = np.random.default_rng(seed)
-    env.reset(seed=seed)
-    t = time.perf_counter()
-    for _ in range(steps):
-        _, _, term, trunc, _ = env.step(rng.uniform([-1, 0, 0], [1, 1, 1]).astype(np.float32))
-        if term or trunc:
-            env.reset(seed=seed + 1)
-    rate = steps / (time.perf_counter() - t)
-    env.close()
-    return rate
+from bench_evaluate import bare  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def main() -> None:
