@@ -7,7 +7,8 @@
 Runs generate -> train_vae -> encode -> train_mdnrnn -> dream -> train_controller -> evaluate ->
 report, each stage into its own subdirectory of ``--workdir`` (rollouts/, vae/, series/,
 mdnrnn/, dream.gif, controller/, report.html). A stage that finished with the same settings is
-skipped (its marker is ``WORKDIR/.pipeline/STAGE.json``); an unfinished one resumes, since every
+skipped (its marker is ``WORKDIR/.pipeline/STAGE.json``) unless a stage before it ran again; an
+unfinished one resumes, since every
 stage resumes from its own checkpoints. ``--set=STAGE.FLAG=VALUE`` overrides any flag of any
 stage; ``--strategy``/``--tpu`` go to the two training stages that use accelerators (V and M).
 ``WORKDIR/pipeline.json`` records each stage's command, status and wall time.
@@ -29,6 +30,7 @@ import os
 import sys
 import time
 import typing
+import uuid
 from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -214,17 +216,23 @@ def run(cfg: PipelineConfig) -> dict:
     by_name = {s["name"]: s for s in status["stages"]}
     status["stages"] = [by_name.get(n, {"name": n, "status": "pending", "wall_time": None}) for n in STAGES]
     entries = {s["name"]: s for s in status["stages"]}
+    upstream = None  # the token of the previous stage's finished output
     for name in STAGES:
         st, stage_cfg = stages[name], configs[name]
         entry = entries[name]
         entry["command"] = command_line(st, stage_cfg)
+        marker_path = os.path.join(cfg.workdir, ".pipeline", f"{name}.json")
+        marker = _read_json(marker_path) or {}
         if name not in selected:
+            upstream = marker.get("token")
             continue
-        marker = os.path.join(cfg.workdir, ".pipeline", f"{name}.json")
         fingerprint = json.loads(json.dumps(dataclasses.asdict(stage_cfg), default=str))
         fingerprint.pop("progress", None)
-        if _read_json(marker) == fingerprint:
+        # Skip only if this stage finished with these settings on the very output the stage
+        # before it has now: an upstream stage that ran again makes this one stale.
+        if marker.get("config") == fingerprint and marker.get("upstream") == upstream:
             entry["status"] = "skipped"
+            upstream = marker["token"]
             print(f"pipeline: {name}: already done, skipped", file=sys.stderr)
             continue
         print(f"pipeline: {name}: {entry['command']}", file=sys.stderr)
@@ -242,8 +250,10 @@ def run(cfg: PipelineConfig) -> dict:
             raise
         entry["wall_time"] = prior + time.perf_counter() - t0
         entry["status"] = "done"
+        token = uuid.uuid4().hex
         _write_json(status_path, status)
-        _write_json(marker, fingerprint)
+        _write_json(marker_path, {"config": fingerprint, "upstream": upstream, "token": token})
+        upstream = token
     _write_json(status_path, status)
     total = sum(s.get("wall_time") or 0 for s in status["stages"])
     print(f"pipeline: done in {total / 60:.1f} min of stage time; report: {os.path.join(cfg.workdir, 'report.html')}", file=sys.stderr)

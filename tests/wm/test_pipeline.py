@@ -39,6 +39,7 @@ def test_smoke_end_to_end_then_every_stage_is_skipped(tmp_path):
     st = _status(wd)
     assert [st[n]["status"] for n in pipeline.STAGES[:5]] == ["skipped"] * 5
     assert st["train_controller"]["status"] == "done" and "--generations=3" in st["train_controller"]["command"]
+    assert st["evaluate"]["status"] == "done" and st["report"]["status"] == "done"  # downstream of a rerun stage
 
 
 def test_killed_stage_resumes(tmp_path):
