@@ -66,7 +66,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "encode": dict(),
         "train_mdnrnn": dict(seq_len=999, batch_size=16, steps=300, log_every=25, checkpoint_every=100, eval_shards=1, learning_rate=1e-3),
         "dream": dict(steps=200, temperature=1.15),
-        "train_controller": dict(popsize=16, trials=2, generations=30, max_steps=1000, eval_every=10, eval_episodes=4, early_stop=50),
+        "train_controller": dict(popsize=16, trials=2, generations=50, max_steps=1000, eval_every=10, eval_episodes=4, early_stop=50),
         "evaluate": dict(episodes=20, max_steps=1000),
     },
     "paper": {

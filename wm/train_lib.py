@@ -376,6 +376,8 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
     def do_eval(step: int) -> None:
         if eval_ds is not None:
             terms = trainer.evaluate(eval_ds, cfg.eval_batches)
+            if not terms:
+                bar.write(f"{task.name} step {step}: the held-out split gave no full batch; no eval loss")
             if terms:
                 result["eval"] = terms
                 if chief:

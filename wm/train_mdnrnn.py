@@ -167,9 +167,14 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
         "reward_head": cfg.reward_head, "terminal_head": cfg.terminal_head,
     }
 
+    eval_windows = windows_in(eval_files, manifest, window) or 0
+
     def data(files, train):
         def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             per_replica = ctx.get_per_replica_batch_size(cfg.batch_size)
+            if not train and eval_windows:
+                # a held-out split smaller than one batch would otherwise give no batch at all
+                per_replica = max(1, min(per_replica, eval_windows // ctx.num_replicas_in_sync))
             return tfrecords.sequence_dataset(
                 files, per_replica, window, kind=schema.KIND_LATENTS, shuffle=train, repeat=train,
                 shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, input_context=ctx, latent_dim=z_size,

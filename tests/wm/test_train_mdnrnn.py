@@ -128,3 +128,9 @@ def test_device_choices_never_combine_cudnn_and_xla():
     tpu = dataclasses.replace(cpu, device_type="TPU", jit_compile=True)
     assert resolve_device_choices(tpu, "auto") == (tpu, "auto")
     assert resolve_device_choices(cpu, "auto") == (cpu, "auto")
+
+
+def test_eval_split_smaller_than_a_batch_still_evaluates(series, tmp_path):
+    # 1 held-out shard of 2 episodes x 3 windows = 6 windows < batch 8
+    res = run(_cfg(series, tmp_path / "small_eval", batch_size=8, steps=5))
+    assert np.isfinite(res["eval"]["loss"])
