@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from wm.controller import ACTION_DIM, Controller, squash
+from wm.controller import ACTION_DIM, Controller
 from wm.envpool import EnvPool, WorkerLost
 
 

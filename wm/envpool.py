@@ -204,7 +204,8 @@ class EnvPool:
         self._conns[w].send(("crash", None))
 
     def close(self) -> None:
-        for conn, p in zip(self._conns, self._procs):
+        """Asks every worker to stop, then ends those that do not within 5 s."""
+        for conn in self._conns:
             try:
                 conn.send(("close", None))
             except (BrokenPipeError, OSError):
