@@ -55,7 +55,7 @@ def test_killed_stage_resumes(tmp_path):
     p.wait()
     assert os.path.exists(ckpt), "the kill should land during train_vae"
     assert _status(wd)["train_vae"]["status"] == "running"
-    r = subprocess.run(args[:-3] + ["--set=train_vae.steps=12", "--set=train_vae.checkpoint_every=4", "--set=train_vae.steps_per_loop=2"],
+    r = subprocess.run(args[:-3] + ["--set=train_vae.steps=40", "--set=train_vae.checkpoint_every=4", "--set=train_vae.steps_per_loop=2"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "generate: already done, skipped" in r.stderr
