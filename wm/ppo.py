@@ -148,6 +148,10 @@ class ActorCritic(keras.Model):
 
         self.actor = mlp("actor", ACTION_DIM, 0.01, keras.initializers.Constant(list(INITIAL_ACTION_BIAS)))
         self.critic = mlp("critic", 1, 1.0, "zeros")
+        # tf.train.Checkpoint does not follow Keras 3's layer lists: name every layer as an attribute,
+        # or checkpoints hold log_std alone and a restored policy acts with fresh weights.
+        for layer in self.actor + self.critic:
+            setattr(self, layer.name, layer)
         self.log_std = self.add_weight(shape=(ACTION_DIM,), initializer=keras.initializers.Constant(self.init_log_std), name="log_std")
         self.build((None, self.input_dim))
 

@@ -240,3 +240,19 @@ def test_rollout_survives_a_real_worker_crash():
         ro = col.collect(3)
         assert col.lost_workers == 1 and ro.dropped_steps == 2 and len(ro.batch["adv"]) == 10
         assert np.isfinite(ro.batch["adv"]).all() and col.len.tolist() == [6, 2, 6, 2]
+
+
+def test_checkpoint_restores_every_weight(tmp_path):
+    import tensorflow as tf
+
+    from wm.ppo import ActorCritic
+
+    a = ActorCritic(40)
+    for v in a.weights:
+        v.assign(np.random.default_rng(0).normal(size=v.shape).astype(np.float32))
+    path = tf.train.Checkpoint(model=a).save(str(tmp_path / "ck"))
+    b = ActorCritic(40)
+    tf.train.Checkpoint(model=b).restore(path).assert_consumed()
+    assert len(a.weights) == len(b.weights) == 13  # 2 x (2 hidden + out) x (kernel, bias) + log_std
+    for x, y in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
