@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from typing import Sequence
 
 import tensorflow as tf
@@ -98,7 +99,7 @@ def _shard_records(path: tf.Tensor, expected: tf.Tensor, skip_corrupt: bool, cou
         if skip_corrupt:
             tf.cond(
                 bad,
-                lambda: tf.print("WARNING: skipping the rest of corrupted or truncated shard", path, output_stream="file://stderr"),
+                lambda: tf.print("WARNING: skipping the rest of corrupted or truncated shard", path, output_stream=sys.stderr),
                 lambda: tf.no_op(),
             )
             return record
