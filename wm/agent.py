@@ -1,7 +1,7 @@
 """The agent, V + M + C, and the episode runner that drives many environments at once.
 
 Per environment step the agent encodes the frame (z = V's mean), picks the action from
-[z, h] with the controller, and advances M's LSTM with (z, a). For N environments in flight
+[z, h] with the controller, and advances M's LSTM with (z, a). For a group of N environments
 this is ONE compiled call on N-row batches, each row with its own controller parameters
 (a batched matmul), never one model call per environment.
 
@@ -134,6 +134,16 @@ class Agent:
         return np.stack(out_a), (np.stack(out_h), np.stack(out_c))
 
 
+def _groups(num_envs: int, workers: int, per_worker: int) -> list[list[int]]:
+    """Slot groups that each live on one worker (slot s is on worker s % workers)."""
+    groups = []
+    for w in range(min(workers, num_envs)):
+        mine = list(range(w, num_envs, workers))
+        k = max(1, min(per_worker, len(mine)))
+        groups += [g for g in (mine[i::k] for i in range(k)) if g]
+    return groups
+
+
 @dataclasses.dataclass
 class _Slot:
     job: int = -1
@@ -155,11 +165,14 @@ def run_episodes(
     on_episode: Callable[[EpisodeResult], None] | None = None,
     on_step: Callable[[dict[int, object], dict[int, np.ndarray], dict[int, np.ndarray], dict[int, int]], None] | None = None,
     raw_jobs: frozenset[int] = frozenset(),
+    groups_per_worker: int = 2,
 ) -> list[EpisodeResult]:
     """Plays every job (row of ``params``, environment seed) to its end; returns results in job order.
 
-    The slots are split in two halves that take turns: while the workers step one half, this
-    process runs the batched inference for the other, so neither waits for the other.
+    Each worker's slots are split into ``groups_per_worker`` groups; one batched inference call
+    serves one group, and the groups are served in the order their worker finishes them. So
+    while a worker steps one of its groups, this process infers for another, and no worker
+    waits for a slower one.
     ``early_stop`` > 0 ends an episode when no new road tile was reached for that many steps
     (off by default). ``on_step(steps, actions, z, slot_jobs)`` sees every step of the jobs in
     ``raw_jobs`` (their raw frames included; ``actions`` is empty for an episode's first frame),
@@ -174,8 +187,7 @@ def run_episodes(
     frames = np.zeros((n, 64, 64, 3), np.uint8)
     sent_a = np.zeros((n, ACTION_DIM), np.float32)
     sent_z = np.zeros((n, agent.z_size), np.float32)
-    half = (n + 1) // 2
-    groups = [list(range(half)), list(range(half, n))] if n > 1 else [list(range(n))]
+    groups = _groups(n, pool.workers, groups_per_worker)
     outstanding: list = [None] * len(groups)
 
     def process(group: set[int], out: dict, lost: list[int], fresh_before: set[int], jobs_before: dict[int, int]) -> None:
@@ -209,37 +221,43 @@ def run_episodes(
                 queue.append(slots[s].job)  # rerun from the start
                 slots[s] = _Slot()
 
-    while True:
-        for gi, group in enumerate(groups):
-            if outstanding[gi] is not None:
-                fresh_before = {s for s in group if slots[s].fresh}
-                jobs_before = {s: slots[s].job for s in group}
-                try:
-                    out, lost = pool.recv(outstanding[gi]), []
-                except WorkerLost as e:
-                    out, lost = e.partial, e.slots
-                outstanding[gi] = None
-                process(set(group), out, lost, fresh_before, jobs_before)
-            resets = {}
-            for s in group:
-                if slots[s].job < 0 and queue:
-                    j = queue.pop()
-                    slots[s] = _Slot(job=j, seed=int(jobs[j][1]), fresh=True)
-                    h[s], c[s] = 0.0, 0.0
-                    resets[s] = slots[s].seed
-            active = [s for s in group if slots[s].job >= 0 and not slots[s].fresh]
-            actions = {}
-            if active:
-                rows = [jobs[slots[s].job][0] for s in active]
-                a, (h_new, c_new), z = agent.act(frames[active], (h[active], c[active]), params[rows])
-                h[active], c[active] = h_new, c_new
-                sent_a[active], sent_z[active] = a, z
-                actions = {s: a[i] for i, s in enumerate(active)}
-            if actions or resets:
-                raw = frozenset(s for s in group if slots[s].job in raw_jobs)
-                outstanding[gi] = pool.send(actions, resets, raw)
-        if all(o is None for o in outstanding):
-            break
+    def schedule(gi: int) -> None:
+        """Starts new jobs on the group's free slots, infers its actions, and sends them."""
+        group = groups[gi]
+        resets = {}
+        for s in group:
+            if slots[s].job < 0 and queue:
+                j = queue.pop()
+                slots[s] = _Slot(job=j, seed=int(jobs[j][1]), fresh=True)
+                h[s], c[s] = 0.0, 0.0
+                resets[s] = slots[s].seed
+        active = [s for s in group if slots[s].job >= 0 and not slots[s].fresh]
+        actions = {}
+        if active:
+            rows = [jobs[slots[s].job][0] for s in active]
+            a, (h_new, c_new), z = agent.act(frames[active], (h[active], c[active]), params[rows])
+            h[active], c[active] = h_new, c_new
+            sent_a[active], sent_z[active] = a, z
+            actions = {s: a[i] for i, s in enumerate(active)}
+        if actions or resets:
+            raw = frozenset(s for s in group if slots[s].job in raw_jobs)
+            outstanding[gi] = pool.send(actions, resets, raw)
+
+    for gi in range(len(groups)):
+        schedule(gi)
+    while any(o is not None for o in outstanding):
+        live = [gi for gi, o in enumerate(outstanding) if o is not None]
+        gi = live[pool.wait_any([outstanding[g] for g in live])]  # whichever worker is done first
+        group = groups[gi]
+        fresh_before = {s for s in group if slots[s].fresh}
+        jobs_before = {s: slots[s].job for s in group}
+        try:
+            out, lost = pool.recv(outstanding[gi]), []
+        except WorkerLost as e:
+            out, lost = e.partial, e.slots
+        outstanding[gi] = None
+        process(set(group), out, lost, fresh_before, jobs_before)
+        schedule(gi)
     missing = [j for j in range(len(jobs)) if j not in results]
     if missing:
         raise RuntimeError(f"episodes {missing[:5]} never finished")  # a bug, not bad input

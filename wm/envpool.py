@@ -12,6 +12,7 @@ episodes; after ``max_restarts`` restarts it raises :class:`PoolError` instead.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import multiprocessing as mp
 import os
@@ -102,6 +103,7 @@ class Ticket:
 
     sent: list = dataclasses.field(default_factory=list)  # (worker, its generation when asked)
     lost: list = dataclasses.field(default_factory=list)  # WorkerLost from failed sends
+    replies: dict = dataclasses.field(default_factory=dict)  # worker -> (status, payload), once read
 
 
 class EnvPool:
@@ -119,6 +121,8 @@ class EnvPool:
         self._procs: list[Any] = [None] * self.workers
         self._conns: list[Any] = [None] * self.workers
         self._generation = [0] * self.workers  # bumped at every restart of a worker
+        # Tickets waiting on each worker, oldest first: a worker answers in the order it was asked.
+        self._inflight: list[collections.deque] = [collections.deque() for _ in range(self.workers)]
         for w in range(self.workers):
             self._start(w)
 
@@ -143,13 +147,14 @@ class EnvPool:
             raise PoolError(f"environment workers failed {self.restarts} times, last: {reason}; giving up")
         self._start(w)
         self._generation[w] += 1
+        self._inflight[w].clear()  # their requests died with the worker; recv() sees the generation
         return WorkerLost(self._slots_of(w), reason)
 
     def send(self, steps: dict[int, np.ndarray], resets: dict[int, int] | None = None, raw: frozenset[int] = frozenset()) -> "Ticket":
         """Starts resets (slot -> seed) and steps (slot -> action) on the workers; returns at once.
 
         Collect the results with :meth:`recv`. Requests to one worker are served in order, so
-        the caller may compute while the workers step (e.g. alternate two halves of the slots).
+        the caller may compute while the workers step; :meth:`wait_any` says which request is done.
         """
         jobs: dict[int, list] = {}
         for sl, seed in (resets or {}).items():
@@ -161,27 +166,63 @@ class EnvPool:
             try:
                 self._conns[w].send(("run", payload))
                 ticket.sent.append((w, self._generation[w]))
+                self._inflight[w].append(ticket)
             except (BrokenPipeError, OSError) as e:
                 ticket.lost.append(self._restart(w, f"send failed: {e}"))
         return ticket
 
+    def _read(self, w: int) -> None:
+        """Reads worker w's next reply (blocking) into the oldest ticket waiting on it."""
+        conn = self._conns[w]
+        while not mp_wait([conn, self._procs[w].sentinel], timeout=60):
+            pass  # a dead worker wakes us through its sentinel instead of hanging
+        try:
+            reply = conn.recv() if conn.poll() else ("dead", f"exit code {self._procs[w].exitcode}")
+        except (EOFError, OSError):
+            reply = ("dead", f"exit code {self._procs[w].exitcode}")
+        ticket = self._inflight[w].popleft()
+        ticket.replies[w] = reply
+        if reply[0] != "ok":
+            # Later tickets on w are lost too: the restart bumps the generation they hold.
+            ticket.lost.append(self._restart(w, reply[1].strip().splitlines()[-1] if reply[0] == "error" else f"worker died ({reply[1]})"))
+
+    def _complete(self, ticket: "Ticket") -> bool:
+        return all(w in ticket.replies or g != self._generation[w] for w, g in ticket.sent)
+
+    def wait_any(self, tickets: list["Ticket"]) -> int:
+        """Blocks until one of ``tickets`` can be received without waiting; returns its index.
+
+        With requests to different workers in flight this lets the caller serve whichever
+        worker finished first instead of a fixed order.
+        """
+        while True:
+            for i, t in enumerate(tickets):
+                if self._complete(t):
+                    return i
+            waiting = {w for t in tickets for w, g in t.sent if w not in t.replies and g == self._generation[w]}
+            handles = {}
+            for w in waiting:
+                handles[self._conns[w]] = w
+                handles[self._procs[w].sentinel] = w
+            for h in mp_wait(list(handles), timeout=60):
+                w = handles[h]
+                if w in waiting:
+                    waiting.discard(w)
+                    self._read(w)
+
     def recv(self, ticket: "Ticket") -> dict[int, Step]:
         """Waits for a :meth:`send`'s results. Raises WorkerLost (with ``partial`` results) if a worker died."""
+        for w, generation in ticket.sent:
+            while w not in ticket.replies and generation == self._generation[w]:
+                self._read(w)  # may first read replies that older tickets are waiting for
         lost, results = list(ticket.lost), {}
         for w, generation in ticket.sent:
-            if generation != self._generation[w]:  # restarted since: the request died with it
+            status, out = ticket.replies.get(w, ("lost", None))
+            if status == "lost":  # restarted before answering: the request died with it
                 lost.append(WorkerLost(self._slots_of(w), "worker restarted"))
                 continue
-            conn = self._conns[w]
-            while not mp_wait([conn, self._procs[w].sentinel], timeout=60):
-                pass  # a dead worker wakes us through its sentinel instead of hanging
-            try:
-                status, out = conn.recv() if conn.poll() else ("dead", f"exit code {self._procs[w].exitcode}")
-            except (EOFError, OSError):
-                status, out = "dead", f"exit code {self._procs[w].exitcode}"
             if status != "ok":
-                lost.append(self._restart(w, out.strip().splitlines()[-1] if status == "error" else f"worker died ({out})"))
-                continue
+                continue  # its WorkerLost is in ticket.lost already
             for local, step in out:
                 results[local * self.workers + w] = step
         if lost:

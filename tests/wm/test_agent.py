@@ -6,7 +6,7 @@ import pytest
 from wm import train_mdnrnn, train_vae
 from wm.agent import Agent, run_episodes
 from wm.controller import Controller
-from wm.envpool import EnvPool, PoolError
+from wm.envpool import EnvPool, PoolError, WorkerLost
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +56,27 @@ def test_pool_gives_up_after_too_many_failures():
         pool.crash_worker(0)
         with pytest.raises(PoolError, match="giving up"):
             pool.step({0: np.zeros(3), 1: np.zeros(3)})
+
+
+def test_pool_replies_reach_their_requests_in_any_order():
+    """Two requests in flight on one worker, received newest first: each gets its own steps,
+    equal to stepping in order; a crash after them fails only the request that met it."""
+    a = np.array([0.3, 0.5, 0.0], np.float32)
+    with EnvPool("CarRacingFast-v3", 4, 2, 20) as pool:  # slots 1 and 3 live on worker 1
+        pool.reset({1: 5, 3: 6})
+        in_order = [pool.step({1: a})[1].frame, pool.step({3: a})[3].frame]
+        pool.reset({1: 5, 3: 6})
+        t1, t2 = pool.send({1: a}), pool.send({3: a})
+        t0 = pool.send({}, {0: 7})  # worker 0
+        assert pool.wait_any([t1, t2]) == 0
+        r2, r1 = pool.recv(t2), pool.recv(t1)
+        assert set(r1) == {1} and set(r2) == {3}
+        np.testing.assert_array_equal(r1[1].frame, in_order[0])
+        np.testing.assert_array_equal(r2[3].frame, in_order[1])
+        assert set(pool.recv(t0)) == {0}
+        assert not np.array_equal(in_order[0], in_order[1])  # a swap would show
+        pool.crash_worker(1)
+        with pytest.raises(WorkerLost):
+            pool.recv(pool.send({1: a}))
+        assert pool.restarts == 1
+        assert set(pool.reset({1: 5, 3: 6})) == {1, 3}
