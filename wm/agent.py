@@ -86,6 +86,7 @@ class Agent:
                 tf.TensorSpec([None, controller.num_params], tf.float32),
             ],
         )
+        self._concrete = None
 
     def _step_impl(self, frames, h, c, params):
         import tensorflow as tf
@@ -114,7 +115,18 @@ class Agent:
 
     def act(self, frames: np.ndarray, state: tuple[np.ndarray, np.ndarray], params: np.ndarray):
         """(frames [N, 64, 64, 3] uint8, (h, c), params [N, n]) -> (actions [N, 3], new (h, c), z [N, Z])."""
-        a, h, c, z = self._step(frames, state[0], state[1], np.asarray(params, np.float32))
+        import tensorflow as tf
+
+        if self._concrete is None:
+            # Calling the traced graph directly skips tf.function's per-call argument binding,
+            # a millisecond per call on a busy CPU (the inputs are converted here instead).
+            self._concrete = self._step.get_concrete_function()
+        a, h, c, z = self._concrete(
+            tf.constant(frames, tf.uint8),
+            tf.constant(state[0], tf.float32),
+            tf.constant(state[1], tf.float32),
+            tf.constant(params, tf.float32),
+        )
         return a.numpy(), (h.numpy(), c.numpy()), z.numpy()
 
     def act_reference(self, frames, state, params):
@@ -134,14 +146,13 @@ class Agent:
         return np.stack(out_a), (np.stack(out_h), np.stack(out_c))
 
 
-def _groups(num_envs: int, workers: int, per_worker: int) -> list[list[int]]:
-    """Slot groups that each live on one worker (slot s is on worker s % workers)."""
-    groups = []
-    for w in range(min(workers, num_envs)):
-        mine = list(range(w, num_envs, workers))
-        k = max(1, min(per_worker, len(mine)))
-        groups += [g for g in (mine[i::k] for i in range(k)) if g]
-    return groups
+def _groups(num_envs: int, workers: int, groups: int) -> list[list[int]]:
+    """``groups`` slot groups, each with an equal share of every worker's slots (slot s is on
+    worker s % workers), so one inference call serves all workers."""
+    per_round = max(1, min(workers, num_envs))
+    k = max(1, min(groups, -(-num_envs // per_round)))
+    out = [[s for s in range(num_envs) if (s // per_round) % k == g] for g in range(k)]
+    return [g for g in out if g]
 
 
 @dataclasses.dataclass
@@ -165,14 +176,15 @@ def run_episodes(
     on_episode: Callable[[EpisodeResult], None] | None = None,
     on_step: Callable[[dict[int, object], dict[int, np.ndarray], dict[int, np.ndarray], dict[int, int]], None] | None = None,
     raw_jobs: frozenset[int] = frozenset(),
-    groups_per_worker: int = 2,
+    groups: int = 2,
 ) -> list[EpisodeResult]:
     """Plays every job (row of ``params``, environment seed) to its end; returns results in job order.
 
-    Each worker's slots are split into ``groups_per_worker`` groups; one batched inference call
-    serves one group, and the groups are served in the order their worker finishes them. So
-    while a worker steps one of its groups, this process infers for another, and no worker
-    waits for a slower one.
+    The slots are split into ``groups`` groups that take turns, each holding an equal share of
+    every worker's slots: while the workers step one group, this process runs the batched
+    inference (one call) for another, served in the order the groups come back. Two groups
+    measured best on 2 cores (see BENCHMARKS.md): more groups mean more, smaller inference
+    calls, and groups confined to one worker left the other's core to the inference.
     ``early_stop`` > 0 ends an episode when no new road tile was reached for that many steps
     (off by default). ``on_step(steps, actions, z, slot_jobs)`` sees every step of the jobs in
     ``raw_jobs`` (their raw frames included; ``actions`` is empty for an episode's first frame),
@@ -187,7 +199,7 @@ def run_episodes(
     frames = np.zeros((n, 64, 64, 3), np.uint8)
     sent_a = np.zeros((n, ACTION_DIM), np.float32)
     sent_z = np.zeros((n, agent.z_size), np.float32)
-    groups = _groups(n, pool.workers, groups_per_worker)
+    groups = _groups(n, pool.workers, groups)
     outstanding: list = [None] * len(groups)
 
     def process(group: set[int], out: dict, lost: list[int], fresh_before: set[int], jobs_before: dict[int, int]) -> None:
