@@ -7,7 +7,8 @@ Every generation pycma proposes ``--popsize`` parameter vectors; each plays ``--
 episodes on the same random tracks (common random numbers: the tracks change every
 generation) and its fitness is the mean return. All popsize x trials episodes run together:
 environments step in ``--workers`` processes, in lockstep with one batched V + M + C call per
-step in this process. Every ``--eval_every`` generations the CMA-ES mean is evaluated on a fixed
+step and group of environments in this process (two groups take turns; see
+:func:`wm.agent.run_episodes`). Every ``--eval_every`` generations the CMA-ES mean is evaluated on a fixed
 set of ``--eval_episodes`` tracks (disjoint from ``wm.evaluate``'s); the best evaluated
 parameters (or, with evaluation off, the fittest member so far) go to
 ``WORKDIR/controller.npz``, which ``wm.evaluate --agent=WORKDIR`` loads.
