@@ -45,7 +45,12 @@ work that provably cannot change a pixel:
   the play-field edge) the surface is cleared and the polygon drawn as stock.
 * The road surface and the flipped surface are allocated once and reused; the
   vertical flip is a numpy row copy into the persistent surface, giving the
-  same pixels as ``pygame.transform.flip``.
+  same pixels as ``pygame.transform.flip``.  Every frame rewrites all of
+  both surfaces that reaches the observation, so all environments of one
+  thread share one pair: several environments stepped in turn in one process
+  (a worker of ``wm.envpool``) then work in the same 6 MB instead of 6 MB
+  each, which keeps them in cache (measured: 8 environments in turn cost
+  ~40% more per step than one, with private surfaces).
 * The score font is created once per environment (instead of once per frame)
   and the rendered score text is cached by its string, so unchanged score
   text is simply blitted again.  Font rendering is deterministic, so the
@@ -69,6 +74,8 @@ make ``gymnasium.make("CarRacingFast-v3")`` available.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import gymnasium as gym
@@ -139,6 +146,17 @@ _HIDDEN_ROWS = 5 * _cr.WINDOW_H / 40.0
 _N_HIDDEN = int(_HIDDEN_ROWS)  # == 100; rows 0..99 of the road surface
 # The part of the road surface that survives into the final image.
 _SHOWN_RECT = (0, _N_HIDDEN, _cr.WINDOW_W, _cr.WINDOW_H - _N_HIDDEN)
+
+# Render surfaces shared by the environments of one thread: (thread id, name) -> surface.
+_SHARED_SURFACES: dict[tuple[int, str], pygame.Surface] = {}
+
+
+def _shared_surface(name: str, make) -> pygame.Surface:
+    key = (threading.get_ident(), name)
+    surf = _SHARED_SURFACES.get(key)
+    if surf is None:
+        surf = _SHARED_SURFACES[key] = make()
+    return surf
 
 
 def _covers_surface(quad, width: float, height: float, margin: float) -> bool:
@@ -385,8 +403,7 @@ class FastCarRacing(_cr.CarRacing):
 
         # A persistent road canvas; _render_road clears its visible part.
         # (Returned observations are fresh numpy arrays, never views of it.)
-        if self._canvas is None:
-            self._canvas = pygame.Surface((_cr.WINDOW_W, _cr.WINDOW_H))
+        self._canvas = _shared_surface("canvas", lambda: pygame.Surface((_cr.WINDOW_W, _cr.WINDOW_H)))
         self.surf = self._canvas
 
         assert self.car is not None
@@ -411,8 +428,7 @@ class FastCarRacing(_cr.CarRacing):
 
         # Same pixels as pygame.transform.flip(self.surf, False, True), but
         # copied into a persistent surface instead of a fresh allocation.
-        if self._flipped is None:
-            self._flipped = self._canvas.copy()
+        self._flipped = _shared_surface("flipped", self._canvas.copy)
         src = pygame.surfarray.pixels2d(self._canvas)
         dst = pygame.surfarray.pixels2d(self._flipped)
         # Road-surface rows 0.._N_HIDDEN-1 would land under the indicator

@@ -259,3 +259,27 @@ def test_module_imports_without_tensorflow() -> None:
     )
     env = dict(os.environ, SDL_VIDEODRIVER="dummy")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def test_environments_stepped_in_turn_share_surfaces_safely() -> None:
+    """Fast environments of one thread share their render surfaces: stepped in turn (as in a
+    worker of wm.envpool), each still matches its own stock twin exactly, including the
+    zoom-in frames and a domain-randomized one with other colours."""
+    register()
+    kwargs = [{}, {"domain_randomize": True}, {}]
+    pairs = [(gym.make(STOCK_ID, **kw), gym.make(ENV_ID, **kw)) for kw in kwargs]
+    assert len({id(f.unwrapped._canvas) for _, f in pairs} - {id(None)}) <= 1
+    policies = [make_driving_policy() for _ in pairs]
+    rngs = [np.random.default_rng(100 + i) for i in range(len(pairs))]
+    for i, (stock, fast) in enumerate(pairs):
+        assert_same_obs(stock.reset(seed=20 + i)[0], fast.reset(seed=20 + i)[0], f"env {i} reset")
+    for t in range(120):
+        for i, (stock, fast) in enumerate(pairs):
+            action = policies[i](rngs[i], t)
+            out_s, out_f = stock.step(action), fast.step(action)
+            assert_same_obs(out_s[0], out_f[0], f"env {i} step {t}")
+            assert out_s[1:] == out_f[1:], f"env {i} step {t}"
+    assert len({id(f.unwrapped._canvas) for _, f in pairs}) == 1  # they did share
+    for stock, fast in pairs:
+        stock.close()
+        fast.close()
