@@ -49,8 +49,9 @@ work that provably cannot change a pixel:
   both surfaces that reaches the observation, so all environments of one
   thread share one pair: several environments stepped in turn in one process
   (a worker of ``wm.envpool``) then work in the same 6 MB instead of 6 MB
-  each, which keeps them in cache (measured: 8 environments in turn cost
-  ~40% more per step than one, with private surfaces).
+  each, which keeps more in cache (measured, eight environments stepped in
+  turn: 3.2 ms of CPU per step with private surfaces, 2.9 ms shared; one
+  environment alone: 2.3 ms).
 * The score font is created once per environment (instead of once per frame)
   and the rendered score text is cached by its string, so unchanged score
   text is simply blitted again.  Font rendering is deterministic, so the
@@ -147,15 +148,15 @@ _N_HIDDEN = int(_HIDDEN_ROWS)  # == 100; rows 0..99 of the road surface
 # The part of the road surface that survives into the final image.
 _SHOWN_RECT = (0, _N_HIDDEN, _cr.WINDOW_W, _cr.WINDOW_H - _N_HIDDEN)
 
-# Render surfaces shared by the environments of one thread: (thread id, name) -> surface.
-_SHARED_SURFACES: dict[tuple[int, str], pygame.Surface] = {}
+# Render surfaces shared by the environments of one thread (freed with the thread).
+_THREAD_SURFACES = threading.local()
 
 
 def _shared_surface(name: str, make) -> pygame.Surface:
-    key = (threading.get_ident(), name)
-    surf = _SHARED_SURFACES.get(key)
+    surf = getattr(_THREAD_SURFACES, name, None)
     if surf is None:
-        surf = _SHARED_SURFACES[key] = make()
+        surf = make()
+        setattr(_THREAD_SURFACES, name, surf)
     return surf
 
 

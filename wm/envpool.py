@@ -195,6 +195,8 @@ class EnvPool:
         With requests to different workers in flight this lets the caller serve whichever
         worker finished first instead of a fixed order.
         """
+        if not tickets:
+            raise ValueError("wait_any needs at least one ticket")
         while True:
             for i, t in enumerate(tickets):
                 if self._complete(t):
