@@ -3,12 +3,12 @@
     python benchmarks/bench_evaluate.py --episodes=8 --max_steps=500
 
 Ours: ``wm.agent.run_episodes`` as ``wm.evaluate`` runs it: ``--workers`` environment
-processes stepping in lockstep with one batched V + M + C call per step in this process, the
+processes stepping in lockstep with one batched V + M + C call per step and group in this process, the
 paper's model sizes (random weights: speed does not depend on their values). Per core = total
 env steps/s divided by the cores used. Bare: one process stepping the same environment with
-uniform random actions through the same episodes (seeds and lengths, resets included), since
-an episode's first second, when CarRacing's camera zooms in over the whole track, costs more
-per step than the rest. Rounds alternate; medians and the ratio are printed.
+uniform random actions through the same episodes (seeds and lengths, resets included), so that
+both sides draw the same tracks and pay for the same resets and zoom-in frames at episode
+starts. Rounds alternate; medians and the ratio are printed.
 """
 
 import argparse

@@ -268,7 +268,6 @@ def test_environments_stepped_in_turn_share_surfaces_safely() -> None:
     register()
     kwargs = [{}, {"domain_randomize": True}, {}]
     pairs = [(gym.make(STOCK_ID, **kw), gym.make(ENV_ID, **kw)) for kw in kwargs]
-    assert len({id(f.unwrapped._canvas) for _, f in pairs} - {id(None)}) <= 1
     policies = [make_driving_policy() for _ in pairs]
     rngs = [np.random.default_rng(100 + i) for i in range(len(pairs))]
     for i, (stock, fast) in enumerate(pairs):
