@@ -199,8 +199,8 @@ def run_episodes(
     frames = np.zeros((n, 64, 64, 3), np.uint8)
     sent_a = np.zeros((n, ACTION_DIM), np.float32)
     sent_z = np.zeros((n, agent.z_size), np.float32)
-    groups = _groups(n, pool.workers, groups)
-    outstanding: list = [None] * len(groups)
+    slot_groups = _groups(n, pool.workers, groups)
+    outstanding: list = [None] * len(slot_groups)
 
     def process(group: set[int], out: dict, lost: list[int], fresh_before: set[int], jobs_before: dict[int, int]) -> None:
         seen: dict[int, object] = {}
@@ -235,7 +235,7 @@ def run_episodes(
 
     def schedule(gi: int) -> None:
         """Starts new jobs on the group's free slots, infers its actions, and sends them."""
-        group = groups[gi]
+        group = slot_groups[gi]
         resets = {}
         for s in group:
             if slots[s].job < 0 and queue:
@@ -255,12 +255,12 @@ def run_episodes(
             raw = frozenset(s for s in group if slots[s].job in raw_jobs)
             outstanding[gi] = pool.send(actions, resets, raw)
 
-    for gi in range(len(groups)):
+    for gi in range(len(slot_groups)):
         schedule(gi)
     while any(o is not None for o in outstanding):
         live = [gi for gi, o in enumerate(outstanding) if o is not None]
         gi = live[pool.wait_any([outstanding[g] for g in live])]  # whichever worker is done first
-        group = groups[gi]
+        group = slot_groups[gi]
         fresh_before = {s for s in group if slots[s].fresh}
         jobs_before = {s: slots[s].job for s in group}
         try:

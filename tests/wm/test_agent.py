@@ -80,3 +80,15 @@ def test_pool_replies_reach_their_requests_in_any_order():
             pool.recv(pool.send({1: a}))
         assert pool.restarts == 1
         assert set(pool.reset({1: 5, 3: 6})) == {1, 3}
+
+
+@pytest.mark.parametrize("n, workers, groups", [(32, 2, 2), (16, 2, 4), (3, 2, 2), (5, 3, 2), (1, 2, 2), (7, 1, 3)])
+def test_slot_groups_partition_the_slots_and_span_the_workers(n, workers, groups):
+    from wm.agent import _groups
+
+    got = _groups(n, workers, groups)
+    assert sorted(s for g in got for s in g) == list(range(n))  # every slot exactly once
+    assert 1 <= len(got) <= groups
+    w = min(workers, n)
+    if n >= w * len(got):  # enough slots: every group holds some of every worker's slots
+        assert all({s % w for s in g} == set(range(w)) for g in got)
