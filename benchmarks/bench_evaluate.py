@@ -1,6 +1,6 @@
 """Env steps/s per core while evaluating an agent (V + M + C inference included) vs the bare env.
 
-    python benchmarks/bench_evaluate.py --episodes=8 --max_steps=500
+    python benchmarks/bench_evaluate.py --episodes=64 --max_steps=300
 
 Ours: ``wm.agent.run_episodes`` as ``wm.evaluate`` runs it: ``--workers`` environment
 processes stepping in lockstep with one batched V + M + C call per step and group in this process, the
@@ -46,12 +46,13 @@ def bare(env_id: str, episodes: list[tuple[int, int]], rng_seed: int) -> float:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env_id", default="CarRacingFast-v3")
-    p.add_argument("--episodes", type=int, default=8)
+    p.add_argument("--episodes", type=int, default=64, help="episodes per round, all in flight at once")
     p.add_argument("--max_steps", type=int, default=500)
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--groups", type=int, default=2)
     p.add_argument("--inference_precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    p.add_argument("--inference_threads", type=int, default=0, help="as in wm.evaluate (0: auto)")
     a = p.parse_args()
 
     from wm.agent import Agent, run_episodes
@@ -60,8 +61,9 @@ def main():
     from wm.mdnrnn import MDNRNN
     from wm.vae import ConvVAE
 
-    from wm.distribute import inference_policy
+    from wm.distribute import inference_policy, set_inference_threads
 
+    threads = set_inference_threads(min(a.workers, a.episodes), a.inference_threads)  # as wm.evaluate does
     policy = inference_policy(a.inference_precision)
     agent = Agent(ConvVAE(dtype_policy=policy), MDNRNN(), Controller())
     params = np.random.default_rng(0).normal(size=(1, agent.controller.num_params)).astype(np.float32) * 0.1
@@ -80,7 +82,8 @@ def main():
             print(f"round {r}: evaluate {total:.0f} steps/s total = {ours[-1]:.0f} per core; bare env {base[-1]:.0f} steps/s on one core")
     o, b = statistics.median(ours), statistics.median(base)
     print(f"evaluate: {o:.0f} env steps/s per core with V+M+C; bare {a.env_id}: {b:.0f} steps/s per core; "
-          f"{100 * o / b:.0f}% of bare ({a.episodes} envs in flight, {a.workers} workers, {cores} cores, V in {policy})")
+          f"{100 * o / b:.0f}% of bare ({a.episodes} envs in flight, {a.workers} workers, {cores} cores, V in {policy}, "
+          f"TF threads: {threads or 'default'})")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ makes the VAE train step ~1.9x slower on a 2-core CPU); or ``on``/``off``.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import tensorflow as tf
+from absl import logging
 
 STRATEGIES = ("default", "mirrored", "tpu", "multi_worker")
 PRECISIONS = ("auto", "off", "float16", "bfloat16")
@@ -176,3 +178,37 @@ def inference_policy(mode: str = "auto") -> str:
     if mode == "auto":
         return "mixed_bfloat16" if not tf.config.list_physical_devices("GPU") and cpu_has_bfloat16() else "float32"
     return "mixed_bfloat16" if mode == "bfloat16" else "float32"
+
+
+def inference_threads(workers: int, threads: int = 0, cores: int | None = None, accelerator: bool | None = None) -> int:
+    """TensorFlow's CPU thread count for a process that runs the agent beside ``workers``
+    environment processes; 0 means TensorFlow's default.
+
+    ``threads`` > 0 is kept. Auto (0): one thread when the workers occupy every core and there
+    is no GPU; there TF's own thread pool only contends with the environments (one thread cut
+    this process's CPU per env step by ~20%, see BENCHMARKS.md). ``cores`` and ``accelerator``
+    default to this machine's.
+    """
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
+    if threads:
+        return threads
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    if accelerator is None:
+        accelerator = bool(tf.config.list_physical_devices("GPU"))
+    return 1 if workers >= cores and not accelerator else 0
+
+
+def set_inference_threads(workers: int, threads: int = 0) -> int:
+    """Applies :func:`inference_threads` to TensorFlow's intra- and inter-op pools; returns the
+    count applied (0: TF's default). Call it before TensorFlow runs its first op: afterwards the
+    pools are fixed, and this leaves them as they are (with a log line)."""
+    n = inference_threads(workers, threads)
+    if n:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(n)
+        except RuntimeError:  # TensorFlow is already running: its pools are fixed
+            logging.info("TensorFlow already initialized; keeping its thread pools (wanted %d threads)", n)
+            return 0
+    return n

@@ -38,7 +38,8 @@ class EvaluateConfig:
     seed: int = 0
     max_steps: int = 1000
     workers: int = 0  # 0: one per CPU core
-    envs: int = 0  # environments in flight; 0: min(episodes, 32)
+    envs: int = 0  # environments in flight; 0: min(episodes, 64)
+    inference_threads: int = 0  # TensorFlow CPU threads; 0: auto (one when the workers fill every core)
     out: str = ""
     video_dir: str = ""
     video_episodes: str = "0"
@@ -54,8 +55,8 @@ def validate(cfg: EvaluateConfig) -> list[int]:
     for name in ("episodes", "max_steps"):
         if getattr(cfg, name) <= 0:
             raise UsageError(f"--{name} must be positive, got {getattr(cfg, name)}")
-    if cfg.workers < 0 or cfg.envs < 0:
-        raise UsageError("--workers and --envs must be >= 0")
+    if cfg.workers < 0 or cfg.envs < 0 or cfg.inference_threads < 0:
+        raise UsageError("--workers, --envs and --inference_threads must be >= 0")
     try:
         videos = [int(x) for x in cfg.video_episodes.split(",") if x.strip()] if cfg.video_dir else []
     except ValueError:
@@ -136,10 +137,14 @@ def run(cfg: EvaluateConfig) -> dict:
     import numpy as np
     from tqdm import tqdm
 
+    from wm import distribute
     from wm.agent import run_episodes
     from wm.envpool import EnvPool
     from wm.train_controller import track_seeds
 
+    envs = cfg.envs or min(cfg.episodes, 64)
+    workers = min(cfg.workers or os.cpu_count() or 1, envs)
+    distribute.set_inference_threads(workers, cfg.inference_threads)  # before TensorFlow's first op
     agent, params, config = load_policy(cfg.agent, cfg.inference_precision)
     env_id = cfg.env_id or config.get("env_id", "CarRacingFast-v3")
     seeds = track_seeds(cfg.seed, EVAL_SEED_STREAM, cfg.episodes)
@@ -158,7 +163,7 @@ def run(cfg: EvaluateConfig) -> dict:
 
     bar = tqdm(total=cfg.episodes, unit="ep", desc="evaluate", disable=not cfg.progress, file=sys.stderr)
     t0 = time.perf_counter()
-    with EnvPool(env_id, cfg.envs or min(cfg.episodes, 32), cfg.workers or os.cpu_count() or 1, cfg.max_steps) as pool:
+    with EnvPool(env_id, envs, workers, cfg.max_steps) as pool:
         results = run_episodes(pool, agent, params, jobs, cfg.max_steps, on_episode=lambda r: bar.update(1),
                                on_step=on_step if videos else None, raw_jobs=frozenset(videos))
     bar.close()
@@ -201,7 +206,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", d.seed, "Seed of the evaluation tracks.")
     flags.DEFINE_integer("max_steps", d.max_steps, "Maximum steps per episode.")
     flags.DEFINE_integer("workers", d.workers, "Environment worker processes (0: one per core).")
-    flags.DEFINE_integer("envs", d.envs, "Environments in flight (0: min(episodes, 32)).")
+    flags.DEFINE_integer("envs", d.envs, "Environments in flight (0: min(episodes, 64)).")
+    flags.DEFINE_integer("inference_threads", d.inference_threads,
+                         "TensorFlow CPU threads for the agent (0: one when the workers fill every core and there is no GPU, else TF's default).")
     flags.DEFINE_string("out", "", "Per-episode CSV path (default: AGENT/evaluation.csv).")
     flags.DEFINE_string("video_dir", "", "Write videos of --video_episodes here (GIF).")
     flags.DEFINE_string("video_episodes", d.video_episodes, "Comma-separated episode indices to record.")

@@ -65,6 +65,7 @@ class TrainControllerConfig:
     early_stop: int = 0
     controller: str = "linear"  # linear on [z, h] (867 params) | hidden: 40 tanh units on z (1,443)
     inference_precision: str = "auto"  # V's encoder while acting: auto | float32 | bfloat16
+    inference_threads: int = 0  # TensorFlow CPU threads; 0: auto (one when the workers fill every core)
     env_id: str = "CarRacingFast-v3"
     seed: int = 0
     progress: bool = True
@@ -85,7 +86,7 @@ def validate(cfg: TrainControllerConfig) -> None:
             raise UsageError(f"--{name} must be positive, got {getattr(cfg, name)}")
     if cfg.popsize < 2:
         raise UsageError("--popsize must be at least 2 for CMA-ES")
-    for name in ("workers", "envs", "eval_every", "early_stop"):
+    for name in ("workers", "envs", "eval_every", "early_stop", "inference_threads"):
         if getattr(cfg, name) < 0:
             raise UsageError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
     if not cfg.sigma0 > 0:
@@ -170,10 +171,14 @@ def run(cfg: TrainControllerConfig) -> dict:
     import tensorflow as tf
     from tqdm import tqdm
 
+    from wm import distribute
     from wm.agent import run_episodes
     from wm.envpool import EnvPool
 
     _check_workdir(cfg)
+    envs = cfg.envs or min(cfg.popsize * cfg.trials, 256)
+    workers = min(cfg.workers or os.cpu_count() or 1, envs)
+    distribute.set_inference_threads(workers, cfg.inference_threads)  # before TensorFlow's first op
     agent = load_agent(cfg.vae, cfg.mdnrnn, cfg.controller, cfg.inference_precision)
     ctrl = agent.controller
     fileio.makedirs(cfg.workdir)
@@ -204,8 +209,6 @@ def run(cfg: TrainControllerConfig) -> dict:
         return state_summary(state)
 
     n_jobs = cfg.popsize * cfg.trials
-    envs = cfg.envs or min(n_jobs, 256)
-    workers = cfg.workers or os.cpu_count() or 1
     writer = tf.summary.create_file_writer(os.path.join(cfg.workdir, "tensorboard"))
     eval_seeds = track_seeds(cfg.seed, 2, cfg.eval_episodes)
     bar = tqdm(total=cfg.generations, initial=state["generation"], unit="gen", desc="cma-es", disable=not cfg.progress, file=sys.stderr)
@@ -310,6 +313,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("eval_episodes", d.eval_episodes, "Tracks per in-training evaluation.")
     flags.DEFINE_integer("early_stop", d.early_stop, "End an episode after N steps without a new tile (0: off).")
     flags.DEFINE_enum("controller", d.controller, ["linear", "hidden"], "linear on [z, h] or 40 tanh units on z.")
+    flags.DEFINE_integer("inference_threads", d.inference_threads,
+                         "TensorFlow CPU threads for the agent (0: one when the workers fill every core and there is no GPU, else TF's default).")
     flags.DEFINE_enum("inference_precision", d.inference_precision, ["auto", "float32", "bfloat16"],
                       "V's encoder while acting; auto: bfloat16 on CPUs with bfloat16 units (~3x faster), else float32.")
     flags.DEFINE_string("env_id", d.env_id, "Gymnasium environment id (CarRacing-v3 for the stock one).")

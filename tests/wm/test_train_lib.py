@@ -1,5 +1,9 @@
 """The shared training loop: distributed gradients equal single-device ones; NaN stops without saving."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -74,3 +78,26 @@ def test_nan_loss_stops_without_checkpoint(tmp_path):
         train_lib.run(task, setup, cfg)
     assert train_lib.latest_checkpoint(str(tmp_path)).endswith("ckpt-6")
     assert max(m["step"] for m in train_lib.read_metrics(str(tmp_path))) == 6
+
+
+def test_inference_threads_one_only_when_workers_fill_a_cpu_only_machine():
+    assert distribute.inference_threads(2, cores=2, accelerator=False) == 1
+    assert distribute.inference_threads(4, cores=2, accelerator=False) == 1
+    assert distribute.inference_threads(1, cores=2, accelerator=False) == 0  # a core is free: TF's default
+    assert distribute.inference_threads(8, cores=8, accelerator=True) == 0  # inference runs on the GPU
+    assert distribute.inference_threads(1, threads=3, cores=2, accelerator=False) == 3
+    with pytest.raises(ValueError):
+        distribute.inference_threads(2, threads=-1)
+
+
+def test_set_inference_threads_before_and_after_tensorflow_starts():
+    code = (
+        "import tensorflow as tf\n"
+        "from wm import distribute\n"
+        "print(distribute.set_inference_threads(2, 1), tf.config.threading.get_intra_op_parallelism_threads())\n"
+        "tf.constant(1.0) + 1.0\n"
+        "print(distribute.set_inference_threads(2, 3), tf.config.threading.get_intra_op_parallelism_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout.split()
+    assert out == ["1", "1", "0", "1"]  # set before the first op; kept (and reported as not applied) after
