@@ -21,16 +21,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-def bare(env_id: str, episodes: list[tuple[int, int]], rng_seed: int) -> float:
-    """Steps/s of one environment in this process playing the given (seed, steps) episodes
-    with uniform random actions, resets included."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bare(env_id: str, episodes: list[tuple[int, int]], rng_seed: int) -> tuple[float, float]:
+    """(steps/s, CPU ms per step) of one environment in this process playing the given
+    (seed, steps) episodes with uniform random actions, resets included."""
     from data_gen import rollout
 
     env = rollout.make_env(env_id, 1000)
     rng = np.random.default_rng(rng_seed)
     env.reset(seed=0)  # not timed: creating the environment
     total = 0
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for seed, steps in episodes:
         env.reset(seed=seed)
         for _ in range(steps):
@@ -38,9 +48,9 @@ def bare(env_id: str, episodes: list[tuple[int, int]], rng_seed: int) -> float:
             _, _, term, trunc, _ = env.step(rng.uniform([-1, 0, 0], [1, 1, 1]).astype(np.float32))
             if term or trunc:
                 break
-    rate = total / (time.perf_counter() - t)
+    rate, cpu_ms = total / (time.perf_counter() - t), 1e3 * (time.process_time() - cpu) / total
     env.close()
-    return rate
+    return rate, cpu_ms
 
 
 def main():
@@ -73,13 +83,19 @@ def main():
         # warm up: compile, start the workers and create every slot's environment
         run_episodes(pool, agent, params, [(0, i) for i in range(a.episodes)], 5, groups=a.groups)
         for r in range(a.rounds):
-            t = time.perf_counter()
+            pids = [p.pid for p in pool._procs]
+            w0, m0, t = [cpu_seconds(p) for p in pids], time.process_time(), time.perf_counter()
             res = run_episodes(pool, agent, params, [(0, 100 + r * a.episodes + i) for i in range(a.episodes)], a.max_steps,
                                groups=a.groups)
-            total = sum(x.steps for x in res) / (time.perf_counter() - t)
+            steps = sum(x.steps for x in res)
+            total = steps / (time.perf_counter() - t)
+            main_ms = 1e3 * (time.process_time() - m0) / steps
+            workers_ms = 1e3 * sum(cpu_seconds(p) - c for p, c in zip(pids, w0)) / steps
             ours.append(total / cores)
-            base.append(bare(a.env_id, [(x.seed, x.steps) for x in res], r))
-            print(f"round {r}: evaluate {total:.0f} steps/s total = {ours[-1]:.0f} per core; bare env {base[-1]:.0f} steps/s on one core")
+            rate, bare_ms = bare(a.env_id, [(x.seed, x.steps) for x in res], r)
+            base.append(rate)
+            print(f"round {r}: evaluate {total:.0f} steps/s total = {ours[-1]:.0f} per core; bare env {rate:.0f} steps/s on one core; "
+                  f"CPU ms per env step: this process {main_ms:.3f} + workers {workers_ms:.3f}, bare {bare_ms:.3f}", flush=True)
     o, b = statistics.median(ours), statistics.median(base)
     print(f"evaluate: {o:.0f} env steps/s per core with V+M+C; bare {a.env_id}: {b:.0f} steps/s per core; "
           f"{100 * o / b:.0f}% of bare ({a.episodes} envs in flight, {a.workers} workers, {cores} cores, V in {policy}, "

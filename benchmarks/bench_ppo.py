@@ -65,7 +65,7 @@ def main() -> None:
             total = ro.env_steps / (t2 - t0)
             ours.append(total)
             split.append((t1 - t0, t2 - t1))
-            base.append(bare(a.env_id, [(1000 + r, 500)], r))  # one 500-step episode
+            base.append(bare(a.env_id, [(1000 + r, 500)], r)[0])  # one 500-step episode
             print(f"round {r}: PPO {total:.0f} env steps/s total ({ro.env_steps} steps: collect {t1 - t0:.1f} s, update {t2 - t1:.1f} s); "
                   f"bare env {base[-1]:.0f} steps/s on one core")
     o, b = statistics.median(ours), statistics.median(base)
