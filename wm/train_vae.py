@@ -161,11 +161,14 @@ def run(cfg: TrainVaeConfig) -> dict:
 def load(workdir: str, dtype_policy: str = "float32"):
     """Builds V with the architecture in ``workdir/config.json`` and its newest weights.
 
-    ``dtype_policy`` "mixed_bfloat16" gives a faster model for inference on CPUs with bfloat16
-    units (variables stay float32; see ``wm.distribute.inference_policy``).
+    ``dtype_policy`` "mixed_bfloat16" or "bfloat16" gives a faster model for inference on CPUs
+    with bfloat16 units (see ``wm.distribute.inference_policy``); "bfloat16" stores the weights
+    rounded to bfloat16, which mixed_bfloat16 does on every call instead.
 
     Raises UsageError if ``workdir`` is not a train_vae workdir or has no checkpoint yet.
     """
+    import tensorflow as tf
+
     from wm import vae
 
     config = train_lib.read_config(workdir)
@@ -173,6 +176,12 @@ def load(workdir: str, dtype_policy: str = "float32"):
         found = f"a {config.get('model')!r} run" if config else f"no {train_lib.CONFIG_NAME}"
         raise UsageError(f"{workdir} is not a train_vae workdir ({found})")
     model = vae.ConvVAE(**config["arch"], dtype_policy=dtype_policy)
+    if dtype_policy in ("float16", "bfloat16"):  # checkpoints hold float32: restore, then round
+        full = vae.ConvVAE(**config["arch"], dtype_policy="float32")
+        train_lib.restore_model(workdir, full)
+        for dst, src in zip(model.weights, full.weights, strict=True):
+            dst.assign(tf.cast(src, dst.dtype))
+        return model
     train_lib.restore_model(workdir, model)
     return model
 

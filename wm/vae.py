@@ -56,8 +56,8 @@ class ConvVAE(keras.Model):
       kl_tolerance: free bits: the KL term of each example is clamped from below at
         ``kl_tolerance * z_size`` nats.
       frame_shape: input frame shape; the architecture needs 64 x 64 x 3.
-      dtype_policy: a Keras dtype policy name ("float32", "mixed_float16", "mixed_bfloat16");
-        None uses the global policy.
+      dtype_policy: a Keras dtype policy name ("float32", "mixed_float16", "mixed_bfloat16", or
+        "bfloat16" for inference only); None uses the global policy.
     """
 
     def __init__(

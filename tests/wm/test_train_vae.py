@@ -132,3 +132,13 @@ def test_encode_round_trip(tiny_rollouts, trained, tmp_path):
 def test_encode_needs_a_vae_workdir(tiny_rollouts, tmp_path):
     with pytest.raises(UsageError, match="not a train_vae workdir"):
         encode.run(encode.EncodeConfig(vae=str(tmp_path), data=tiny_rollouts, out_dir=str(tmp_path / "o")))
+
+
+def test_bfloat16_inference_model_encodes_exactly_as_mixed_bfloat16(trained):
+    frames = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    pure, mixed = train_vae.load(trained, "bfloat16"), train_vae.load(trained, "mixed_bfloat16")
+    full = train_vae.load(trained)
+    assert {w.dtype for w in pure.encoder.get_layer("conv1").weights} == {"bfloat16"}
+    for a, b in zip(pure.encode(frames), mixed.encode(frames)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # the same rounding, done once at load
+    np.testing.assert_allclose(pure.encode(frames)[0].numpy(), full.encode(frames)[0].numpy(), atol=0.05)
