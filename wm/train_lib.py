@@ -319,6 +319,27 @@ def _next_boundary(step: int, cfg: LoopConfig, every: list[int], marks: list[int
     return nxt
 
 
+def _save_on_interrupt(name: str, setup: Setup, trainer: "Trainer", manager, step: int, start: int) -> None:
+    """Ctrl-C: checkpoints the steps done since the last checkpoint, so that a rerun loses none.
+
+    The interrupt arrives between Python statements, so the weights are at a step boundary
+    (if it lands just after a training call returned, that call's steps are counted again on
+    resume: harmless). Nothing is saved from non-finite weights, by a multi-worker run (its
+    save is collective) or by a non-chief worker.
+    """
+    last = manager.latest_checkpoint
+    if step <= start or not setup.is_chief or isinstance(setup.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    if last and last.endswith(f"-{step}"):
+        return
+    if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in trainer.model.weights if tf.as_dtype(v.dtype).is_floating):
+        print(f"{name}: interrupted with non-finite weights; not saving them", file=sys.stderr)
+        return
+    trainer.step.assign(step)
+    manager.save(checkpoint_number=step)
+    print(f"{name}: interrupted; saved a checkpoint at step {step}", file=sys.stderr)
+
+
 def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = None) -> dict:
     """Trains ``task`` to ``cfg.steps`` total steps, resuming from ``cfg.workdir``.
 
@@ -429,6 +450,9 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
                 manager.save(checkpoint_number=step)
         result["step"] = step
         return result
+    except KeyboardInterrupt:
+        _save_on_interrupt(task.name, setup, trainer, manager, step, start)
+        raise
     finally:
         if profiling:
             tf.profiler.experimental.stop()
