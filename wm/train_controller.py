@@ -176,7 +176,8 @@ def run(cfg: TrainControllerConfig) -> dict:
     from wm.envpool import EnvPool
 
     _check_workdir(cfg)
-    envs = cfg.envs or min(cfg.popsize * cfg.trials, 256)
+    n_jobs = cfg.popsize * cfg.trials
+    envs = cfg.envs or min(n_jobs, 256)
     workers = min(cfg.workers or os.cpu_count() or 1, envs)
     distribute.set_inference_threads(workers, cfg.inference_threads)  # before TensorFlow's first op
     agent = load_agent(cfg.vae, cfg.mdnrnn, cfg.controller, cfg.inference_precision)
@@ -208,7 +209,6 @@ def run(cfg: TrainControllerConfig) -> dict:
         print(f"train_controller: {cfg.workdir} is already at generation {state['generation']}; nothing to do", file=sys.stderr)
         return state_summary(state)
 
-    n_jobs = cfg.popsize * cfg.trials
     writer = tf.summary.create_file_writer(os.path.join(cfg.workdir, "tensorboard"))
     eval_seeds = track_seeds(cfg.seed, 2, cfg.eval_episodes)
     bar = tqdm(total=cfg.generations, initial=state["generation"], unit="gen", desc="cma-es", disable=not cfg.progress, file=sys.stderr)

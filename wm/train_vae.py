@@ -176,7 +176,7 @@ def load(workdir: str, dtype_policy: str = "float32"):
         found = f"a {config.get('model')!r} run" if config else f"no {train_lib.CONFIG_NAME}"
         raise UsageError(f"{workdir} is not a train_vae workdir ({found})")
     model = vae.ConvVAE(**config["arch"], dtype_policy=dtype_policy)
-    if dtype_policy in ("float16", "bfloat16"):  # checkpoints hold float32: restore, then round
+    if dtype_policy == "bfloat16":  # checkpoints hold float32: restore, then round
         full = vae.ConvVAE(**config["arch"], dtype_policy="float32")
         train_lib.restore_model(workdir, full)
         for dst, src in zip(model.weights, full.weights, strict=True):
