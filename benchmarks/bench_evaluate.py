@@ -83,7 +83,7 @@ def main():
         # warm up: compile, start the workers and create every slot's environment
         run_episodes(pool, agent, params, [(0, i) for i in range(a.episodes)], 5, groups=a.groups)
         for r in range(a.rounds):
-            pids = [p.pid for p in pool._procs]
+            pids = pool.pids
             w0, m0, t = [cpu_seconds(p) for p in pids], time.process_time(), time.perf_counter()
             res = run_episodes(pool, agent, params, [(0, 100 + r * a.episodes + i) for i in range(a.episodes)], a.max_steps,
                                groups=a.groups)

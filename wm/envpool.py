@@ -126,6 +126,11 @@ class EnvPool:
         for w in range(self.workers):
             self._start(w)
 
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids, in worker order (they change when a worker is restarted)."""
+        return [p.pid for p in self._procs]
+
     def _slots_of(self, w: int) -> list[int]:
         return list(range(w, self.num_envs, self.workers))
 
