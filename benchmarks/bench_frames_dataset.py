@@ -3,9 +3,11 @@
     python benchmarks/bench_frames_dataset.py --data=runs/quickstart/rollouts
 
 Naive: TFRecordDataset over all shards in sequence -> parse -> unbatch -> shuffle -> batch.
-Ours: tfrecords.frames_dataset (parallel interleave, AUTOTUNE, prefetch). Rounds alternate
-between the two so machine noise hits both; the median of each is reported, with the ratio.
-Use a dataset of full-length (1000-step) episodes for representative numbers.
+Ours: tfrecords.frames_dataset with each of --readers ("isal": ISA-L inflating in Python
+threads, the default when installed; "tf": TensorFlow's reader with a parallel interleave).
+Rounds alternate between the pipelines so machine noise hits all of them; the median of each
+is reported, with its ratio to the naive one. Use a dataset of full-length (1000-step) episodes
+for representative numbers.
 """
 
 import argparse
@@ -28,9 +30,9 @@ def naive(files, batch, buffer):
     return ds.repeat().unbatch().shuffle(buffer).batch(batch, drop_remainder=True)
 
 
-def rate(ds, frames, batch):
+def rate(ds, frames, batch, buffer):
     it = iter(ds)
-    for _ in range(20):  # warm up: fill the shuffle buffer and start the threads
+    for _ in range(buffer // batch + 20):  # warm up: fill the shuffle buffer and start the threads
         next(it)
     n = frames // batch
     t = time.perf_counter()
@@ -46,16 +48,22 @@ def main():
     p.add_argument("--shuffle_buffer", type=int, default=10_000)
     p.add_argument("--frames", type=int, default=60_000, help="frames timed per round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--readers", default="isal,tf", help="frames_dataset readers to time, comma-separated")
     a = p.parse_args()
     files = tfrecords.list_shards(a.data)
-    ours, base = [], []
-    for r in range(a.rounds):
-        base.append(rate(naive(files, a.batch, a.shuffle_buffer), a.frames, a.batch))
-        ours.append(rate(tfrecords.frames_dataset(a.data, a.batch, shuffle_buffer=a.shuffle_buffer), a.frames, a.batch))
-        print(f"round {r}: naive {base[-1]:,.0f} frames/s, frames_dataset {ours[-1]:,.0f} frames/s")
-    o, b = statistics.median(ours), statistics.median(base)
-    print(f"frames_dataset: {o:,.0f} frames/s; naive: {b:,.0f} frames/s; ratio {o / b:.2f}x "
-          f"({len(files)} GZIP shards, batch {a.batch}, shuffle buffer {a.shuffle_buffer}, {os.cpu_count()} cores)")
+    readers = [r for r in a.readers.split(",") if r]
+    base, ours = [], {r: [] for r in readers}
+    for i in range(a.rounds):
+        base.append(rate(naive(files, a.batch, a.shuffle_buffer), a.frames, a.batch, a.shuffle_buffer))
+        for r in readers:
+            ds = tfrecords.frames_dataset(a.data, a.batch, shuffle_buffer=a.shuffle_buffer, reader=r)
+            ours[r].append(rate(ds, a.frames, a.batch, a.shuffle_buffer))
+        print(f"round {i}: naive {base[-1]:,.0f} frames/s, " + ", ".join(f"frames_dataset[{r}] {ours[r][-1]:,.0f}" for r in readers))
+    b = statistics.median(base)
+    for r in readers:
+        o = statistics.median(ours[r])
+        print(f"frames_dataset[{r}]: {o:,.0f} frames/s; naive: {b:,.0f} frames/s; ratio {o / b:.2f}x "
+              f"({len(files)} GZIP shards, batch {a.batch}, shuffle buffer {a.shuffle_buffer}, {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Callable
 
@@ -31,7 +32,26 @@ def run_main(fn: Callable[[], object], prog: str) -> None:
     except _expected_errors() as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    except Exception as e:
+        line = shard_error_line(e)
+        if line is None:
+            raise
+        print(f"{prog}: error: {line}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     sys.exit(0)
+
+
+def shard_error_line(error: BaseException) -> str | None:
+    """The one-line ShardError inside a TensorFlow error raised by an input pipeline, if there is one.
+
+    Errors raised in a ``from_generator`` reader reach the caller as ``tf.errors.UnknownError``
+    whose message embeds the original ``ShardError: ...`` line and a Python traceback.
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(error, tf.errors.OpError):
+        return None
+    m = re.search(r"ShardError: ([^\n]+)", error.message)
+    return m.group(1).strip() if m else None
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

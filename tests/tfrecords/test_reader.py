@@ -20,8 +20,12 @@ def _episodes(d):
     return out
 
 
-def test_frames_dataset_shapes_dtypes_and_content(tiny_rollouts):
-    ds = tfrecords.frames_dataset(tiny_rollouts, 16, repeat=False, shuffle_buffer=1000)
+READERS = ["isal", "tf"]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_frames_dataset_shapes_dtypes_and_content(tiny_rollouts, reader):
+    ds = tfrecords.frames_dataset(tiny_rollouts, 16, repeat=False, shuffle_buffer=1000, reader=reader)
     assert ds.element_spec.shape.as_list() == [16, 64, 64, 3] and ds.element_spec.dtype == tf.uint8
     got = np.concatenate([b.numpy() for b in ds])
     assert got.shape == (160, 64, 64, 3)  # 4 x 40 frames, all of them in one pass
@@ -81,34 +85,38 @@ def _copy(src, dst):
     return dst, sorted(glob.glob(os.path.join(dst, "*.tfrecord.gz")))
 
 
-def test_corrupted_shard_raises_naming_the_file(tiny_rollouts, tmp_path):
+@pytest.mark.parametrize("reader", READERS)
+def test_corrupted_shard_raises_naming_the_file(tiny_rollouts, tmp_path, reader):
     d, shards = _copy(tiny_rollouts, str(tmp_path / "bad"))
     data = bytearray(open(shards[1], "rb").read())
     data[len(data) // 2] ^= 0xFF
     open(shards[1], "wb").write(bytes(data))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=os.path.basename(shards[1])):
-        for _ in tfrecords.frames_dataset(d, 8, repeat=False):
+    with pytest.raises(tf.errors.OpError, match=os.path.basename(shards[1])):
+        for _ in tfrecords.frames_dataset(d, 8, repeat=False, reader=reader):
             pass
     # skip_corrupt keeps the intact shard (and any episode read before the damage)
-    n = sum(b.shape[0] for b in tfrecords.frames_dataset(d, 8, repeat=False, skip_corrupt=True))
+    n = sum(b.shape[0] for b in tfrecords.frames_dataset(d, 8, repeat=False, skip_corrupt=True, reader=reader))
     assert 80 <= n < 160
     _, problems = verify(d)
     assert len(problems) == 1 and os.path.basename(shards[1]) in problems[0]
 
 
-def test_truncated_shard_raises_naming_the_file(tiny_rollouts, tmp_path):
+@pytest.mark.parametrize("reader", READERS)
+def test_truncated_shard_raises_naming_the_file(tiny_rollouts, tmp_path, reader):
     d, shards = _copy(tiny_rollouts, str(tmp_path / "trunc"))
     data = open(shards[0], "rb").read()
     open(shards[0], "wb").write(data[: len(data) * 2 // 3])
     with pytest.raises(tfrecords.ShardError, match=os.path.basename(shards[0])):
-        tfrecords.frames_dataset(d, 8)
-    n = sum(b.shape[0] for b in tfrecords.frames_dataset(d, 8, repeat=False, skip_corrupt=True))
+        tfrecords.frames_dataset(d, 8, reader=reader)
+    n = sum(b.shape[0] for b in tfrecords.frames_dataset(d, 8, repeat=False, skip_corrupt=True, reader=reader))
     assert n == 80
     # without a manifest the size check is impossible, but the stream still fails loudly
+    # (TensorFlow's reader with a DataLossError that does not name the file)
     os.remove(os.path.join(d, "manifest.json"))
     tfrecords.reader._manifest.cache_clear()
-    with pytest.raises(tf.errors.DataLossError):
-        for _ in tfrecords.frames_dataset(d, 8, repeat=False):
+    match = os.path.basename(shards[0]) if reader == "isal" else None
+    with pytest.raises(tf.errors.DataLossError if reader == "tf" else tf.errors.OpError, match=match):
+        for _ in tfrecords.frames_dataset(d, 8, repeat=False, reader=reader):
             pass
 
 
