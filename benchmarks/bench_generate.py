@@ -4,7 +4,9 @@
 
 One process (= one worker). Bare: reset, then step the same Brownian policy, nothing else.
 Ours: data_gen's episode loop plus frame preprocessing, tf.train.Example encoding and GZIP
-shard writing. Episodes alternate between the two so machine noise hits both.
+shard writing, with each of --writers ("isal": ISA-L level 3, the default when installed;
+"tf": TensorFlow's zlib level 6). Episodes alternate between all of them so machine noise hits
+each; the medians are reported, with the shard bytes per frame.
 """
 
 import argparse
@@ -35,33 +37,40 @@ def main():
     p.add_argument("--env_id", default="CarRacing-v3")
     p.add_argument("--episodes", type=int, default=3, help="episodes per side")
     p.add_argument("--max_steps", type=int, default=1000)
+    p.add_argument("--writers", default="isal,tf", help="shard writers to time, comma-separated")
     a = p.parse_args()
     env = rollout.make_env(a.env_id, a.max_steps)
     policy = policies.make_policy("brownian", env.action_space)
-    bare, ours = [], []
+    kinds = [k for k in a.writers.split(",") if k]
+    bare, ours, size = [], {k: [] for k in kinds}, {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as out:
-        plans = writer.plan_shards(a.episodes, 1, "bench")
-        run = writer.ShardedRun(out, "rollouts", {"bench": True}, plans)
-        run.prepare()
-        for i, plan in enumerate(plans):
+        for i in range(a.episodes):
             t = time.perf_counter()
             n = bare_episode(env, policy, i, a.max_steps)
             bare.append(n / (time.perf_counter() - t))
-            t = time.perf_counter()
-            steps = []
+            for kind in kinds:
+                plan = writer.ShardPlan(i, a.episodes, (i,), f"bench-{kind}")
+                run = writer.ShardedRun(out, "rollouts", {"bench": True}, [plan])
+                run.prepare()
+                steps = []
 
-            def episodes():
-                env_seed, rng = rollout.episode_seeds(0, i)
-                ep = rollout.run_episode(env, policy, env_seed, rng, a.max_steps)
-                steps.append(len(ep))
-                yield ep
+                def episodes():
+                    env_seed, rng = rollout.episode_seeds(0, i)
+                    ep = rollout.run_episode(env, policy, env_seed, rng, a.max_steps)
+                    steps.append(len(ep))
+                    yield ep
 
-            writer.write_shard(out, plan, episodes())
-            ours.append(steps[0] / (time.perf_counter() - t))
-            print(f"episode {i}: bare {bare[-1]:.0f} steps/s, data_gen {ours[-1]:.0f} steps/s")
-    b, o = statistics.median(bare), statistics.median(ours)
-    print(f"data_gen: {o:.0f} env steps/s per worker; bare gymnasium loop: {b:.0f} steps/s; "
-          f"overhead {100 * (1 - o / b):.1f}% ({a.env_id}, {a.max_steps}-step episodes)")
+                t = time.perf_counter()
+                stats = writer.write_shard(out, plan, episodes(), writer=kind)
+                ours[kind].append(steps[0] / (time.perf_counter() - t))
+                size[kind].append(stats["bytes"] / stats["frames"])
+            print(f"episode {i}: bare {bare[-1]:.0f} steps/s, " + ", ".join(f"data_gen[{k}] {ours[k][-1]:.0f}" for k in kinds))
+    b = statistics.median(bare)
+    for k in kinds:
+        o = statistics.median(ours[k])
+        print(f"data_gen[{k}]: {o:.0f} env steps/s per worker; bare gymnasium loop: {b:.0f} steps/s; "
+              f"overhead {100 * (1 - o / b):.1f}%; {statistics.mean(size[k]):.0f} shard bytes/frame "
+              f"({a.env_id}, {a.max_steps}-step episodes)")
 
 
 if __name__ == "__main__":

@@ -125,19 +125,25 @@ class GzipRecordWriter:
         self.close()
 
 
-def record_writer(path: str):
-    """A GZIP TFRecord writer for ``path``: ISA-L's when installed, else TensorFlow's."""
+WRITERS = ("auto", "isal", "tf")
+
+
+def record_writer(path: str, kind: str = "auto"):
+    """A GZIP TFRecord writer for ``path``: ``"isal"`` (ISA-L level 3), ``"tf"`` (TensorFlow's zlib
+    level 6, smaller shards, slower), or ``"auto"``: ISA-L when installed."""
     from tfrecords import fast_reader
 
-    if fast_reader.available():
+    if kind not in WRITERS:
+        raise ValueError(f"writer must be one of {WRITERS}, got {kind!r}")
+    if kind == "isal" or (kind == "auto" and fast_reader.available()):
         return GzipRecordWriter(path)
     import tensorflow as tf
 
     return tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type=schema.COMPRESSION))
 
 
-def write_shard(out_dir: str, plan: ShardPlan, episodes: Iterable[schema.Episode]) -> dict:
-    """Writes one shard atomically and returns its statistics.
+def write_shard(out_dir: str, plan: ShardPlan, episodes: Iterable[schema.Episode], writer: str = "auto") -> dict:
+    """Writes one shard atomically (through ``record_writer(..., writer)``) and returns its statistics.
 
     Episodes are written to a temporary file in ``OUT/.incomplete``; the statistics go to
     ``OUT/.incomplete/<shard>.json``; only then is the shard renamed to its final name.
@@ -149,7 +155,7 @@ def write_shard(out_dir: str, plan: ShardPlan, episodes: Iterable[schema.Episode
     tmp = _join(inc, f"{plan.name}.tmp-{uuid.uuid4().hex[:8]}")
     stats = {"name": plan.name, "episodes": 0, "frames": 0, "return_sum": 0.0, "first_item": plan.items[0]}
     try:
-        with record_writer(tmp) as w:
+        with record_writer(tmp, writer) as w:
             for ep in episodes:
                 w.write(schema.encode_episode(ep))
                 stats["episodes"] += 1

@@ -209,3 +209,33 @@ def test_policy_registry():
         del policies.POLICIES["still"]
     with pytest.raises(ValueError, match="unknown policy"):
         policies.make_policy("nope", None)
+
+
+class _BufferReusingEnv(gym.Env):
+    """Writes every observation into the same array (as some envs do): frame t is all t % 251."""
+
+    observation_space = gym.spaces.Box(0, 255, (96, 96, 3), np.uint8)
+    action_space = gym.spaces.Box(np.array([-1, 0, 0], np.float32), np.array([1, 1, 1], np.float32))
+
+    def __init__(self):
+        self._obs = np.zeros((96, 96, 3), np.uint8)
+        self._t = 0
+
+    def reset(self, *, seed=None, options=None):
+        self._t = 0
+        self._obs[:] = 0
+        return self._obs, {}
+
+    def step(self, action):
+        self._t += 1
+        self._obs[:] = self._t % 251
+        return self._obs, 1.0, False, False, {}
+
+
+def test_frames_are_copied_and_kept_in_order_across_preprocessing_blocks():
+    env = _BufferReusingEnv()
+    policy = policies.make_policy("random", env.action_space)
+    n = 2 * rollout.PREPROCESS_BLOCK + 7  # two full blocks and a partial one
+    ep = rollout.run_episode(env, policy, 0, np.random.default_rng(0), n)
+    assert ep.frames.shape == (n, 64, 64, 3) and len(ep.actions) == n
+    np.testing.assert_array_equal(ep.frames[:, 0, 0, 0], np.arange(n) % 251)

@@ -205,3 +205,19 @@ def test_binaries_report_a_damaged_shard_in_one_line(tiny_rollouts, tmp_path):
     assert line.startswith("corrupted or truncated shard " + shard) and "\n" not in line
     assert shard_error_line(tf.errors.UnknownError(None, None, "something else")) is None
     assert shard_error_line(ValueError("ShardError: not from TensorFlow")) is None
+
+
+@pytest.mark.parametrize("kind", ["isal", "tf"])
+def test_shard_writers_write_standard_gzip_tfrecords(tmp_path, kind):
+    from tfrecords import writer
+
+    records = [b"", b"x", np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()]
+    paths = [str(tmp_path / f"{kind}-{i}.tfrecord.gz") for i in range(2)]
+    for p in paths:
+        with writer.record_writer(p, kind) as w:
+            for r in records:
+                w.write(r)
+    assert [r.numpy() for r in tf.data.TFRecordDataset(paths[0], compression_type="GZIP")] == records
+    assert open(paths[0], "rb").read() == open(paths[1], "rb").read()  # same records, same bytes
+    with pytest.raises(ValueError, match="writer must be one of"):
+        writer.record_writer(paths[0], "lz4")
