@@ -269,7 +269,7 @@ def frames_dataset(
         then holds batch_size / chunk chunks from (almost surely) different episodes. 1 shuffles
         single frames.
       reader: ``"isal"`` reads shards with :mod:`tfrecords.fast_reader` (ISA-L inflating in
-        Python threads, about twice as fast; the dataset then cannot be serialized), ``"tf"``
+        Python threads, ~2.5x zlib's speed; the dataset then cannot be serialized), ``"tf"``
         with TensorFlow's reader, ``"auto"`` (default) the first when its libraries import.
       reader_threads: shards inflated at once by the ``"isal"`` reader (default: one per core,
         at most 8 and at most the number of shards).

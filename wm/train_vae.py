@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from tfrecords import fast_reader  # noqa: E402
 from tfrecords.fast_reader import READERS  # noqa: E402
 from wm import distribute, train_lib  # noqa: E402
 from wm.cli import UsageError, run_main  # noqa: E402
@@ -72,6 +73,8 @@ def validate(cfg: TrainVaeConfig) -> None:
         raise UsageError("set --steps or --epochs")
     if cfg.reader not in READERS:
         raise UsageError(f"--reader must be one of {', '.join(READERS)}, got {cfg.reader!r}")
+    if cfg.reader == "isal" and not fast_reader.available():
+        raise UsageError(f"--reader=isal needs the isal and google-crc32c packages: {fast_reader.unavailable_reason()}")
     train_lib.parse_profile_steps(cfg.profile_steps)
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -165,3 +166,28 @@ def test_bfloat16_inference_model_encodes_exactly_as_mixed_bfloat16(trained):
     for a, b in zip(pure.encode(frames), mixed.encode(frames)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())  # the same rounding, done once at load
     np.testing.assert_allclose(pure.encode(frames)[0].numpy(), full.encode(frames)[0].numpy(), atol=0.05)
+
+
+def test_tensorflow_reader_trains_too(tiny_rollouts, tmp_path):
+    result = train_vae.run(_cfg(tiny_rollouts, tmp_path, steps=5, checkpoint_every=5, eval_shards=0, reader="tf"))
+    assert result["step"] == 5 and json.load(open(tmp_path / "config.json"))["flags"]["reader"] == "tf"
+    with pytest.raises(UsageError, match="--reader must be one of"):
+        train_vae.run(_cfg(tiny_rollouts, tmp_path / "w", reader="fastest"))
+
+
+def test_damaged_shard_is_a_one_line_error(tiny_rollouts, tmp_path):
+    data = tmp_path / "damaged"
+    shutil.copytree(tiny_rollouts, data)
+    shard = sorted(data.glob("*.tfrecord.gz"))[0]
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-m", "wm.train_vae", f"--data={data}", f"--workdir={tmp_path}/w", "--steps=30", "--batch_size=8",
+         "--eval_shards=0", "--noprogress"],
+        capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("train_vae:")]
+    assert lines and f"error: corrupted or truncated shard {shard}" in lines[-1]
