@@ -221,3 +221,22 @@ def test_shard_writers_write_standard_gzip_tfrecords(tmp_path, kind):
     assert open(paths[0], "rb").read() == open(paths[1], "rb").read()  # same records, same bytes
     with pytest.raises(ValueError, match="writer must be one of"):
         writer.record_writer(paths[0], "lz4")
+
+
+def test_reader_threads_stop_with_their_iterator(tiny_rollouts):
+    import gc
+    import threading
+    import time
+
+    def readers():
+        return [t for t in threading.enumerate() if t.name.startswith("shard-reader-")]
+
+    it = iter(tfrecords.frames_dataset(tiny_rollouts, 8, reader="isal"))  # repeats forever
+    next(it)
+    assert readers()
+    del it
+    gc.collect()
+    deadline = time.time() + 10
+    while readers() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not readers()
