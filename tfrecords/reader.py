@@ -62,6 +62,17 @@ def dataset_manifest(file_pattern: str | Sequence[str]) -> dict | None:
     return _manifest(os.path.dirname(list_shards(file_pattern)[0]))
 
 
+def _pipeline_split(input_context: tf.distribute.InputContext | None, n_files: int) -> tuple[int, int, bool]:
+    """(input pipelines, this pipeline's index, whether pipelines split whole shards between them).
+
+    With fewer shards than pipelines, every pipeline reads every shard and keeps a share of
+    its episodes instead.
+    """
+    n_pipes = input_context.num_input_pipelines if input_context else 1
+    pipe = input_context.input_pipeline_id if input_context else 0
+    return n_pipes, pipe, n_pipes > 1 and n_files >= n_pipes
+
+
 def _checked_shards(files: list[str], skip_corrupt: bool) -> tuple[list[str], list[int]]:
     """Returns files and their expected episode counts (-1: unknown); checks sizes against manifests."""
     keep, expected = [], []
@@ -132,9 +143,7 @@ def episode_records(
     """
     files, expected = _checked_shards(list_shards(file_pattern), skip_corrupt)
     ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(expected, tf.int64)))
-    n_pipes = input_context.num_input_pipelines if input_context else 1
-    pipe = input_context.input_pipeline_id if input_context else 0
-    shard_files = n_pipes > 1 and len(files) >= n_pipes
+    n_pipes, pipe, shard_files = _pipeline_split(input_context, len(files))
     if shard_files:
         ds = ds.shard(n_pipes, pipe)
     elif n_pipes > 1:
@@ -315,11 +324,10 @@ def _fast_episode_frames(file_pattern, shape, shuffle, seed, repeat, input_conte
     """Each episode's frames via :mod:`tfrecords.fast_reader`, split between input pipelines like ``episode_records``."""
     files, expected = _checked_shards(list_shards(file_pattern), skip_corrupt)
     shards = list(zip(files, expected))
-    n_pipes = input_context.num_input_pipelines if input_context else 1
-    pipe = input_context.input_pipeline_id if input_context else 0
+    n_pipes, pipe, shard_files = _pipeline_split(input_context, len(shards))
     keep = None
-    if n_pipes > 1 and len(shards) >= n_pipes:
-        shards = shards[pipe::n_pipes]
+    if shard_files:
+        shards = shards[pipe::n_pipes]  # as Dataset.shard(n_pipes, pipe)
     elif n_pipes > 1:
         # Every pipeline reads every shard and keeps its share of episodes: (shard, episode)
         # pairs split by a rule that needs no reading order.

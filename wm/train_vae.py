@@ -21,7 +21,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from tfrecords import fast_reader  # noqa: E402
-from tfrecords.fast_reader import READERS  # noqa: E402
 from wm import distribute, train_lib  # noqa: E402
 from wm.cli import UsageError, run_main  # noqa: E402
 
@@ -71,8 +70,8 @@ def validate(cfg: TrainVaeConfig) -> None:
         raise UsageError("--steps, --epochs, --eval_shards and --eval_batches must not be negative")
     if not cfg.steps and not cfg.epochs:
         raise UsageError("set --steps or --epochs")
-    if cfg.reader not in READERS:
-        raise UsageError(f"--reader must be one of {', '.join(READERS)}, got {cfg.reader!r}")
+    if cfg.reader not in fast_reader.READERS:
+        raise UsageError(f"--reader must be one of {', '.join(fast_reader.READERS)}, got {cfg.reader!r}")
     if cfg.reader == "isal" and not fast_reader.available():
         raise UsageError(f"--reader=isal needs the isal and google-crc32c packages: {fast_reader.unavailable_reason()}")
     train_lib.parse_profile_steps(cfg.profile_steps)
@@ -216,7 +215,7 @@ def define_flags() -> None:
     flags.DEFINE_string("data", None, "Rollout shards: a directory, glob or comma-separated list.")
     train_lib.define_common_flags(TrainVaeConfig(data="", workdir=""), "XLA; auto: on for GPU/TPU, off on CPU.")
     flags.DEFINE_integer("eval_batches", 0, "Cap on eval batches (0: the whole held-out split).")
-    flags.DEFINE_enum("reader", "auto", list(READERS), "Shard reader: isal (ISA-L in Python threads, ~2x faster), tf (all in TensorFlow, serializable), auto: isal if installed.")
+    flags.DEFINE_enum("reader", "auto", list(fast_reader.READERS), "Shard reader: isal (ISA-L inflating in Python threads, ~2.5x zlib), tf (all in TensorFlow, serializable), auto: isal if installed.")
 
 
 FLAGS = flags.FLAGS
