@@ -22,7 +22,7 @@ import multiprocessing as mp
 from absl import app, flags
 
 from data_gen import policies, rollout
-from tfrecords import schema, writer
+from tfrecords import fast_reader, schema, writer
 from wm.cli import UsageError, run_main
 
 SHARD_PREFIX = "rollouts"
@@ -41,10 +41,11 @@ class GenerateConfig:
     episodes_per_shard: int = 8
     env_id: str = "CarRacingFast-v3"
     full_frame: bool = False
+    writer: str = "auto"  # tfrecords.writer.record_writer's kind: how shards are compressed
     progress: bool = True
 
     def spec(self) -> dict:
-        """The settings that determine the data (not workers or progress)."""
+        """The settings that determine the data (not workers, the shard writer or progress)."""
         keys = ("episodes", "max_steps", "policy", "seed", "episodes_per_shard", "env_id", "full_frame")
         return {k: getattr(self, k) for k in keys}
 
@@ -66,6 +67,10 @@ def validate(cfg: GenerateConfig) -> None:
         rollout.check_env_id(cfg.env_id)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if cfg.writer not in writer.WRITERS:
+        raise UsageError(f"--writer must be one of {', '.join(writer.WRITERS)}, got {cfg.writer!r}")
+    if cfg.writer == "isal" and not fast_reader.available():
+        raise UsageError(f"--writer=isal needs the isal and google-crc32c packages: {fast_reader.unavailable_reason()}")
 
 
 # ---------------------------------------------------------------- worker side
@@ -98,7 +103,7 @@ def _episodes(cfg: GenerateConfig, items, report):
 def _write_shard(cfg: GenerateConfig, plan: writer.ShardPlan, report=None) -> dict:
     if report is None:
         report = lambda steps, ret: _PROGRESS.put(("episode", steps, ret))  # noqa: E731
-    return writer.write_shard(cfg.out_dir, plan, _episodes(cfg, plan.items, report))
+    return writer.write_shard(cfg.out_dir, plan, _episodes(cfg, plan.items, report), writer=cfg.writer)
 
 
 # ---------------------------------------------------------------- parent side
@@ -229,6 +234,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("episodes_per_shard", d.episodes_per_shard, "Episodes per TFRecord shard.")
     flags.DEFINE_string("env_id", d.env_id, "Gymnasium environment id (CarRacing-v3 for the stock one).")
     flags.DEFINE_bool("full_frame", d.full_frame, "Store the full 96x96 frame instead of the paper's 64x64 crop.")
+    flags.DEFINE_string("writer", d.writer, "Shard compression: isal (ISA-L level 3, 4x faster), tf (zlib level 6, ~20% smaller shards), auto: isal if installed.")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
@@ -248,6 +254,7 @@ def main(argv) -> None:
         episodes_per_shard=FLAGS.episodes_per_shard,
         env_id=FLAGS.env_id,
         full_frame=FLAGS.full_frame,
+        writer=FLAGS.writer,
         progress=FLAGS.progress,
     )
     run_main(lambda: run(cfg), "generate")

@@ -163,6 +163,7 @@ def test_unfinished_foreign_run_is_refused(tmp_path, monkeypatch):
         ("--policy=greedy", "unknown --policy 'greedy'"),
         ("--env_id=NoSuchEnv-v9", "unknown environment 'NoSuchEnv-v9'"),
         ("--out_dir=/proc/forbidden/x", "cannot write to /proc/forbidden/x"),
+        ("--writer=lz4", "--writer must be one of auto, isal, tf"),
     ],
 )
 def test_bad_flags_give_one_line_and_exit_2(tmp_path, flag, message):
@@ -239,3 +240,14 @@ def test_frames_are_copied_and_kept_in_order_across_preprocessing_blocks():
     ep = rollout.run_episode(env, policy, 0, np.random.default_rng(0), n)
     assert ep.frames.shape == (n, 64, 64, 3) and len(ep.actions) == n
     np.testing.assert_array_equal(ep.frames[:, 0, 0, 0], np.arange(n) % 251)
+
+
+def test_either_shard_writer_stores_the_same_episodes(tmp_path):
+    out = {}
+    for kind in ("isal", "tf"):
+        d = str(tmp_path / kind)
+        run(GenerateConfig(out_dir=d, episodes=2, max_steps=5, episodes_per_shard=2, writer=kind, progress=False))
+        out[kind] = glob.glob(os.path.join(d, "*.tfrecord.gz"))[0]
+    a, b = (_records(os.path.dirname(out[k])) for k in ("isal", "tf"))
+    assert [e.frames.tobytes() for e in a] == [e.frames.tobytes() for e in b] and len(a) == 2
+    assert open(out["isal"], "rb").read() != open(out["tf"], "rb").read()  # compressed differently
