@@ -224,7 +224,7 @@ class _ShardFrames:
                     if got < len(header):
                         raise self._bad("it ends inside a record header")
                     size, length_crc = _HEADER.unpack(header)
-                    if _masked(google_crc32c.value(bytes(header[:8]))) != length_crc:
+                    if masked_crc(bytes(header[:8])) != length_crc:
                         raise self._bad("a record length fails its checksum")
                     yield self._record(gz, size)
         except ShardError:
@@ -280,7 +280,7 @@ class _ShardFrames:
         buf.extend(bytes(size + 4 - avail))
         if _read_exact(gz, memoryview(buf)[avail:]) < size + 4 - avail:
             raise self._bad("it ends inside a record")
-        if _masked(google_crc32c.value(bytes(buf[:size]))) != struct.unpack_from("<I", buf, size)[0]:
+        if masked_crc(bytes(buf[:size])) != struct.unpack_from("<I", buf, size)[0]:
             raise self._bad("a record fails its checksum")
         feature = tf.train.Example.FromString(bytes(buf[:size])).features.feature.get(schema.FRAMES)
         if feature is None or len(feature.bytes_list.value) != 1:

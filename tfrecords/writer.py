@@ -24,7 +24,7 @@ import uuid
 from typing import Any, Iterable, Sequence
 
 
-from tfrecords import schema
+from tfrecords import fast_reader, schema
 from tfrecords.errors import RunMismatchError  # noqa: F401  (re-exported)
 
 INCOMPLETE_DIR = ".incomplete"
@@ -85,7 +85,7 @@ def episode_stats(ep: schema.Episode) -> dict:
     return {"frames": len(ep), "return": ep.total_reward}
 
 
-# ISA-L's level 3 compresses 64x64 frames 4x faster than TensorFlow's zlib level 6, into 1.28x
+# ISA-L's level 3 compresses 64x64 frames 4x faster than TensorFlow's zlib level 6, into ~1.26x
 # the bytes, which ISA-L inflates as fast (BENCHMARKS.md, rollout generation).
 ISAL_LEVEL = 3
 
@@ -105,12 +105,10 @@ class GzipRecordWriter:
 
     def write(self, record: bytes) -> None:
         """Appends one record (length, its checksum, the data, its checksum)."""
-        from tfrecords.fast_reader import masked_crc
-
         length = struct.pack("<Q", len(record))
-        self._gz.write(length + struct.pack("<I", masked_crc(length)))
+        self._gz.write(length + struct.pack("<I", fast_reader.masked_crc(length)))
         self._gz.write(record)
-        self._gz.write(struct.pack("<I", masked_crc(record)))
+        self._gz.write(struct.pack("<I", fast_reader.masked_crc(record)))
 
     def close(self) -> None:
         try:
@@ -131,8 +129,6 @@ WRITERS = ("auto", "isal", "tf")
 def record_writer(path: str, kind: str = "auto"):
     """A GZIP TFRecord writer for ``path``: ``"isal"`` (ISA-L level 3), ``"tf"`` (TensorFlow's zlib
     level 6, smaller shards, slower), or ``"auto"``: ISA-L when installed."""
-    from tfrecords import fast_reader
-
     if kind not in WRITERS:
         raise ValueError(f"writer must be one of {WRITERS}, got {kind!r}")
     if kind == "isal" or (kind == "auto" and fast_reader.available()):
