@@ -2,7 +2,7 @@
 
     python benchmarks/bench_evaluate.py --episodes=64 --max_steps=300
 
-Ours: ``wm.agent.run_episodes`` as ``wm.evaluate`` runs it: ``--workers`` environment
+Ours: ``wm.agents.agent.run_episodes`` as ``wm.evaluate`` runs it: ``--workers`` environment
 processes stepping in lockstep with one batched V + M + C call per step and group in this process, the
 paper's model sizes (random weights: speed does not depend on their values). Per core = total
 env steps/s divided by the cores used. Bare: one process stepping the same environment with
@@ -65,13 +65,13 @@ def main():
     p.add_argument("--inference_threads", type=int, default=0, help="as in wm.evaluate (0: auto)")
     a = p.parse_args()
 
-    from wm.agent import Agent, run_episodes
-    from wm.controller import Controller
-    from wm.envpool import EnvPool
-    from wm.mdnrnn import MDNRNN
-    from wm.vae import ConvVAE
+    from wm.agents.agent import Agent, run_episodes
+    from wm.models.controller import Controller
+    from data_gen.envpool import EnvPool
+    from wm.models.mdnrnn import MDNRNN
+    from wm.models.vae import ConvVAE
 
-    from wm.distribute import inference_policy, set_inference_threads
+    from wm.core.distribute import inference_policy, set_inference_threads
 
     threads = set_inference_threads(min(a.workers, a.episodes), a.inference_threads)  # as wm.evaluate does
     policy = inference_policy(a.inference_precision)

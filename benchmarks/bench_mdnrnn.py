@@ -1,4 +1,4 @@
-"""M training throughput: our train step (wm.train_lib + wm.mdnrnn) against PyTorch, same run.
+"""M training throughput: our train step (wm.training.supervised + wm.models.mdnrnn) against PyTorch, same run.
 
     python benchmarks/bench_mdnrnn.py --batch=32 --seq_len=999
 
@@ -21,7 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from wm import distribute, mdnrnn, train_lib  # noqa: E402
+from wm.core import distribute  # noqa: E402
+from wm.models import mdnrnn  # noqa: E402
+from wm.training import supervised as train_lib  # noqa: E402
 
 Z, A, H, K = 32, 3, 256, 5
 

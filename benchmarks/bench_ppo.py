@@ -3,9 +3,9 @@
     python benchmarks/bench_ppo.py [--envs 8] [--rollout_len 64] [--rounds 3]
 
 Ours: what ``wm.train_ppo`` does per update, with the paper's V and M sizes (random weights:
-speed does not depend on their values): ``wm.ppo.RolloutCollector`` steps ``--envs``
+speed does not depend on their values): ``wm.agents.ppo.RolloutCollector`` steps ``--envs``
 environments in ``--workers`` processes with one batched V + M + actor-critic call per step,
-then ``wm.ppo.PPOTrainer`` runs the update (4 epochs of 256-step minibatches). Env steps/s =
+then ``wm.agents.ppo.PPOTrainer`` runs the update (4 epochs of 256-step minibatches). Env steps/s =
 rollout steps / (collect + update time). Bare: one process stepping the same environment with
 random actions (one core). Rounds alternate with the bare measurement so machine load hits
 both alike; medians, per-core rates and their ratio are printed.
@@ -39,13 +39,13 @@ def main() -> None:
     p.add_argument("--inference_precision", default="auto", choices=["auto", "float32", "bfloat16"])
     a = p.parse_args()
 
-    from wm import ppo
-    from wm.agent import Agent
-    from wm.controller import Controller
-    from wm.distribute import inference_policy
-    from wm.envpool import EnvPool
-    from wm.mdnrnn import MDNRNN
-    from wm.vae import ConvVAE
+    from wm.agents import ppo
+    from wm.agents.agent import Agent
+    from wm.models.controller import Controller
+    from wm.core.distribute import inference_policy
+    from data_gen.envpool import EnvPool
+    from wm.models.mdnrnn import MDNRNN
+    from wm.models.vae import ConvVAE
 
     dtype = inference_policy(a.inference_precision)
     agent = Agent(ConvVAE(dtype_policy=dtype), MDNRNN(), Controller())

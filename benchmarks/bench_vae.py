@@ -5,7 +5,7 @@
 
 Measures, in one process with interleaved rounds (so load from other processes hits both):
 
-* ``tf step``: ``wm.train_lib.Trainer.train_steps`` (the exact step ``python -m wm.train_vae``
+* ``tf step``: ``wm.training.supervised.Trainer.train_steps`` (the exact step ``python -m wm.train_vae``
   runs: the paper's VAE, Adam, per-replica loss over the global batch, ``--steps_per_loop``
   steps per call) on an in-memory batch;
 * ``torch step``: the same network, loss and optimizer written the usual PyTorch way, with
@@ -117,7 +117,9 @@ def main() -> None:
     import torch
 
     import tfrecords
-    from wm import distribute, train_lib, vae
+    from wm.core import distribute
+    from wm.training import supervised as train_lib
+    from wm.models import vae
 
     data = args.data or synthetic_rollouts(os.path.join(tempfile.gettempdir(), "bench_vae_rollouts"))
     b = args.batch_size
@@ -171,7 +173,7 @@ def main() -> None:
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()), flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"\nVAE training, batch {b}, {os.cpu_count()} CPUs, TF {tf.__version__} ({setup.dtype_policy}, jit={setup.jit_compile}), torch {torch.__version__}")
-    print(f"  TensorFlow train step (wm.train_lib): {med['tf step']:7.0f} img/s")
+    print(f"  TensorFlow train step (wm.training.supervised): {med['tf step']:7.0f} img/s")
     print(f"  PyTorch train step ({default_threads} threads):       {med['torch step']:7.0f} img/s")
     print(f"  PyTorch train step (1 thread):        {med['torch 1 thread']:7.0f} img/s")
     best = max(med["torch step"], med["torch 1 thread"])

@@ -48,7 +48,7 @@ work that provably cannot change a pixel:
   same pixels as ``pygame.transform.flip``.  Every frame rewrites all of
   both surfaces that reaches the observation, so all environments of one
   thread share one pair: several environments stepped in turn in one process
-  (a worker of ``wm.envpool``) then work in the same 6 MB instead of 6 MB
+  (a worker of ``data_gen.envpool``) then work in the same 6 MB instead of 6 MB
   each, which keeps more in cache (measured, eight environments stepped in
   turn: 3.2 ms of CPU per step with private surfaces, 2.9 ms shared; one
   environment alone: 2.3 ms).

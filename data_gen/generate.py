@@ -11,19 +11,17 @@ Ctrl-C keeps the finished shards and redoes the rest.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing as mp
 import os
 import queue
 import signal
 import sys
 import time
 from concurrent import futures
-import multiprocessing as mp
-
-from absl import app, flags
 
 from data_gen import policies, rollout
-from tfrecords import fast_reader, schema, writer
-from wm.cli import UsageError, run_main
+from tfrecords import fast_reader, fileio, schema, writer
+from tfrecords.cli import UsageError, check, option, run_binary
 
 SHARD_PREFIX = "rollouts"
 
@@ -32,17 +30,18 @@ SHARD_PREFIX = "rollouts"
 class GenerateConfig:
     """Everything ``run`` needs; the fields marked as data-defining go into the run spec."""
 
-    out_dir: str
-    episodes: int = 16
-    max_steps: int = 1000
-    workers: int = 1
-    policy: str = "brownian"
-    seed: int = 0
-    episodes_per_shard: int = 8
-    env_id: str = "CarRacingFast-v3"
-    full_frame: bool = False
-    writer: str = "auto"  # tfrecords.writer.record_writer's kind: how shards are compressed
-    progress: bool = True
+    out_dir: str = option(help="Directory for the shards and manifest.json.", required=True)
+    episodes: int = option(16, help="Number of episodes.", min=1)
+    max_steps: int = option(1000, help="Maximum steps per episode.", min=1)
+    workers: int = option(0, help="Worker processes (0: one per CPU core).", min=0)
+    policy: str = option("brownian", help="Exploration policy.", choices=lambda: tuple(sorted(policies.POLICIES)))
+    seed: int = option(0, help="Run seed; episode i is seeded from (seed, i).")
+    episodes_per_shard: int = option(8, help="Episodes per TFRecord shard.", min=1)
+    env_id: str = option(rollout.DEFAULT_ENV_ID, help="Gymnasium environment id (CarRacing-v3 for the stock one).")
+    full_frame: bool = option(False, help="Store the full 96x96 frame instead of the paper's 64x64 crop.")
+    writer: str = option("auto", help="Shard compression: isal (ISA-L level 3, 4x faster), tf (zlib level 6, ~20% smaller "
+                         "shards), auto: isal if installed.", choices=writer.WRITERS)
+    progress: bool = option(True, help="Show a progress bar.")
 
     def spec(self) -> dict:
         """The settings that determine the data (not workers, the shard writer or progress)."""
@@ -56,19 +55,11 @@ class GenerateConfig:
 
 def validate(cfg: GenerateConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
-    for name in ("episodes", "max_steps", "workers", "episodes_per_shard"):
-        if getattr(cfg, name) <= 0:
-            raise UsageError(f"--{name} must be positive, got {getattr(cfg, name)}")
-    if not cfg.out_dir:
-        raise UsageError("--out_dir is required")
-    if cfg.policy not in policies.POLICIES:
-        raise UsageError(f"unknown --policy {cfg.policy!r}; known: {', '.join(sorted(policies.POLICIES))}")
+    check(cfg)
     try:
         rollout.check_env_id(cfg.env_id)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if cfg.writer not in writer.WRITERS:
-        raise UsageError(f"--writer must be one of {', '.join(writer.WRITERS)}, got {cfg.writer!r}")
     if cfg.writer == "isal" and not fast_reader.available():
         raise UsageError(f"--writer=isal needs the isal and google-crc32c packages: {fast_reader.unavailable_reason()}")
 
@@ -129,11 +120,11 @@ class _Progress:
         return self.steps / max(time.perf_counter() - self.start, 1e-9)
 
 
-def _run_parallel(cfg: GenerateConfig, pending, progress: _Progress) -> None:
+def _run_parallel(cfg: GenerateConfig, pending, progress: _Progress, workers: int) -> None:
     ctx = mp.get_context("spawn")  # never fork a process that may hold TensorFlow threads
     q = ctx.Queue()
     pids: list[int] = []
-    pool = futures.ProcessPoolExecutor(min(cfg.workers, len(pending)), mp_context=ctx, initializer=_init_worker, initargs=(q,))
+    pool = futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(q,))
     try:
         todo = {pool.submit(_write_shard, cfg, p) for p in pending}
         while todo:
@@ -172,7 +163,7 @@ def run(cfg: GenerateConfig) -> dict:
     out = writer.ShardedRun(cfg.out_dir, schema.KIND_ROLLOUTS, cfg.spec(), plans)
     try:
         if out.prepare():
-            manifest = writer.read_json(out.manifest_path)
+            manifest = fileio.read_json(out.manifest_path)
             print(f"generate: {cfg.out_dir} is already complete: " + summary(manifest), file=sys.stderr)
             return manifest
     except writer.RunMismatchError:
@@ -184,13 +175,13 @@ def run(cfg: GenerateConfig) -> dict:
     if done_eps:
         print(f"generate: resuming, {len(plans) - len(pending)} of {len(plans)} shards already written", file=sys.stderr)
     progress = _Progress(cfg.episodes, done_eps, cfg.progress)
-    workers = min(cfg.workers, len(pending))
+    workers = min(cfg.workers or os.cpu_count() or 1, len(pending))
     try:
         if workers <= 1:
             for p in pending:
                 _write_shard(cfg, p, progress.episode)
         else:
-            _run_parallel(cfg, pending, progress)
+            _run_parallel(cfg, pending, progress, workers)
     finally:
         progress.bar.close()
     manifest = out.finalize(
@@ -216,50 +207,5 @@ def summary(manifest: dict) -> str:
     )
 
 
-# ---------------------------------------------------------------- flags
-
-# Flags are defined only when run as a binary, so that several binaries can be imported in one
-# process (tests, the pipeline).
-
-
-def define_flags() -> None:
-    """Defines this binary's absl flags."""
-    d = GenerateConfig(out_dir="")
-    flags.DEFINE_string("out_dir", None, "Directory for the shards and manifest.json.")
-    flags.DEFINE_integer("episodes", d.episodes, "Number of episodes.")
-    flags.DEFINE_integer("max_steps", d.max_steps, "Maximum steps per episode.")
-    flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes.")
-    flags.DEFINE_string("policy", d.policy, "Exploration policy: brownian or random.")
-    flags.DEFINE_integer("seed", d.seed, "Run seed; episode i is seeded from (seed, i).")
-    flags.DEFINE_integer("episodes_per_shard", d.episodes_per_shard, "Episodes per TFRecord shard.")
-    flags.DEFINE_string("env_id", d.env_id, "Gymnasium environment id (CarRacing-v3 for the stock one).")
-    flags.DEFINE_bool("full_frame", d.full_frame, "Store the full 96x96 frame instead of the paper's 64x64 crop.")
-    flags.DEFINE_string("writer", d.writer, "Shard compression: isal (ISA-L level 3, 4x faster), tf (zlib level 6, ~20% smaller shards), auto: isal if installed.")
-    flags.DEFINE_bool("progress", True, "Show a progress bar.")
-
-
-FLAGS = flags.FLAGS
-
-
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cfg = GenerateConfig(
-        out_dir=FLAGS.out_dir or "",
-        episodes=FLAGS.episodes,
-        max_steps=FLAGS.max_steps,
-        workers=FLAGS.workers,
-        policy=FLAGS.policy,
-        seed=FLAGS.seed,
-        episodes_per_shard=FLAGS.episodes_per_shard,
-        env_id=FLAGS.env_id,
-        full_frame=FLAGS.full_frame,
-        writer=FLAGS.writer,
-        progress=FLAGS.progress,
-    )
-    run_main(lambda: run(cfg), "generate")
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    run_binary(GenerateConfig, run, "generate")

@@ -20,6 +20,9 @@ def episode_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
     return env_seed, np.random.default_rng(ss.spawn(1)[0])
 
 
+DEFAULT_ENV_ID = "CarRacingFast-v3"  # registered by this package; "CarRacing-v3" for the stock one
+
+
 def check_env_id(env_id: str) -> None:
     """Raises ValueError with a one-line message if gymnasium does not know ``env_id``."""
     import data_gen  # noqa: F401  (registers this package's environments)

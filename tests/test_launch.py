@@ -1,13 +1,18 @@
-"""launch/: every script parses with bash -n and is executable; the Colab notebook is nbformat 4 JSON."""
+"""launch/: every script parses with bash -n and is executable; gpu.sh and its multi_gpu.sh wrapper
+run the pipeline with the right --strategy (checked with a stub PYTHON); the Colab notebook is
+nbformat 4 JSON."""
 
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
-LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCH = os.path.join(ROOT, "launch")
 SCRIPTS = ["gpu.sh", "multi_gpu.sh", "multi_worker.sh", "tpu_vm.sh"]
+WRAPPERS = ["multi_gpu.sh"]  # exec another script; the logic lives there
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -16,9 +21,90 @@ def test_script_parses_and_is_executable(name):
     assert os.access(path, os.X_OK), f"{name} is not executable"
     subprocess.run(["bash", "-n", path], check=True)
     text = open(path).read()
-    assert "set -euo pipefail" in text and "usage:" in text and "wm.pipeline" in text
+    if name not in WRAPPERS:
+        assert "set -euo pipefail" in text and "usage:" in text and "wm.pipeline" in text
     out = subprocess.run(["bash", path, "--help"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("usage:")
+
+
+def test_multi_gpu_is_a_thin_wrapper_of_gpu_sh():
+    lines = open(os.path.join(LAUNCH, "multi_gpu.sh")).read().splitlines()
+    assert lines[0].startswith("#!")
+    code = [l for l in lines[1:] if l.strip() and not l.lstrip().startswith("#")]
+    assert len(code) <= 3, code
+    assert any(l.lstrip().startswith("exec ") and "gpu.sh" in l for l in code), code
+    assert not any("wm.pipeline" in l or "pip" in l for l in code), code
+
+
+def _run(tmp_path, script, *args, **env_overrides):
+    """Runs launch/SCRIPT with PYTHON set to a stub that logs each call; returns (proc, calls)."""
+    log = tmp_path / "calls.jsonl"
+    stub = tmp_path / "python_stub"
+    stub.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"with open({str(log)!r}, 'a') as f:\n"
+        "    f.write(json.dumps({'argv': sys.argv[1:], 'cwd': os.getcwd()}) + '\\n')\n"
+    )
+    stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("STRATEGY", "SKIP_INSTALL")}
+    env.update(PYTHON=str(stub), SKIP_INSTALL="1")
+    env.update(env_overrides)
+    env = {k: v for k, v in env.items() if v is not None}
+    proc = subprocess.run(
+        ["bash", os.path.join(LAUNCH, script), *args], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    calls = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
+    return proc, calls
+
+
+def _pipeline(strategy, workdir, *extra):
+    return ["-m", "wm.pipeline", "--preset=paper", f"--strategy={strategy}", f"--workdir={workdir}", *extra]
+
+
+@pytest.mark.parametrize(
+    "script, env, strategy",
+    [
+        ("gpu.sh", {}, "default"),
+        ("gpu.sh", {"STRATEGY": "mirrored"}, "mirrored"),
+        ("multi_gpu.sh", {}, "mirrored"),
+        ("multi_gpu.sh", {"STRATEGY": "default"}, "mirrored"),  # the wrapper always means mirrored
+    ],
+)
+def test_gpu_scripts_run_the_pipeline_with_their_strategy(tmp_path, script, env, strategy):
+    proc, calls = _run(tmp_path, script, "runs/x", "--set=train_controller.workers=32", **env)
+    assert proc.returncode == 0, proc.stderr
+    assert len(calls) == 2, calls  # GPU check, then the pipeline (SKIP_INSTALL=1: no pip)
+    assert calls[0]["argv"][0] == "-c" and "list_physical_devices('GPU')" in calls[0]["argv"][1]
+    assert calls[1]["argv"] == _pipeline(strategy, "runs/x", "--set=train_controller.workers=32")
+    assert calls[1]["cwd"] == ROOT
+    assert f"--strategy={strategy}" in proc.stderr  # the echoed command
+
+
+@pytest.mark.parametrize("script, strategy", [("gpu.sh", "default"), ("multi_gpu.sh", "mirrored")])
+def test_gpu_scripts_default_workdir_and_flags_only(tmp_path, script, strategy):
+    proc, calls = _run(tmp_path, script)
+    assert proc.returncode == 0, proc.stderr
+    assert calls[-1]["argv"] == _pipeline(strategy, "runs/paper")
+    (tmp_path / "flags").mkdir()
+    proc, calls = _run(tmp_path / "flags", script, "--stages=generate")  # a flag first is not a WORKDIR
+    assert proc.returncode == 0, proc.stderr
+    assert calls[-1]["argv"] == _pipeline(strategy, "runs/paper", "--stages=generate")
+
+
+def test_gpu_sh_installs_the_gpu_extra_from_the_repo_root(tmp_path):
+    proc, calls = _run(tmp_path, "multi_gpu.sh", "runs/x", SKIP_INSTALL=None)
+    assert proc.returncode == 0, proc.stderr
+    assert [c["argv"][:2] for c in calls] == [["-m", "pip"], ["-c", calls[1]["argv"][1]], ["-m", "wm.pipeline"]]
+    assert calls[0]["argv"] == ["-m", "pip", "install", "-e", ".[gpu]"] and calls[0]["cwd"] == ROOT
+    assert calls[2]["argv"] == _pipeline("mirrored", "runs/x")
+
+
+@pytest.mark.parametrize("strategy", ["tpu", "multi_worker", "bogus"])
+def test_gpu_sh_rejects_other_strategies_before_doing_anything(tmp_path, strategy):
+    proc, calls = _run(tmp_path, "gpu.sh", "runs/x", STRATEGY=strategy, SKIP_INSTALL=None)
+    assert proc.returncode == 2 and "STRATEGY must be default or mirrored" in proc.stderr
+    assert calls == []
 
 
 def test_multi_worker_requires_hosts_and_a_valid_index():

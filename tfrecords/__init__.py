@@ -2,7 +2,16 @@
 
 ``frames_dataset``, ``sequence_dataset``, ``episodes_dataset`` and ``list_shards`` are the
 public readers (imported lazily, so ``tfrecords.schema`` alone does not load TensorFlow).
+
+This is the lowest layer: it imports nothing from ``data_gen`` or ``wm``, and it also holds what
+every binary shares (``tfrecords.cli``: flags from configs, one-line errors; ``tfrecords.fileio``:
+paths and atomic writes on any ``tf.io.gfile`` filesystem; ``tfrecords.errors``).
 """
+
+import os as _os
+
+# The one place this is set: every package of the project imports this one before TensorFlow.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _READERS = ("frames_dataset", "sequence_dataset", "episodes_dataset", "episode_records", "list_shards", "dataset_manifest", "ShardError")
 

@@ -28,7 +28,7 @@ from absl import logging
 
 from tfrecords import fast_reader, schema
 from tfrecords.errors import ShardError
-from tfrecords.writer import read_json
+from tfrecords.fileio import read_json
 
 AUTOTUNE = tf.data.AUTOTUNE
 _READ_BUFFER = 8 << 20

@@ -24,7 +24,7 @@ import uuid
 from typing import Any, Iterable, Sequence
 
 
-from tfrecords import fast_reader, schema
+from tfrecords import fast_reader, fileio, schema
 from tfrecords.errors import RunMismatchError  # noqa: F401  (re-exported)
 
 INCOMPLETE_DIR = ".incomplete"
@@ -60,29 +60,6 @@ def _gfile():
     import tensorflow as tf
 
     return tf.io.gfile
-
-
-def _join(*parts: str) -> str:
-    return "/".join([parts[0].rstrip("/"), *parts[1:]]) if "://" in parts[0] else os.path.join(*parts)
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Writes JSON under a temporary name, then renames it over ``path``."""
-    gfile = _gfile()
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with gfile.GFile(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    gfile.rename(tmp, path, overwrite=True)
-
-
-def read_json(path: str) -> Any:
-    with _gfile().GFile(path, "r") as f:
-        return json.loads(f.read())
-
-
-def episode_stats(ep: schema.Episode) -> dict:
-    """Per-episode numbers that shards and manifests sum up."""
-    return {"frames": len(ep), "return": ep.total_reward}
 
 
 # ISA-L's level 3 compresses 64x64 frames 4x faster than TensorFlow's zlib level 6, into ~1.26x
@@ -147,8 +124,8 @@ def write_shard(out_dir: str, plan: ShardPlan, episodes: Iterable[schema.Episode
     import tensorflow as tf
 
     gfile = tf.io.gfile
-    inc = _join(out_dir, INCOMPLETE_DIR)
-    tmp = _join(inc, f"{plan.name}.tmp-{uuid.uuid4().hex[:8]}")
+    inc = fileio.join(out_dir, INCOMPLETE_DIR)
+    tmp = fileio.join(inc, f"{plan.name}.tmp-{uuid.uuid4().hex[:8]}")
     stats = {"name": plan.name, "episodes": 0, "frames": 0, "return_sum": 0.0, "first_item": plan.items[0]}
     try:
         with record_writer(tmp, writer) as w:
@@ -160,8 +137,8 @@ def write_shard(out_dir: str, plan: ShardPlan, episodes: Iterable[schema.Episode
         if stats["episodes"] != len(plan.items):
             raise RuntimeError(f"{plan.name}: produced {stats['episodes']} episodes, planned {len(plan.items)}")
         stats["bytes"] = int(gfile.stat(tmp).length)
-        write_json_atomic(_join(inc, plan.name + ".json"), stats)
-        gfile.rename(tmp, _join(out_dir, plan.name), overwrite=False)
+        fileio.write_json_atomic(fileio.join(inc, plan.name + ".json"), stats)
+        gfile.rename(tmp, fileio.join(out_dir, plan.name), overwrite=False)
     except BaseException:
         if gfile.exists(tmp):
             gfile.remove(tmp)
@@ -186,8 +163,8 @@ class ShardedRun:
         self.kind = kind
         self.spec = json.loads(json.dumps(spec))  # normalized as it will read back
         self.plans = list(plans)
-        self.manifest_path = _join(out_dir, schema.MANIFEST_NAME)
-        self.inc_dir = _join(out_dir, INCOMPLETE_DIR)
+        self.manifest_path = fileio.join(out_dir, schema.MANIFEST_NAME)
+        self.inc_dir = fileio.join(out_dir, INCOMPLETE_DIR)
 
     def prepare(self) -> bool:
         """Checks the directory and readies it for writing. Returns True if the run is already complete.
@@ -197,7 +174,7 @@ class ShardedRun:
         """
         gfile = _gfile()
         if gfile.exists(self.manifest_path):
-            manifest = read_json(self.manifest_path)
+            manifest = fileio.read_json(self.manifest_path)
             if manifest.get("spec") != self.spec or manifest.get("kind") != self.kind:
                 raise RunMismatchError(
                     f"{self.out_dir} already holds a finished {manifest.get('kind', 'unknown')} dataset made with "
@@ -205,9 +182,9 @@ class ShardedRun:
                     "choose another output directory"
                 )
             return True
-        spec_path = _join(self.inc_dir, SPEC_NAME)
+        spec_path = fileio.join(self.inc_dir, SPEC_NAME)
         if gfile.exists(spec_path):
-            old = read_json(spec_path)
+            old = fileio.read_json(spec_path)
             if old != {"kind": self.kind, "spec": self.spec}:
                 raise RunMismatchError(
                     f"{self.out_dir} holds an unfinished run with different settings "
@@ -215,18 +192,18 @@ class ShardedRun:
                     "or choose another output directory"
                 )
         else:
-            if gfile.exists(self.out_dir) and gfile.glob(_join(self.out_dir, "*" + schema.SHARD_SUFFIX)):
+            if gfile.exists(self.out_dir) and gfile.glob(fileio.join(self.out_dir, "*" + schema.SHARD_SUFFIX)):
                 raise RunMismatchError(f"{self.out_dir} already holds shards from an unknown run; choose another output directory")
             gfile.makedirs(self.inc_dir)
-            write_json_atomic(spec_path, {"kind": self.kind, "spec": self.spec})
+            fileio.write_json_atomic(spec_path, {"kind": self.kind, "spec": self.spec})
         # Temporary files are shards a killed run did not finish: redo them.
-        for tmp in gfile.glob(_join(self.inc_dir, "*.tmp-*")):
+        for tmp in gfile.glob(fileio.join(self.inc_dir, "*.tmp-*")):
             gfile.remove(tmp)
         return False
 
     def is_done(self, plan: ShardPlan) -> bool:
         gfile = _gfile()
-        return gfile.exists(_join(self.out_dir, plan.name)) and gfile.exists(_join(self.inc_dir, plan.name + ".json"))
+        return gfile.exists(fileio.join(self.out_dir, plan.name)) and gfile.exists(fileio.join(self.inc_dir, plan.name + ".json"))
 
     def pending(self) -> list[ShardPlan]:
         """Plans whose shard is not finished yet."""
@@ -238,7 +215,7 @@ class ShardedRun:
         missing = [p.name for p in self.pending()]
         if missing:
             raise RuntimeError(f"cannot finalize {self.out_dir}: {len(missing)} shards unfinished, e.g. {missing[0]}")
-        shards = [read_json(_join(self.inc_dir, p.name + ".json")) for p in self.plans]
+        shards = [fileio.read_json(fileio.join(self.inc_dir, p.name + ".json")) for p in self.plans]
         episodes = sum(s["episodes"] for s in shards)
         manifest = {
             "schema_version": schema.SCHEMA_VERSION,
@@ -250,7 +227,7 @@ class ShardedRun:
             "spec": self.spec,
             **(extra or {}),
         }
-        write_json_atomic(self.manifest_path, manifest)
+        fileio.write_json_atomic(self.manifest_path, manifest)
         gfile.rmtree(self.inc_dir)
         return manifest
 

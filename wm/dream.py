@@ -15,51 +15,35 @@ frame on the left and the dream on the right; ``.gif`` or ``.mp4`` (the latter n
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags  # noqa: E402
-
-from wm import fileio  # noqa: E402
-from wm.cli import UsageError, run_main  # noqa: E402
+from tfrecords import fileio
+from tfrecords.cli import UsageError, check, option, run_binary
+from wm.core import video, workdir
 
 
 @dataclasses.dataclass
 class DreamConfig:
     """Everything ``run`` needs (the flags of ``python -m wm.dream``)."""
 
-    vae: str
-    mdnrnn: str
-    out: str
-    data: str = ""  # rollouts; default: the VAE's training data
-    episode: int = 0
-    context: int = 1
-    steps: int = 200
-    temperature: float = 1.15
-    actions: str = "real"
-    seed: int = 0
-    scale: int = 3
-    fps: int = 25
+    vae: str = option(help="A train_vae workdir.", required=True)
+    mdnrnn: str = option(help="A train_mdnrnn workdir.", required=True)
+    out: str = option(help="Output video: FILE.gif or FILE.mp4.", required=True)
+    data: str = option("", help="Rollouts to take the real episode from (default: the VAE's training data).")
+    episode: int = option(0, help="Which episode of --data (in shard order).", min=0)
+    context: int = option(1, help="Real frames M reads before dreaming on its own.", min=1)
+    steps: int = option(200, help="Frames in the video.", min=1)
+    temperature: float = option(1.15, help="Sampling temperature tau.", min=0)
+    actions: str = option("real", help="The episode's own actions or a Brownian walk.", choices=("real", "random"))
+    seed: int = option(0, help="Seed for M's samples and random actions.")
+    scale: int = option(3, help="Pixel upscaling of the 64x64 frames.", min=1)
+    fps: int = option(25, help="Frames per second of the video.", min=1)
 
 
 def validate(cfg: DreamConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
-    for name in ("vae", "mdnrnn", "out"):
-        if not getattr(cfg, name):
-            raise UsageError(f"--{name} is required")
-    if os.path.splitext(cfg.out)[1].lower() not in (".gif", ".mp4"):
-        raise UsageError(f"--out must end in .gif or .mp4, got {cfg.out!r}")
-    for name in ("context", "steps", "scale", "fps"):
-        if getattr(cfg, name) <= 0:
-            raise UsageError(f"--{name} must be positive, got {getattr(cfg, name)}")
-    if cfg.episode < 0:
-        raise UsageError(f"--episode must be >= 0, got {cfg.episode}")
-    if cfg.temperature < 0:
-        raise UsageError(f"--temperature must be >= 0, got {cfg.temperature}")
-    if cfg.actions not in ("real", "random"):
-        raise UsageError(f"--actions must be real or random, got {cfg.actions!r}")
+    check(cfg)
+    video.check_path(cfg.out)
 
 
 def real_episode(data: str, index: int) -> dict:
@@ -81,7 +65,7 @@ def dream(vae_model, m_model, frames, actions, context: int, steps: int, tempera
     import numpy as np
     import tensorflow as tf
 
-    from wm import mdnrnn
+    from wm.models import mdnrnn
 
     mu, _ = vae_model.encode(tf.constant(frames[:context]))
     zs = [z for z in mu.numpy()]
@@ -94,30 +78,18 @@ def dream(vae_model, m_model, frames, actions, context: int, steps: int, tempera
     return np.asarray(vae_model.decode(tf.constant(np.stack(zs[:steps]))), np.float32)
 
 
-def side_by_side(real, dreamed, scale: int):
-    """uint8 frames [T, H*scale, 2*W*scale + scale, 3]: real | gap | dream."""
-    import numpy as np
-
-    real = np.asarray(real, np.uint8)
-    dreamed = np.clip(np.asarray(dreamed) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    gap = np.full((*real.shape[:2], 1, 3), 255, np.uint8)
-    both = np.concatenate([real, gap, dreamed], axis=2)
-    return both.repeat(scale, axis=1).repeat(scale, axis=2)
-
-
 def run(cfg: DreamConfig) -> str:
     """Writes the dream video; returns its path."""
     validate(cfg)
-    import imageio.v2 as imageio
     import numpy as np
     import tensorflow as tf
 
     from data_gen.policies import BrownianPolicy
-    from wm import train_lib, train_mdnrnn, train_vae
+    from wm.models.loading import load_mdnrnn, load_vae
 
-    vae_model = train_vae.load(cfg.vae)
-    m_model = train_mdnrnn.load(cfg.mdnrnn)
-    data = cfg.data or ((train_lib.read_config(cfg.vae) or {}).get("flags") or {}).get("data", "")
+    vae_model = load_vae(cfg.vae)
+    m_model = load_mdnrnn(cfg.mdnrnn)
+    data = cfg.data or ((workdir.read_config(cfg.vae) or {}).get("flags") or {}).get("data", "")
     if not data:
         raise UsageError("--data is required (the VAE's config names no rollout data)")
     ep = real_episode(data, cfg.episode)
@@ -134,58 +106,16 @@ def run(cfg: DreamConfig) -> str:
     steps = min(steps, len(ep["frames"]))
     context = min(cfg.context, steps)
     dreamed = dream(vae_model, m_model, ep["frames"], actions, context, steps, cfg.temperature, cfg.seed)
-    video = side_by_side(ep["frames"][:steps], dreamed, cfg.scale)
-    fileio.makedirs(fileio.dirname(cfg.out))
-    with fileio.LocalTemp(cfg.out) as tmp:  # imageio writes local files; then it is copied into place
-        if cfg.out.lower().endswith(".gif"):
-            imageio.mimsave(tmp.path, list(video), duration=1000 / cfg.fps, loop=0)
-        else:
-            try:
-                imageio.mimsave(tmp.path, list(video), fps=cfg.fps, format="FFMPEG")
-            except (ValueError, ImportError, RuntimeError) as e:
-                raise UsageError(f"cannot write MP4 ({e}); pip install 'imageio[ffmpeg]' or use a .gif") from None
-        tmp.commit()
-    writer = tf.summary.create_file_writer(os.path.join(cfg.mdnrnn, "tensorboard", "dream"))
+    frames = video.side_by_side(ep["frames"][:steps], dreamed, cfg.scale)
+    video.write(cfg.out, frames, cfg.fps)
+    writer = tf.summary.create_file_writer(fileio.join(cfg.mdnrnn, "tensorboard", "dream"))
     with writer.as_default(step=0):
         idx = np.linspace(0, steps - 1, min(steps, 16)).astype(int)
-        tf.summary.image(f"dream_tau{cfg.temperature:g}_{cfg.actions}_actions", video[idx], max_outputs=len(idx))
+        tf.summary.image(f"dream_tau{cfg.temperature:g}_{cfg.actions}_actions", frames[idx], max_outputs=len(idx))
     writer.close()
     print(f"dream: wrote {steps} frames (real | dream, tau={cfg.temperature:g}, {cfg.actions} actions) to {cfg.out}", file=sys.stderr)
     return cfg.out
 
 
-# ---------------------------------------------------------------- flags
-
-
-def define_flags() -> None:
-    """Defines this binary's absl flags (only when run as a binary)."""
-    d = DreamConfig(vae="", mdnrnn="", out="")
-    flags.DEFINE_string("vae", None, "A train_vae workdir.")
-    flags.DEFINE_string("mdnrnn", None, "A train_mdnrnn workdir.")
-    flags.DEFINE_string("out", None, "Output video: FILE.gif or FILE.mp4.")
-    flags.DEFINE_string("data", "", "Rollouts to take the real episode from (default: the VAE's training data).")
-    flags.DEFINE_integer("episode", d.episode, "Which episode of --data (in shard order).")
-    flags.DEFINE_integer("context", d.context, "Real frames M reads before dreaming on its own.")
-    flags.DEFINE_integer("steps", d.steps, "Frames in the video.")
-    flags.DEFINE_float("temperature", d.temperature, "Sampling temperature tau.")
-    flags.DEFINE_enum("actions", d.actions, ["real", "random"], "The episode's own actions or a Brownian walk.")
-    flags.DEFINE_integer("seed", d.seed, "Seed for M's samples and random actions.")
-    flags.DEFINE_integer("scale", d.scale, "Pixel upscaling of the 64x64 frames.")
-    flags.DEFINE_integer("fps", d.fps, "Frames per second of the video.")
-
-
-FLAGS = flags.FLAGS
-
-
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(DreamConfig)}
-    for k in ("vae", "mdnrnn", "out"):
-        values[k] = values[k] or ""
-    run_main(lambda: run(DreamConfig(**values)), "dream")
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    run_binary(DreamConfig, run, "dream")

@@ -18,11 +18,9 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags  # noqa: E402
-
-from wm.cli import UsageError, run_main  # noqa: E402
+from tfrecords import fileio
+from tfrecords.cli import UsageError, check, option, run_binary
+from wm.core import workdir
 
 SHARD_PREFIX = "latents"
 
@@ -31,20 +29,16 @@ SHARD_PREFIX = "latents"
 class EncodeConfig:
     """Everything ``run`` needs (the flags of ``python -m wm.encode``)."""
 
-    vae: str
-    data: str
-    out_dir: str
-    batch_size: int = 1000
-    progress: bool = True
+    vae: str = option(help="A train_vae workdir (its newest checkpoint is used).", required=True)
+    data: str = option(help="Rollout shards: a directory, glob or comma-separated list.", required=True)
+    out_dir: str = option(help="Directory for the latent-series shards and manifest.json.", required=True)
+    batch_size: int = option(1000, help="Frames per encoder call.", min=1)
+    progress: bool = option(True, help="Show a progress bar.")
 
 
 def validate(cfg: EncodeConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
-    for name in ("vae", "data", "out_dir"):
-        if not getattr(cfg, name):
-            raise UsageError(f"--{name} is required")
-    if cfg.batch_size <= 0:
-        raise UsageError(f"--batch_size must be positive, got {cfg.batch_size}")
+    check(cfg)
 
 
 def _source_plans(cfg: EncodeConfig):
@@ -82,13 +76,10 @@ def run(cfg: EncodeConfig) -> dict:
 
     import tfrecords
     from tfrecords import schema, writer
-    from wm import train_lib, train_vae
+    from wm.models.loading import load_vae
 
-    config = train_lib.read_config(cfg.vae)
-    if not config or config.get("model") != "vae":
-        found = f"a {config.get('model')!r} run" if config else f"no {train_lib.CONFIG_NAME}"
-        raise UsageError(f"{cfg.vae} is not a train_vae workdir ({found})")
-    ckpt = train_lib.latest_checkpoint(cfg.vae)
+    config = workdir.require(cfg.vae, "vae")
+    ckpt = workdir.latest_checkpoint(cfg.vae)
     if not ckpt:
         raise UsageError(f"{cfg.vae} has no checkpoint yet; train the VAE first")
     arch = config["arch"]
@@ -101,13 +92,13 @@ def run(cfg: EncodeConfig) -> dict:
     try:
         if out.prepare():
             print(f"encode: {cfg.out_dir} is already complete", file=sys.stderr)
-            return writer.read_json(out.manifest_path)
+            return fileio.read_json(out.manifest_path)
     except writer.RunMismatchError:
         raise
     except Exception as e:  # gfile raises OSError or tf.errors.OpError subclasses
         raise UsageError(f"cannot write to {cfg.out_dir}: {getattr(e, 'message', e)}") from None
 
-    model = train_vae.load(cfg.vae)
+    model = load_vae(cfg.vae)
     step = int(os.path.basename(ckpt).rsplit("-", 1)[-1])
     encode = tf.function(model.encode, input_signature=[tf.TensorSpec([None, *schema.FRAME_SHAPE], tf.uint8)])
     pending = set(p.name for p in out.pending())
@@ -147,31 +138,5 @@ def run(cfg: EncodeConfig) -> dict:
     return manifest
 
 
-# ---------------------------------------------------------------- flags
-
-# Flags are defined only when run as a binary, so that several binaries (and data_gen.generate)
-# can be imported together in one process, e.g. by tests.
-
-
-def define_flags() -> None:
-    """Defines this binary's absl flags."""
-    flags.DEFINE_string("vae", None, "A train_vae workdir (its newest checkpoint is used).")
-    flags.DEFINE_string("data", None, "Rollout shards: a directory, glob or comma-separated list.")
-    flags.DEFINE_string("out_dir", None, "Directory for the latent-series shards and manifest.json.")
-    flags.DEFINE_integer("batch_size", 1000, "Frames per encoder call.")
-    flags.DEFINE_bool("progress", True, "Show a progress bar.")
-
-
-FLAGS = flags.FLAGS
-
-
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cfg = EncodeConfig(FLAGS.vae or "", FLAGS.data or "", FLAGS.out_dir or "", FLAGS.batch_size, FLAGS.progress)
-    run_main(lambda: run(cfg), "encode")
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    run_binary(EncodeConfig, run, "encode")

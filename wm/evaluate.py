@@ -19,44 +19,39 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from data_gen.rollout import DEFAULT_ENV_ID
+from tfrecords import fileio
+from tfrecords.cli import UsageError, check, option, run_binary
+from wm.agents import loading
+from wm.core import distribute, video
 
-from absl import app, flags  # noqa: E402
-
-from wm import fileio  # noqa: E402
-from wm.cli import UsageError, run_main  # noqa: E402
-
-EVAL_SEED_STREAM = 3
+EVAL_SEED_STREAM = loading.EVAL_STREAM
 
 
 @dataclasses.dataclass
 class EvaluateConfig:
     """Everything ``run`` needs (the flags of ``python -m wm.evaluate``)."""
 
-    agent: str
-    episodes: int = 100
-    seed: int = 0
-    max_steps: int = 1000
-    workers: int = 0  # 0: one per CPU core
-    envs: int = 0  # environments in flight; 0: min(episodes, 64)
-    inference_threads: int = 0  # TensorFlow CPU threads; 0: auto (one when the workers fill every core)
-    out: str = ""
-    video_dir: str = ""
-    video_episodes: str = "0"
-    env_id: str = ""  # default: the one the agent was trained in
-    inference_precision: str = ""  # default: the agent's (auto | float32 | bfloat16)
-    progress: bool = True
+    agent: str = option(help="A train_controller (or train_ppo) workdir.", required=True)
+    episodes: int = option(100, help="Random tracks to evaluate on (the paper: 100).", min=1)
+    seed: int = option(0, help="Seed of the evaluation tracks.")
+    max_steps: int = option(1000, help="Maximum steps per episode.", min=1)
+    workers: int = option(0, help="Environment worker processes (0: one per core).", min=0)
+    envs: int = option(0, help="Environments in flight (0: min(episodes, 64)).", min=0)
+    inference_threads: int = option(0, help="TensorFlow CPU threads for the agent (0: one when the workers fill every "
+                                    "core and there is no GPU, else TF's default).", min=0)
+    out: str = option("", help="Per-episode CSV path (default: AGENT/evaluation.csv).")
+    video_dir: str = option("", help="Write videos of --video_episodes here (GIF).")
+    video_episodes: str = option("0", help="Comma-separated episode indices to record.")
+    env_id: str = option("", help="Environment id (default: the agent's).")
+    inference_precision: str = option("", help="V's encoder while acting (default: the agent's).",
+                                      choices=distribute.INFERENCE_PRECISIONS)
+    progress: bool = option(True, help="Show a progress bar.")
 
 
 def validate(cfg: EvaluateConfig) -> list[int]:
     """Raises UsageError for bad settings; returns the video episode indices."""
-    if not cfg.agent:
-        raise UsageError("--agent is required")
-    for name in ("episodes", "max_steps"):
-        if getattr(cfg, name) <= 0:
-            raise UsageError(f"--{name} must be positive, got {getattr(cfg, name)}")
-    if cfg.workers < 0 or cfg.envs < 0 or cfg.inference_threads < 0:
-        raise UsageError("--workers, --envs and --inference_threads must be >= 0")
+    check(cfg)
     try:
         videos = [int(x) for x in cfg.video_episodes.split(",") if x.strip()] if cfg.video_dir else []
     except ValueError:
@@ -64,71 +59,16 @@ def validate(cfg: EvaluateConfig) -> list[int]:
     bad = [v for v in videos if not 0 <= v < cfg.episodes]
     if bad:
         raise UsageError(f"--video_episodes {bad} out of range for {cfg.episodes} episodes")
+    if cfg.out and fileio.gfile().isdir(cfg.out):
+        raise UsageError(f"--out {cfg.out} is a directory; give the CSV's file name")
+    if cfg.env_id:
+        from data_gen import rollout
+
+        try:
+            rollout.check_env_id(cfg.env_id)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     return videos
-
-
-def load_policy(agent_dir: str, precision: str = ""):
-    """(agent, params [1, n], config) of a trained controller workdir (CMA-ES or PPO); ``precision`` as in train_controller."""
-    import numpy as np
-
-    from wm.train_controller import CONFIG_NAME, PARAMS_NAME, load_agent
-
-    cpath, ppath = os.path.join(agent_dir, CONFIG_NAME), os.path.join(agent_dir, PARAMS_NAME)
-    config = fileio.read_json(cpath)
-    if config is None:
-        raise UsageError(f"{agent_dir} is not an agent workdir (no {CONFIG_NAME})")
-    if config.get("model") != "controller":
-        raise UsageError(f"{agent_dir} holds a {config.get('model')!r} run, not a trained agent")
-    if config.get("algorithm") == "ppo":  # same act/initial_state surface, weights in a checkpoint
-        from wm.train_ppo import load_policy as load_ppo
-
-        return load_ppo(agent_dir, config, precision)
-    if not fileio.exists(ppath):
-        raise UsageError(f"{agent_dir} has no {PARAMS_NAME} yet: train at least one generation")
-    precision = precision or config.get("inference_precision", "auto")
-    agent = load_agent(config["vae"], config["mdnrnn"], config["spec"]["controller"], precision)
-    with fileio.open_read(ppath) as f, np.load(f) as z:
-        params = z["params"][None].astype(np.float32)
-    if params.shape[1] != agent.controller.num_params:
-        raise UsageError(f"{ppath} holds {params.shape[1]} parameters, the agent needs {agent.controller.num_params}")
-    return agent, params, config
-
-
-def _action_bars(a, height: int, width: int):
-    """A small panel with steering (centred), gas and brake as bars."""
-    import numpy as np
-
-    panel = np.full((height, width, 3), 30, np.uint8)
-    third = width // 3
-    colours = [(80, 160, 255), (80, 220, 80), (230, 70, 70)]
-    for k in range(3):
-        x0, x1 = k * third + 4, (k + 1) * third - 4
-        if k == 0:
-            mid = height // 2
-            y = int(mid - a[0] * (height // 2 - 2))
-            panel[min(y, mid) : max(y, mid) + 1, x0:x1] = colours[0]
-        else:
-            y = int(height - 2 - a[k] * (height - 4))
-            panel[y : height - 2, x0:x1] = colours[k]
-    return panel
-
-
-def write_video(path: str, raws, recons, actions, fps: int = 25) -> None:
-    """Writes real frame | V reconstruction | action bars, 192 px high, as .gif or .mp4."""
-    import imageio.v2 as imageio
-    import numpy as np
-
-    frames = []
-    for raw, rec, a in zip(raws, recons, actions):
-        left = np.asarray(raw, np.uint8).repeat(2, 0).repeat(2, 1)
-        mid = np.clip(np.asarray(rec) * 255 + 0.5, 0, 255).astype(np.uint8).repeat(3, 0).repeat(3, 1)
-        frames.append(np.concatenate([left, mid, _action_bars(a, 192, 96)], axis=1))
-    with fileio.LocalTemp(path) as tmp:  # imageio writes local files; then it is copied into place
-        if path.endswith(".mp4"):
-            imageio.mimsave(tmp.path, frames, fps=fps, format="FFMPEG")
-        else:
-            imageio.mimsave(tmp.path, frames, duration=1000 / fps, loop=0)
-        tmp.commit()
 
 
 def run(cfg: EvaluateConfig) -> dict:
@@ -137,17 +77,15 @@ def run(cfg: EvaluateConfig) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from wm import distribute
-    from wm.agent import run_episodes
-    from wm.envpool import EnvPool
-    from wm.train_controller import track_seeds
+    from data_gen.envpool import EnvPool
+    from wm.agents.agent import run_episodes
 
     envs = cfg.envs or min(cfg.episodes, 64)
     workers = min(cfg.workers or os.cpu_count() or 1, envs)
     distribute.set_inference_threads(workers, cfg.inference_threads)  # before TensorFlow's first op
-    agent, params, config = load_policy(cfg.agent, cfg.inference_precision)
-    env_id = cfg.env_id or config.get("env_id", "CarRacingFast-v3")
-    seeds = track_seeds(cfg.seed, EVAL_SEED_STREAM, cfg.episodes)
+    agent, params, config = loading.load_policy(cfg.agent, cfg.inference_precision)
+    env_id = cfg.env_id or config.get("env_id", DEFAULT_ENV_ID)
+    seeds = loading.track_seeds(cfg.seed, EVAL_SEED_STREAM, cfg.episodes)
     jobs = [(0, s) for s in seeds]
     recorded: dict[int, dict] = {j: {"raw": [], "z": [], "a": []} for j in videos}
 
@@ -175,7 +113,7 @@ def run(cfg: EvaluateConfig) -> dict:
         "mean": float(returns.mean()), "std": float(returns.std()), "min": float(returns.min()), "max": float(returns.max()),
         "env_steps": steps, "wall_time": wall, "env_steps_per_sec": steps / wall,
     }
-    out = cfg.out or os.path.join(cfg.agent, "evaluation.csv")
+    out = cfg.out or fileio.join(cfg.agent, "evaluation.csv")
     fileio.makedirs(fileio.dirname(out))
     table = io.StringIO(newline="")
     w = csv.writer(table)
@@ -189,45 +127,12 @@ def run(cfg: EvaluateConfig) -> dict:
         for j, rec in recorded.items():
             n = len(rec["a"])
             recon = agent.vae.decode(np.stack(rec["z"])).numpy() if n else []
-            write_video(os.path.join(cfg.video_dir, f"episode_{j:03d}_seed_{seeds[j]}.gif"), rec["raw"][:n], recon, rec["a"])
+            path = fileio.join(cfg.video_dir, f"episode_{j:03d}_seed_{seeds[j]}.gif")
+            video.write(path, video.agent_frames(rec["raw"][:n], recon, rec["a"]))
     print(f"evaluate: {summary['mean']:.1f} +- {summary['std']:.1f} over {cfg.episodes} episodes "
           f"(min {summary['min']:.1f}, max {summary['max']:.1f}); {summary['env_steps_per_sec']:.0f} env steps/s; per-episode CSV: {out}")
     return summary
 
 
-# ---------------------------------------------------------------- flags
-
-
-def define_flags() -> None:
-    """Defines this binary's absl flags (only when run as a binary)."""
-    d = EvaluateConfig(agent="")
-    flags.DEFINE_string("agent", None, "A train_controller workdir.")
-    flags.DEFINE_integer("episodes", d.episodes, "Random tracks to evaluate on (the paper: 100).")
-    flags.DEFINE_integer("seed", d.seed, "Seed of the evaluation tracks.")
-    flags.DEFINE_integer("max_steps", d.max_steps, "Maximum steps per episode.")
-    flags.DEFINE_integer("workers", d.workers, "Environment worker processes (0: one per core).")
-    flags.DEFINE_integer("envs", d.envs, "Environments in flight (0: min(episodes, 64)).")
-    flags.DEFINE_integer("inference_threads", d.inference_threads,
-                         "TensorFlow CPU threads for the agent (0: one when the workers fill every core and there is no GPU, else TF's default).")
-    flags.DEFINE_string("out", "", "Per-episode CSV path (default: AGENT/evaluation.csv).")
-    flags.DEFINE_string("video_dir", "", "Write videos of --video_episodes here (GIF).")
-    flags.DEFINE_string("video_episodes", d.video_episodes, "Comma-separated episode indices to record.")
-    flags.DEFINE_string("env_id", "", "Environment id (default: the agent's).")
-    flags.DEFINE_string("inference_precision", "", "V's encoder while acting: auto, float32 or bfloat16 (default: the agent's).")
-    flags.DEFINE_bool("progress", True, "Show a progress bar.")
-
-
-FLAGS = flags.FLAGS
-
-
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(EvaluateConfig)}
-    values["agent"] = values["agent"] or ""
-    run_main(lambda: run(EvaluateConfig(**values)), "evaluate")
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    run_binary(EvaluateConfig, run, "evaluate")

@@ -29,23 +29,19 @@ import json
 import os
 import sys
 import time
-import typing
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags  # noqa: E402
-
-from wm import fileio  # noqa: E402
-from wm.cli import UsageError, run_main  # noqa: E402
+from tfrecords import fileio
+from tfrecords.cli import UsageError, check, option, parse_value, run_binary
+from wm.core import distribute
 
 STAGES = ("generate", "train_vae", "encode", "train_mdnrnn", "dream", "train_controller", "evaluate", "report")
 
-def _cpu_bf16() -> bool:
-    from wm.distribute import cpu_has_bfloat16
 
-    return cpu_has_bfloat16()
+def _cpu_bf16() -> bool:
+    return distribute.cpu_has_bfloat16()
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -99,7 +95,7 @@ def _stages() -> dict[str, Stage]:
     from data_gen import generate
     from wm import dream, encode, evaluate, report, train_controller, train_mdnrnn, train_vae
 
-    j = os.path.join
+    j = fileio.join
     return {
         "generate": Stage("generate", "data_gen.generate", generate.GenerateConfig, generate.run, lambda w: {"out_dir": j(w, "rollouts")}),
         "train_vae": Stage("train_vae", "wm.train_vae", train_vae.TrainVaeConfig, train_vae.run, lambda w: {"data": j(w, "rollouts"), "workdir": j(w, "vae")}),
@@ -114,7 +110,8 @@ def _stages() -> dict[str, Stage]:
 
 
 def parse_overrides(items: list[str], stages: dict[str, Stage]) -> dict[str, dict[str, Any]]:
-    """``["train_vae.batch_size=256", ...]`` -> ``{"train_vae": {"batch_size": 256}}``, typed by the config fields."""
+    """``["train_vae.batch_size=256", ...]`` -> ``{"train_vae": {"batch_size": 256}}``, typed and checked by the
+    stages' config fields (the same metadata their flags come from)."""
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -123,35 +120,22 @@ def parse_overrides(items: list[str], stages: dict[str, Stage]) -> dict[str, dic
             raise UsageError(f"--set takes STAGE.FLAG=VALUE, got {item!r}")
         if stage not in stages:
             raise UsageError(f"--set: unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-        fields = {f.name: f for f in dataclasses.fields(stages[stage].config_cls)}
-        if field not in fields:
-            raise UsageError(f"--set: {stage} has no flag {field!r}; it has: {', '.join(sorted(fields))}")
-        out.setdefault(stage, {})[field] = _convert(raw, typing.get_type_hints(stages[stage].config_cls)[field], item)
+        try:
+            out.setdefault(stage, {})[field] = parse_value(stages[stage].config_cls, field, raw)
+        except UsageError as e:
+            raise UsageError(f"--set {item!r}: {stage} {e}") from None
     return out
-
-
-def _convert(raw: str, hint, item: str):
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = args[0] if args else hint
-    try:
-        if base is bool:
-            if raw.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return raw.lower() in ("true", "1")
-        if base is int:
-            return int(raw)
-        if base is float:
-            return float(raw)
-        return raw
-    except ValueError:
-        raise UsageError(f"--set {item!r}: {raw!r} is not a valid {getattr(base, '__name__', base)}") from None
 
 
 def command_line(stage: Stage, cfg) -> str:
     """The equivalent shell command for a stage's config (flags that differ from the defaults)."""
     defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
     parts = ["python", "-m", stage.module]
-    for f in dataclasses.fields(cfg):
+    own = type(cfg).__dict__.get("__annotations__", {})
+    order = list(dataclasses.fields(cfg))
+    # required paths first, the stage's own (--data) before shared ones (--workdir)
+    fields = sorted(order, key=lambda f: (not f.metadata.get("required"), f.name not in own, order.index(f)))
+    for f in fields:
         v = getattr(cfg, f.name)
         if f.name in defaults and defaults[f.name] == v:
             continue
@@ -169,21 +153,21 @@ def command_line(stage: Stage, cfg) -> str:
 class PipelineConfig:
     """The flags of ``python -m wm.pipeline``."""
 
-    workdir: str
-    preset: str = "quickstart"
-    strategy: str = "default"
-    tpu: str = ""
-    overrides: list[str] = dataclasses.field(default_factory=list)
-    stages: str = ""  # comma-separated subset to run (default: all)
-    progress: bool = True
+    workdir: str = option(help="Root directory of the run (every stage gets a subdirectory).", required=True)
+    preset: str = option("quickstart", help="Sizes of every stage: smoke, quickstart or paper.", choices=tuple(PRESETS))
+    strategy: str = option("default", help="Strategy for V and M training.", choices=distribute.STRATEGIES)
+    tpu: str = option("", help="TPU name or address for --strategy=tpu.")
+    overrides: list[str] = option(help="Override a stage flag: STAGE.FLAG=VALUE (repeatable).", flag="set",
+                                  default_factory=list)
+    stages: str = option("", help="Comma-separated stages to run (default: all, in order).")
+    progress: bool = option(True, help="Show progress bars.")
 
 
 def build_configs(cfg: PipelineConfig) -> dict[str, Any]:
     """Every stage's config: preset, then paths, then strategy, then --set overrides."""
     if cfg.preset not in PRESETS:
         raise UsageError(f"unknown --preset {cfg.preset!r}; known: {', '.join(PRESETS)}")
-    if not cfg.workdir:
-        raise UsageError("--workdir is required")
+    check(cfg)
     stages = _stages()
     overrides = parse_overrides(cfg.overrides, stages)
     out = {}
@@ -209,9 +193,9 @@ def run(cfg: PipelineConfig) -> dict:
     unknown = [s for s in selected if s not in STAGES]
     if unknown:
         raise UsageError(f"--stages: unknown {unknown}; stages: {', '.join(STAGES)}")
-    fileio.makedirs(os.path.join(cfg.workdir, ".pipeline"))
-    status_path = os.path.join(cfg.workdir, "pipeline.json")
-    status = _read_json(status_path) or {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": []}
+    fileio.makedirs(fileio.join(cfg.workdir, ".pipeline"))
+    status_path = fileio.join(cfg.workdir, "pipeline.json")
+    status = fileio.read_json(status_path) or {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": []}
     status["preset"] = cfg.preset
     by_name = {s["name"]: s for s in status["stages"]}
     status["stages"] = [by_name.get(n, {"name": n, "status": "pending", "wall_time": None}) for n in STAGES]
@@ -221,8 +205,8 @@ def run(cfg: PipelineConfig) -> dict:
         st, stage_cfg = stages[name], configs[name]
         entry = entries[name]
         entry["command"] = command_line(st, stage_cfg)
-        marker_path = os.path.join(cfg.workdir, ".pipeline", f"{name}.json")
-        marker = _read_json(marker_path) or {}
+        marker_path = fileio.join(cfg.workdir, ".pipeline", f"{name}.json")
+        marker = fileio.read_json(marker_path) or {}
         if name not in selected:
             upstream = marker.get("token")
             continue
@@ -239,59 +223,26 @@ def run(cfg: PipelineConfig) -> dict:
         # wall time adds up over the attempts that a kill or failure cut short
         prior = (entry.get("wall_time") or 0) if entry.get("status") in ("running", "failed", "interrupted") else 0
         entry["status"] = "running"
-        _write_json(status_path, status)
+        fileio.write_json_atomic(status_path, status)
         t0 = time.perf_counter()
         try:
             st.run(stage_cfg)
         except BaseException as e:
             entry["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             entry["wall_time"] = prior + time.perf_counter() - t0
-            _write_json(status_path, status)
+            fileio.write_json_atomic(status_path, status)
             raise
         entry["wall_time"] = prior + time.perf_counter() - t0
         entry["status"] = "done"
         token = uuid.uuid4().hex
-        _write_json(status_path, status)
-        _write_json(marker_path, {"config": fingerprint, "upstream": upstream, "token": token})
+        fileio.write_json_atomic(status_path, status)
+        fileio.write_json_atomic(marker_path, {"config": fingerprint, "upstream": upstream, "token": token})
         upstream = token
-    _write_json(status_path, status)
+    fileio.write_json_atomic(status_path, status)
     total = sum(s.get("wall_time") or 0 for s in status["stages"])
-    print(f"pipeline: done in {total / 60:.1f} min of stage time; report: {os.path.join(cfg.workdir, 'report.html')}", file=sys.stderr)
+    print(f"pipeline: done in {total / 60:.1f} min of stage time; report: {fileio.join(cfg.workdir, 'report.html')}", file=sys.stderr)
     return status
 
 
-def _read_json(path: str):
-    return fileio.read_json(path)
-
-
-def _write_json(path: str, obj) -> None:
-    fileio.write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
-
-
-# ---------------------------------------------------------------- flags
-
-
-def define_flags() -> None:
-    """Defines this binary's absl flags (only when run as a binary)."""
-    flags.DEFINE_string("workdir", None, "Root directory of the run (every stage gets a subdirectory).")
-    flags.DEFINE_enum("preset", "quickstart", list(PRESETS), "Sizes of every stage: smoke, quickstart or paper.")
-    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "tpu", "multi_worker"], "Strategy for V and M training.")
-    flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
-    flags.DEFINE_multi_string("set", [], "Override a stage flag: STAGE.FLAG=VALUE (repeatable).")
-    flags.DEFINE_string("stages", "", "Comma-separated stages to run (default: all, in order).")
-    flags.DEFINE_bool("progress", True, "Show progress bars.")
-
-
-FLAGS = flags.FLAGS
-
-
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cfg = PipelineConfig(FLAGS.workdir or "", FLAGS.preset, FLAGS.strategy, FLAGS.tpu, list(FLAGS.set), FLAGS.stages, FLAGS.progress)
-    run_main(lambda: run(cfg), "pipeline")
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    run_binary(PipelineConfig, run, "pipeline")

@@ -26,11 +26,9 @@ import os
 import sys
 from typing import Any, Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags  # noqa: E402
-
-from wm.cli import UsageError, run_main  # noqa: E402
+from tfrecords import fileio
+from tfrecords.cli import UsageError, check, option, run_binary
+from wm.core.workdir import read_metrics
 
 REPORT_NAME = "report.html"
 PAPER_SCORE = (906.0, 21.0)  # Ha & Schmidhuber (2018), CarRacing-v0, 100 random tracks
@@ -44,29 +42,21 @@ RECON_FRAMES = 8
 class ReportConfig:
     """Everything ``run`` needs (the flags of ``python -m wm.report``)."""
 
-    workdir: str
+    workdir: str = option(help="A wm.pipeline workdir (local or gs://).", required=True)
 
 
 # ---------------------------------------------------------------- file access (local or gs://)
 
 
-def _join(*parts: str) -> str:
-    return "/".join(p.rstrip("/") for p in parts[:-1]) + "/" + parts[-1] if parts[0].startswith("gs://") else os.path.join(*parts)
-
-
-def _gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
-
-
-def _exists(path: str) -> bool:
-    return _gfile().exists(path)
+_join = fileio.join
+_exists = fileio.exists
 
 
 def _read_bytes(path: str) -> bytes:
-    with _gfile().GFile(path, "rb") as f:
-        return f.read()
+    data = fileio.read_bytes(path)
+    if data is None:
+        raise FileNotFoundError(path)
+    return data
 
 
 def _read_json(path: str) -> Any:
@@ -74,15 +64,8 @@ def _read_json(path: str) -> Any:
 
 
 def _read_jsonl(path: str) -> list[dict]:
-    lines = _read_bytes(path).decode("utf-8").splitlines()
-    out = []
-    for ln in lines:
-        if ln.strip():
-            try:
-                out.append(json.loads(ln))
-            except json.JSONDecodeError:  # a line cut short by a killed writer
-                continue
-    return out
+    """A metrics.jsonl file's complete entries (``path`` is WORKDIR/metrics.jsonl)."""
+    return read_metrics(fileio.dirname(path))
 
 
 # ---------------------------------------------------------------- HTML helpers
@@ -420,7 +403,7 @@ def _mdnrnn(page: _Page, workdir: str) -> None:
 def _gif(workdir: str, rel: str, alt: str) -> str:
     """An embedded GIF (or a relative link when it is too large)."""
     path = _join(workdir, rel)
-    size = _gfile().stat(path).length
+    size = fileio.gfile().stat(path).length
     if size > EMBED_LIMIT:
         return (f'<p><a href="{_e(rel)}">{_e(rel)}</a> ({size / 2**20:.1f} MB, linked rather than embedded; '
                 "open it from the workdir).</p>")
@@ -439,7 +422,7 @@ def _dream(page: _Page, workdir: str) -> None:
 
 def _videos(page: _Page, workdir: str) -> None:
     vdir = _join(workdir, "videos")
-    names = sorted(n for n in _gfile().listdir(vdir) if n.endswith(".gif")) if _exists(vdir) else []
+    names = sorted(n for n in fileio.gfile().listdir(vdir) if n.endswith(".gif")) if _exists(vdir) else []
     if not names:
         page.section("Evaluation videos", "videos", '<p class="note">No evaluation videos (videos/*.gif).</p>')
         return
@@ -535,34 +518,17 @@ def build_report(workdir: str) -> str:
            f"<title>World Models report: {_e(os.path.basename(workdir.rstrip('/')) or workdir)}</title>"
            f"<style>{_CSS}</style></head>\n<body>\n{head}\n" + "\n".join(page.sections) + "\n</body></html>\n")
     out = _join(workdir, REPORT_NAME)
-    tmp = out + ".tmp"
-    with _gfile().GFile(tmp, "w") as f:
-        f.write(doc)
-    _gfile().rename(tmp, out, overwrite=True)
+    fileio.write_text_atomic(out, doc)
     return out
 
 
 def run(cfg: ReportConfig) -> str:
     """Builds the report for ``cfg.workdir``; returns the path of report.html."""
+    check(cfg)
     path = build_report(cfg.workdir)
     print(f"report: {path}", file=sys.stderr)
     return path
 
 
-# ---------------------------------------------------------------- flags
-
-
-def define_flags() -> None:
-    """Defines this binary's absl flags (only when run as a binary)."""
-    flags.DEFINE_string("workdir", None, "A wm.pipeline workdir (local or gs://).")
-
-
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    run_main(lambda: run(ReportConfig(workdir=flags.FLAGS.workdir or "")), "report")
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    run_binary(ReportConfig, run, "report")

@@ -7,7 +7,7 @@ N(mu, exp(logvar)) for every batch, as in the paper, and M learns p(z_{t+1} | z_
 Steps past an episode's end are masked. The last ``--eval_shards`` shards are held out and
 their loss is reported each epoch (an epoch is the training episodes' windows divided by
 ``--batch_size``). Checkpoints, resume, metrics.jsonl, TensorBoard and profiling come from
-``wm.train_lib``, as for V.
+``wm.training.supervised``, as for V.
 
 Device choice: the fused cuDNN LSTM has no XLA kernel, so under ``--jit_compile=auto`` a GPU
 trains without XLA (keeping cuDNN), a TPU with XLA (it always compiles), a CPU without;
@@ -22,66 +22,37 @@ import math
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags  # noqa: E402
-
-from wm import distribute, train_lib  # noqa: E402
-from wm.cli import UsageError, run_main  # noqa: E402
+from tfrecords.cli import UsageError, check, option, run_binary
+from wm.core import distribute
+from wm.training import supervised as train_lib
 
 
 @dataclasses.dataclass
-class TrainMdnrnnConfig:
+class TrainMdnrnnConfig(train_lib.TrainFlags):
     """Everything ``run`` needs (the flags of ``python -m wm.train_mdnrnn``)."""
 
-    series: str
-    workdir: str
-    strategy: str = "default"
-    tpu: str = ""
-    seq_len: int = 999
-    batch_size: int = 100
-    learning_rate: float = 1e-3
-    grad_clip: float = 1.0
-    steps: int = 0  # total steps; 0: derived from epochs
-    epochs: int = 20
-    mixed_precision: str = "auto"
-    jit_compile: str = "auto"
-    steps_per_loop: int = 10
-    profile_steps: str = ""
-    eval_shards: int = 1
-    log_every: int = 50
-    checkpoint_every: int = 500
-    hidden: int = 256
-    mixtures: int = 5
-    reward_head: bool = False
-    terminal_head: bool = False
-    reward_weight: float = 1.0
-    terminal_weight: float = 1.0
-    shuffle_buffer: int = 1000
-    seed: int | None = None
-    progress: bool = True
+    series: str = option(help="Latent-series shards from wm.encode: a directory, glob or list.", required=True)
+    learning_rate: float = option(1e-3, help="Adam learning rate.", above=0)
+    epochs: int = option(20, help="Epochs over the training shards, if --steps is 0.", min=0)
+    jit_compile: str = option("auto", help="XLA; auto: TPU only for M (cuDNN, which XLA cannot compile, on GPU).",
+                              choices=distribute.JIT_MODES)
+    log_every: int = option(50, help="Log metrics every N steps.", min=1)
+    checkpoint_every: int = option(500, help="Checkpoint every N steps.", min=1)
+    seq_len: int = option(999, help="Steps per training sequence (windows hold seq_len + 1).", min=1)
+    grad_clip: float = option(1.0, help="Global-norm gradient clipping (0: off).", min=0)
+    hidden: int = option(256, help="LSTM units.", min=1)
+    mixtures: int = option(5, help="Gaussians per latent dimension.", min=1)
+    reward_head: bool = option(False, help="Also predict the reward (squared error).")
+    terminal_head: bool = option(False, help="Also predict termination (Bernoulli).")
+    reward_weight: float = option(1.0, help="Weight of the reward loss.", min=0)
+    terminal_weight: float = option(1.0, help="Weight of the terminal loss.", min=0)
+    shuffle_buffer: int = option(1000, help="Episodes in the shuffle buffer.", min=1)
 
 
 def validate(cfg: TrainMdnrnnConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
-    if not cfg.series:
-        raise UsageError("--series is required")
-    if not cfg.workdir:
-        raise UsageError("--workdir is required")
-    try:
-        distribute.check_modes(cfg.strategy, cfg.mixed_precision, cfg.jit_compile)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    for name in ("seq_len", "batch_size", "steps_per_loop", "log_every", "checkpoint_every", "hidden", "mixtures", "shuffle_buffer"):
-        if getattr(cfg, name) <= 0:
-            raise UsageError(f"--{name} must be positive, got {getattr(cfg, name)}")
-    if cfg.steps < 0 or cfg.epochs < 0 or cfg.eval_shards < 0:
-        raise UsageError("--steps, --epochs and --eval_shards must not be negative")
-    if not cfg.steps and not cfg.epochs:
-        raise UsageError("set --steps or --epochs")
-    if cfg.grad_clip < 0 or not math.isfinite(cfg.grad_clip):
-        raise UsageError(f"--grad_clip must be >= 0 (0: off), got {cfg.grad_clip}")
-    train_lib.parse_profile_steps(cfg.profile_steps)
+    check(cfg)
+    train_lib.check_train_flags(cfg)
 
 
 def split_series(cfg: TrainMdnrnnConfig) -> tuple[list[str], list[str], dict | None]:
@@ -126,7 +97,7 @@ def make_loss_fn(cfg: TrainMdnrnnConfig):
     """The per-example loss for train_lib: resample z from (mu, logvar), then the sequence NLL."""
     import tensorflow as tf
 
-    from wm import mdnrnn
+    from wm.models import mdnrnn
 
     def loss_fn(model, batch, training):
         mu, logvar = batch["mu"], batch["logvar"]
@@ -147,7 +118,7 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
 
     import tfrecords
     from tfrecords import schema
-    from wm import mdnrnn
+    from wm.models import mdnrnn
 
     train_files, eval_files, manifest = split_series(cfg)
     z_size = int((manifest or {}).get("latent_dim", schema.LATENT_DIM))
@@ -210,46 +181,5 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
     return result
 
 
-def load(workdir: str):
-    """Builds M with the architecture in ``workdir/config.json`` and its newest weights (float32)."""
-    from wm import mdnrnn
-
-    config = train_lib.read_config(workdir)
-    if not config or config.get("model") != "mdnrnn":
-        raise UsageError(f"{workdir} is not a train_mdnrnn workdir (no mdnrnn config.json)")
-    model = mdnrnn.MDNRNN(**config["arch"], dtype_policy="float32")
-    train_lib.restore_model(workdir, model)
-    return model
-
-
-# ---------------------------------------------------------------- flags
-
-
-def define_flags() -> None:
-    """Defines this binary's absl flags (only when run as a binary)."""
-    d = TrainMdnrnnConfig(series="", workdir="")
-    flags.DEFINE_string("series", None, "Latent-series shards from wm.encode: a directory, glob or list.")
-    train_lib.define_common_flags(d, "XLA; auto: TPU only for M (cuDNN, which XLA cannot compile, on GPU).")
-    flags.DEFINE_integer("seq_len", d.seq_len, "Steps per training sequence (windows hold seq_len + 1).")
-    flags.DEFINE_float("grad_clip", d.grad_clip, "Global-norm gradient clipping (0: off).")
-    flags.DEFINE_integer("hidden", d.hidden, "LSTM units.")
-    flags.DEFINE_integer("mixtures", d.mixtures, "Gaussians per latent dimension.")
-    flags.DEFINE_bool("reward_head", d.reward_head, "Also predict the reward (squared error).")
-    flags.DEFINE_bool("terminal_head", d.terminal_head, "Also predict termination (Bernoulli).")
-    flags.DEFINE_float("reward_weight", d.reward_weight, "Weight of the reward loss.")
-    flags.DEFINE_float("terminal_weight", d.terminal_weight, "Weight of the terminal loss.")
-
-
-FLAGS = flags.FLAGS
-
-
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cfg = train_lib.config_from_flags(TrainMdnrnnConfig, ("series", "workdir"))
-    run_main(lambda: run(cfg), "train_mdnrnn")
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    run_binary(TrainMdnrnnConfig, run, "train_mdnrnn")

@@ -16,65 +16,32 @@ import dataclasses
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags  # noqa: E402
-
-from tfrecords import fast_reader  # noqa: E402
-from wm import distribute, train_lib  # noqa: E402
-from wm.cli import UsageError, run_main  # noqa: E402
+from tfrecords import fast_reader, fileio
+from tfrecords.cli import UsageError, check, option, run_binary
+from wm.core import distribute
+from wm.models.loading import load_vae
+from wm.training import supervised as train_lib
 
 
 @dataclasses.dataclass
-class TrainVaeConfig:
+class TrainVaeConfig(train_lib.TrainFlags):
     """Everything ``run`` needs (the flags of ``python -m wm.train_vae``)."""
 
-    data: str
-    workdir: str
-    strategy: str = "default"
-    tpu: str = ""
-    batch_size: int = 100
-    learning_rate: float = 1e-4
-    steps: int = 0  # total steps; 0: derived from epochs
-    epochs: int = 10
-    mixed_precision: str = "auto"
-    jit_compile: str = "auto"
-    steps_per_loop: int = 10
-    profile_steps: str = ""
-    eval_shards: int = 1
-    eval_batches: int = 0  # 0: the whole held-out split
-    log_every: int = 100
-    checkpoint_every: int = 1000
-    z_size: int = 32
-    kl_tolerance: float = 0.5
-    shuffle_buffer: int = 10_000
-    reader: str = "auto"  # tfrecords.frames_dataset's shard reader
-    seed: int | None = None
-    progress: bool = True
+    data: str = option(help="Rollout shards: a directory, glob or comma-separated list.", required=True)
+    eval_batches: int = option(0, help="Cap on eval batches (0: the whole held-out split).", min=0)
+    z_size: int = option(32, help="Latent size of V.", min=1)
+    kl_tolerance: float = option(0.5, help="Free bits per latent dimension of the KL term (the paper: 0.5).", min=0)
+    shuffle_buffer: int = option(10_000, help="Frames in the shuffle buffer.", min=1)
+    reader: str = option("auto", help="Shard reader: isal (ISA-L inflating in Python threads, ~2.5x zlib), tf (all in "
+                         "TensorFlow, serializable), auto: isal if installed.", choices=fast_reader.READERS)
 
 
 def validate(cfg: TrainVaeConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
-    if not cfg.data:
-        raise UsageError("--data is required")
-    if not cfg.workdir:
-        raise UsageError("--workdir is required")
-    try:
-        distribute.check_modes(cfg.strategy, cfg.mixed_precision, cfg.jit_compile)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    for name in ("batch_size", "steps_per_loop", "log_every", "checkpoint_every", "z_size", "shuffle_buffer"):
-        if getattr(cfg, name) <= 0:
-            raise UsageError(f"--{name} must be positive, got {getattr(cfg, name)}")
-    if cfg.steps < 0 or cfg.epochs < 0 or cfg.eval_shards < 0 or cfg.eval_batches < 0:
-        raise UsageError("--steps, --epochs, --eval_shards and --eval_batches must not be negative")
-    if not cfg.steps and not cfg.epochs:
-        raise UsageError("set --steps or --epochs")
-    if cfg.reader not in fast_reader.READERS:
-        raise UsageError(f"--reader must be one of {', '.join(fast_reader.READERS)}, got {cfg.reader!r}")
+    check(cfg)
+    train_lib.check_train_flags(cfg)
     if cfg.reader == "isal" and not fast_reader.available():
         raise UsageError(f"--reader=isal needs the isal and google-crc32c packages: {fast_reader.unavailable_reason()}")
-    train_lib.parse_profile_steps(cfg.profile_steps)
 
 
 def split_shards(cfg: TrainVaeConfig) -> tuple[list[str], list[str], int | None]:
@@ -104,7 +71,7 @@ def run(cfg: TrainVaeConfig) -> dict:
     import tensorflow as tf
 
     import tfrecords
-    from wm import vae
+    from wm.models import vae
 
     train_files, eval_files, train_frames = split_shards(cfg)
     steps_per_epoch = max(1, (train_frames or 0) // cfg.batch_size)
@@ -159,75 +126,19 @@ def run(cfg: TrainVaeConfig) -> dict:
     extra = {"flags": dataclasses.asdict(cfg), "train_shards": train_files, "eval_shards": eval_files, "steps_per_epoch": steps_per_epoch}
     result = train_lib.run(task, setup, loop, extra)
     if setup.is_chief:
-        export(load(cfg.workdir), os.path.join(cfg.workdir, "export"))
+        export(load_vae(cfg.workdir), fileio.join(cfg.workdir, "export"))
         print(f"train_vae: exported {cfg.workdir}/export/{{encoder,decoder}}.keras", file=sys.stderr)
     return result
 
 
-def load(workdir: str, dtype_policy: str = "float32"):
-    """Builds V with the architecture in ``workdir/config.json`` and its newest weights.
-
-    ``dtype_policy`` "mixed_bfloat16" or "bfloat16" gives a faster model for inference on CPUs
-    with bfloat16 units (see ``wm.distribute.inference_policy``); "bfloat16" stores the weights
-    rounded to bfloat16, which mixed_bfloat16 does on every call instead.
-
-    Raises UsageError if ``workdir`` is not a train_vae workdir or has no checkpoint yet.
-    """
-    import tensorflow as tf
-
-    from wm import vae
-
-    config = train_lib.read_config(workdir)
-    if not config or config.get("model") != "vae":
-        found = f"a {config.get('model')!r} run" if config else f"no {train_lib.CONFIG_NAME}"
-        raise UsageError(f"{workdir} is not a train_vae workdir ({found})")
-    model = vae.ConvVAE(**config["arch"], dtype_policy=dtype_policy)
-    if dtype_policy == "bfloat16":  # checkpoints hold float32: restore, then round
-        full = vae.ConvVAE(**config["arch"], dtype_policy="float32")
-        train_lib.restore_model(workdir, full)
-        for dst, src in zip(model.weights, full.weights, strict=True):
-            dst.assign(tf.cast(src, dst.dtype))
-        return model
-    train_lib.restore_model(workdir, model)
-    return model
-
-
 def export(model, export_dir: str) -> None:
     """Saves ``encoder.keras`` and ``decoder.keras`` (float32, standard layers) atomically."""
-    import tensorflow as tf
-
-    tf.io.gfile.makedirs(export_dir)
+    fileio.makedirs(export_dir)
     for part in ("encoder", "decoder"):
-        final = os.path.join(export_dir, f"{part}.keras")
-        tmp = os.path.join(export_dir, f"{part}-tmp.keras")
-        getattr(model, part).save(tmp)
-        tf.io.gfile.rename(tmp, final, overwrite=True)
-
-
-# ---------------------------------------------------------------- flags
-
-# Flags are defined only when run as a binary, so that several binaries (and data_gen.generate)
-# can be imported together in one process, e.g. by tests.
-
-
-def define_flags() -> None:
-    """Defines this binary's absl flags."""
-    flags.DEFINE_string("data", None, "Rollout shards: a directory, glob or comma-separated list.")
-    train_lib.define_common_flags(TrainVaeConfig(data="", workdir=""), "XLA; auto: on for GPU/TPU, off on CPU.")
-    flags.DEFINE_integer("eval_batches", 0, "Cap on eval batches (0: the whole held-out split).")
-    flags.DEFINE_enum("reader", "auto", list(fast_reader.READERS), "Shard reader: isal (ISA-L inflating in Python threads, ~2.5x zlib), tf (all in TensorFlow, serializable), auto: isal if installed.")
-
-
-FLAGS = flags.FLAGS
-
-
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cfg = train_lib.config_from_flags(TrainVaeConfig, ("data", "workdir"))
-    run_main(lambda: run(cfg), "train_vae")
+        with fileio.LocalTemp(fileio.join(export_dir, f"{part}.keras")) as tmp:
+            getattr(model, part).save(tmp.path)
+            tmp.commit()
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    run_binary(TrainVaeConfig, run, "train_vae")

@@ -263,7 +263,7 @@ def test_module_imports_without_tensorflow() -> None:
 
 def test_environments_stepped_in_turn_share_surfaces_safely() -> None:
     """Fast environments of one thread share their render surfaces: stepped in turn (as in a
-    worker of wm.envpool), each still matches its own stock twin exactly, including the
+    worker of data_gen.envpool), each still matches its own stock twin exactly, including the
     zoom-in frames and a domain-randomized one with other colours."""
     register()
     kwargs = [{}, {"domain_randomize": True}, {}]

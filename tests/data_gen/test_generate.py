@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from data_gen import policies, rollout
 from data_gen.generate import GenerateConfig, run
-from tfrecords import schema, writer
+from tfrecords import fileio, schema, writer
 
 from conftest import TINY
 
@@ -60,7 +60,7 @@ def test_round_trip_equals_what_the_env_produced(tiny_rollouts):
             assert stored.rewards[t] == np.float32(r)
             assert stored.terminals[t] == int(term)
         assert len(stored) == TINY["max_steps"] and trunc
-    m = writer.read_json(os.path.join(tiny_rollouts, "manifest.json"))
+    m = fileio.read_json(os.path.join(tiny_rollouts, "manifest.json"))
     assert m["episodes"] == 4 and m["frames"] == 4 * TINY["max_steps"]
     assert [s["episodes"] for s in m["shards"]] == [2, 2]
     assert m["env_id"] == "CarRacingFast-v3" and m["versions"]["tensorflow"] == tf.__version__
@@ -160,7 +160,7 @@ def test_unfinished_foreign_run_is_refused(tmp_path, monkeypatch):
     [
         ("--episodes=0", "--episodes must be positive"),
         ("--episodes_per_shard=-1", "--episodes_per_shard must be positive"),
-        ("--policy=greedy", "unknown --policy 'greedy'"),
+        ("--policy=greedy", "--policy must be one of brownian, random, got 'greedy'"),
         ("--env_id=NoSuchEnv-v9", "unknown environment 'NoSuchEnv-v9'"),
         ("--out_dir=/proc/forbidden/x", "cannot write to /proc/forbidden/x"),
         ("--writer=lz4", "--writer must be one of auto, isal, tf"),

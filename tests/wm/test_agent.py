@@ -3,16 +3,17 @@
 import numpy as np
 import pytest
 
-from wm import train_mdnrnn, train_vae
-from wm.agent import Agent, run_episodes
-from wm.controller import Controller
-from wm.envpool import EnvPool, PoolError, WorkerLost
+from wm.models.loading import load_mdnrnn, load_vae
+from wm.agents.agent import Agent, run_episodes
+from wm.models.controller import Controller
+from helpers import act_reference, crash_worker
+from data_gen.envpool import EnvPool, PoolError, WorkerLost
 
 
 @pytest.fixture(scope="module")
 def agent(tiny_world):
-    v = train_vae.load(tiny_world["vae"])
-    m = train_mdnrnn.load(tiny_world["mdnrnn"])
+    v = load_vae(tiny_world["vae"])
+    m = load_mdnrnn(tiny_world["mdnrnn"])
     return Agent(v, m, Controller(input_dim=32 + m.hidden))
 
 
@@ -23,7 +24,7 @@ def test_batched_inference_equals_per_environment(agent):
     params = rng.normal(size=(n, agent.controller.num_params)).astype(np.float32) * 0.3
     state = (rng.normal(size=(n, agent.hidden)).astype(np.float32) * 0.5, rng.normal(size=(n, agent.hidden)).astype(np.float32))
     a, (h, c), z = agent.act(frames, state, params)
-    a_ref, (h_ref, c_ref) = agent.act_reference(frames, state, params)
+    a_ref, (h_ref, c_ref) = act_reference(agent, frames, state, params)
     np.testing.assert_allclose(a, a_ref, atol=1e-5)
     np.testing.assert_allclose(h, h_ref, atol=1e-5)
     np.testing.assert_allclose(c, c_ref, atol=1e-5)
@@ -41,7 +42,7 @@ def test_run_episodes_is_deterministic_and_survives_a_dead_worker(agent):
         def kill_once(steps, actions, z, slot_jobs):
             calls["n"] += 1
             if calls["n"] == 10:
-                pool.crash_worker(1)
+                crash_worker(pool, 1)
 
         again = run_episodes(pool, agent, params, jobs, max_steps=30, on_step=kill_once, raw_jobs=frozenset(range(5)))
         assert pool.restarts == 1
@@ -53,7 +54,7 @@ def test_run_episodes_is_deterministic_and_survives_a_dead_worker(agent):
 def test_pool_gives_up_after_too_many_failures():
     with EnvPool("CarRacingFast-v3", 2, 1, 10, max_restarts=0) as pool:
         pool.reset({0: 1, 1: 2})
-        pool.crash_worker(0)
+        crash_worker(pool, 0)
         with pytest.raises(PoolError, match="giving up"):
             pool.step({0: np.zeros(3), 1: np.zeros(3)})
 
@@ -75,7 +76,7 @@ def test_pool_replies_reach_their_requests_in_any_order():
         np.testing.assert_array_equal(r2[3].frame, in_order[1])
         assert set(pool.recv(t0)) == {0}
         assert not np.array_equal(in_order[0], in_order[1])  # a swap would show
-        pool.crash_worker(1)
+        crash_worker(pool, 1)
         with pytest.raises(WorkerLost):
             pool.recv(pool.send({1: a}))
         assert pool.restarts == 1
@@ -84,7 +85,7 @@ def test_pool_replies_reach_their_requests_in_any_order():
 
 @pytest.mark.parametrize("n, workers, groups", [(32, 2, 2), (16, 2, 4), (3, 2, 2), (5, 3, 2), (1, 2, 2), (7, 1, 3)])
 def test_slot_groups_partition_the_slots_and_span_the_workers(n, workers, groups):
-    from wm.agent import _groups
+    from wm.agents.agent import _groups
 
     got = _groups(n, workers, groups)
     assert sorted(s for g in got for s in g) == list(range(n))  # every slot exactly once

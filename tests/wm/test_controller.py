@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from wm.controller import Controller, squash
+from wm.models.controller import Controller, squash
 
 
 def test_parameter_counts():

@@ -6,8 +6,9 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from wm import dream, train_mdnrnn, train_vae
-from wm.cli import UsageError
+from wm import dream
+from tfrecords.cli import UsageError
+from wm.models.loading import load_mdnrnn, load_vae
 
 
 def test_dream_gif(tiny_world, tmp_path):
@@ -22,7 +23,7 @@ def test_dream_gif(tiny_world, tmp_path):
 
 
 def test_context_frames_are_reconstructions_then_dreams(tiny_world):
-    v, m = train_vae.load(tiny_world["vae"]), train_mdnrnn.load(tiny_world["mdnrnn"])
+    v, m = load_vae(tiny_world["vae"]), load_mdnrnn(tiny_world["mdnrnn"])
     ep = dream.real_episode(tiny_world["rollouts"], 0)
     a = dream.dream(v, m, ep["frames"], ep["actions"], context=4, steps=8, temperature=1.0, seed=0)
     b = dream.dream(v, m, ep["frames"], ep["actions"], context=4, steps=8, temperature=1.0, seed=1)
@@ -32,7 +33,7 @@ def test_context_frames_are_reconstructions_then_dreams(tiny_world):
     assert not np.allclose(a[4:], b[4:])  # other seed, other dream
 
 
-@pytest.mark.parametrize("kw,msg", [({"out": "x.png"}, "must end in .gif or .mp4"), ({"temperature": -1.0}, "temperature"), ({"actions": "left"}, "real or random")])
+@pytest.mark.parametrize("kw,msg", [({"out": "x.png"}, "must end in .gif or .mp4"), ({"temperature": -1.0}, "temperature"), ({"actions": "left"}, "must be one of real, random")])
 def test_bad_flags(tiny_world, kw, msg):
     cfg = dict(vae=tiny_world["vae"], mdnrnn=tiny_world["mdnrnn"], out="x.gif")
     cfg.update(kw)

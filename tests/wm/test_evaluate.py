@@ -8,7 +8,7 @@ import pytest
 
 from wm import evaluate as ev
 from wm import train_controller as tc
-from wm.cli import UsageError
+from tfrecords.cli import UsageError
 
 
 @pytest.fixture(scope="module")

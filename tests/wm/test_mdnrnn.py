@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wm import mdnrnn
-from wm.mdnrnn import MDNRNN, Mixture
+from wm.models import mdnrnn
+from wm.models.mdnrnn import MDNRNN, Mixture
 
 
 def np_log_prob(logits, mu, log_std, z):

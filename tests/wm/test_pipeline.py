@@ -10,7 +10,7 @@ import time
 import pytest
 
 from wm import pipeline
-from wm.cli import UsageError
+from tfrecords.cli import UsageError
 
 
 def _status(workdir):

@@ -1,4 +1,4 @@
-"""wm.ppo: GAE, clipped objective and squashed-Gaussian log-probs against float64 NumPy; a bandit
+"""wm.agents.ppo: GAE, clipped objective and squashed-Gaussian log-probs against float64 NumPy; a bandit
 that PPO must solve; the policy's batched step; rollouts that drop episodes of a lost worker."""
 
 import math
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wm import ppo
-from wm.envpool import Step, WorkerLost
+from wm.agents import ppo
+from helpers import crash_worker
+from data_gen.envpool import Step, WorkerLost
 
 
 # ---------------------------------------------------------------- references
@@ -139,7 +140,7 @@ def test_ppo_update_solves_a_one_step_bandit():
 
 
 def test_policy_step_is_v_then_actor_then_m(tiny_world):
-    from wm.train_controller import load_agent
+    from wm.agents.loading import load_agent
 
     agent = load_agent(tiny_world["vae"], tiny_world["mdnrnn"], "linear")
     model = ppo.ActorCritic(agent.z_size + agent.hidden)
@@ -230,13 +231,13 @@ def test_rollout_drops_the_partial_episode_of_a_lost_worker_and_tracks_episodes(
 
 
 def test_rollout_survives_a_real_worker_crash():
-    from wm.envpool import EnvPool
+    from data_gen.envpool import EnvPool
 
     with EnvPool("CarRacingFast-v3", 4, 2, 50) as pool:
         col = ppo.RolloutCollector(pool, _FakePolicy(), max_steps=50, seed_of=lambda k: 7 + k, gamma=0.99, lam=0.95)
         first = col.collect(3)
         assert first.dropped_steps == 0 and len(first.batch["adv"]) == 12
-        pool.crash_worker(1)  # slots 1 and 3: the failed step is dropped (earlier ones were trained on), new tracks start
+        crash_worker(pool, 1)  # slots 1 and 3: the failed step is dropped (earlier ones were trained on), new tracks start
         ro = col.collect(3)
         assert col.lost_workers == 1 and ro.dropped_steps == 2 and len(ro.batch["adv"]) == 10
         assert np.isfinite(ro.batch["adv"]).all() and col.len.tolist() == [6, 2, 6, 2]
@@ -245,7 +246,7 @@ def test_rollout_survives_a_real_worker_crash():
 def test_checkpoint_restores_every_weight(tmp_path):
     import tensorflow as tf
 
-    from wm.ppo import ActorCritic
+    from wm.agents.ppo import ActorCritic
 
     a = ActorCritic(40)
     for v in a.weights:

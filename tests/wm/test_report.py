@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wm import report
-from wm.cli import UsageError
+from tfrecords.cli import UsageError
 
 COMMAND = "python -m wm.train_vae --data=W/rollouts --workdir=W/vae --batch_size=8 --steps=4"
 

@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from wm import agent as agent_lib
+from wm.agents import agent as agent_lib
 from wm import train_controller as tc
-from wm.cli import UsageError
+from tfrecords.cli import UsageError
+from wm.agents.loading import track_seeds
 
 
 def _cfg(world, workdir, **kw):
@@ -64,11 +65,11 @@ def test_clear_errors(tiny_world, tmp_path):
 
 
 def test_track_seed_streams_are_disjoint():
-    a = tc.track_seeds(0, 1, 50)
-    b = tc.track_seeds(0, 2, 50)
-    c = tc.track_seeds(0, 3, 50)
+    a = track_seeds(0, 1, 50)
+    b = track_seeds(0, 2, 50)
+    c = track_seeds(0, 3, 50)
     assert len(set(a) | set(b) | set(c)) == 150
-    assert tc.track_seeds(0, 1, 5, offset=5) == a[5:10]
+    assert track_seeds(0, 1, 5, offset=5) == a[5:10]
 
 
 def test_kill_9_mid_run_then_rerun_continues(tiny_world, tmp_path):

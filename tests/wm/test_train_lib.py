@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wm import distribute, train_lib, vae
+from wm.core import distribute
+from wm.training import supervised as train_lib
+from wm.models import vae
 
 GLOBAL_BATCH = 8
 
@@ -93,7 +95,7 @@ def test_inference_threads_one_only_when_workers_fill_a_cpu_only_machine():
 def test_set_inference_threads_before_and_after_tensorflow_starts():
     code = (
         "import tensorflow as tf\n"
-        "from wm import distribute\n"
+        "from wm.core import distribute\n"
         "print(distribute.set_inference_threads(2, 1), tf.config.threading.get_intra_op_parallelism_threads())\n"
         "tf.constant(1.0) + 1.0\n"
         "print(distribute.set_inference_threads(2, 3), tf.config.threading.get_intra_op_parallelism_threads())\n"

@@ -8,9 +8,12 @@ import pytest
 import tensorflow as tf
 
 from tfrecords import schema, writer
-from wm import distribute, mdnrnn, train_lib
-from wm.cli import UsageError
-from wm.train_mdnrnn import TrainMdnrnnConfig, load, make_loss_fn, resolve_device_choices, run
+from wm.core import distribute
+from wm.models import mdnrnn
+from wm.training import supervised as train_lib
+from tfrecords.cli import UsageError
+from wm.models.loading import load_mdnrnn as load
+from wm.train_mdnrnn import TrainMdnrnnConfig, make_loss_fn, resolve_device_choices, run
 
 
 def _series(out_dir, episodes=6, steps=30, per_shard=2, seed=0):

@@ -10,7 +10,8 @@ import pytest
 
 from wm import evaluate as ev
 from wm import train_ppo as tp
-from wm.cli import UsageError
+from tfrecords.cli import UsageError
+from wm.agents.loading import load_policy
 
 
 def _cfg(world, workdir, **kw):
@@ -70,7 +71,7 @@ def test_evaluate_plays_the_ppo_agent_deterministically(ppo_dir, tmp_path):
     b = ev.run(ev.EvaluateConfig(agent=ppo_dir, episodes=2, seed=3, max_steps=12, workers=1, envs=1, progress=False, out=str(tmp_path / "b.csv")))
     assert a["episodes"] == 2 and a["env_steps"] == 24
     assert a["mean"] == pytest.approx(b["mean"], abs=1e-4)  # deterministic policy: same tracks, same returns
-    policy, params, config = ev.load_policy(ppo_dir)
+    policy, params, config = load_policy(ppo_dir)
     assert config["algorithm"] == "ppo" and params.shape == (1, policy.controller.num_params)
 
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 import tfrecords
-from wm import encode, train_lib, train_vae
-from wm.cli import UsageError
+from wm import encode, train_vae
+from wm.training import supervised as train_lib
+from tfrecords.cli import UsageError
+from wm.models.loading import load_vae
 
 
 def _cfg(data, workdir, **kw):
@@ -101,10 +103,10 @@ def test_ctrl_c_saves_the_steps_since_the_last_checkpoint(tiny_rollouts, tmp_pat
     monkeypatch.setattr(train_lib.MetricsLog, "write", write)
     assert "interrupted; saved a checkpoint at step 15" in capsys.readouterr().err
     assert train_lib.latest_checkpoint(str(tmp_path)).endswith("ckpt-15")
-    saved = train_vae.load(str(tmp_path)).get_weights()
+    saved = load_vae(str(tmp_path)).get_weights()
     result = train_vae.run(_cfg(tiny_rollouts, tmp_path, eval_shards=0, checkpoint_every=10, log_every=5, steps=15))
     assert result["step"] == 15 and "already at step 15" in capsys.readouterr().err  # nothing left to redo
-    for a, b in zip(saved, train_vae.load(str(tmp_path)).get_weights()):
+    for a, b in zip(saved, load_vae(str(tmp_path)).get_weights()):
         np.testing.assert_array_equal(a, b)
     result = train_vae.run(_cfg(tiny_rollouts, tmp_path, eval_shards=0, checkpoint_every=10, log_every=5))
     assert "resuming from step 15" in capsys.readouterr().err and result["step"] == 20
@@ -160,8 +162,8 @@ def test_encode_needs_a_vae_workdir(tiny_rollouts, tmp_path):
 
 def test_bfloat16_inference_model_encodes_exactly_as_mixed_bfloat16(trained):
     frames = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
-    pure, mixed = train_vae.load(trained, "bfloat16"), train_vae.load(trained, "mixed_bfloat16")
-    full = train_vae.load(trained)
+    pure, mixed = load_vae(trained, "bfloat16"), load_vae(trained, "mixed_bfloat16")
+    full = load_vae(trained)
     assert {w.dtype for w in pure.encoder.get_layer("conv1").weights} == {"bfloat16"}
     for a, b in zip(pure.encode(frames), mixed.encode(frames)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())  # the same rounding, done once at load

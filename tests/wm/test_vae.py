@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wm import vae
+from wm.models import vae
 
 
 def _conv(x, w, b, stride):

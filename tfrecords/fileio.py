@@ -1,11 +1,11 @@
-"""File access for workdirs on local disk or any ``tf.io.gfile`` filesystem (``gs://``, ``ram://``, ...).
+"""File access on local disk or any ``tf.io.gfile`` filesystem (``gs://``, ``ram://``, ...).
 
-The shared helpers the stages use instead of ``open``/``os.replace``/``os.makedirs``: atomic writes
-(a temporary object, then ``tf.io.gfile.rename(..., overwrite=True)``; on GCS a rename is a copy and
-a delete, so a reader sees the old or the new object, never half of one), reads that return None for
-a missing file, appends, and copying a locally written file (a video) to its destination.
-(The dataset layer keeps its own ``tfrecords.writer.write_json_atomic``: ``tfrecords`` does not
-depend on ``wm``.)
+The one set of helpers every layer uses instead of ``open``/``os.replace``/``os.path.join``:
+path joins that keep URLs intact, atomic writes (a temporary object, then a rename over the
+target; on GCS a rename is a copy and a delete, so a reader sees the old or the new object, never
+half of one), reads that return None for a missing file, appends, and copying a locally written
+file (a video) to its destination. ``wm.core.workdir`` builds the run-directory conventions
+(config.json, metrics.jsonl, checkpoints) on top of these. TensorFlow is imported on first use.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import tempfile
 import uuid
 from typing import Any
 
+from tfrecords.errors import UsageError
+
 
 def _gfile():
     import tensorflow as tf
@@ -24,9 +26,21 @@ def _gfile():
     return tf.io.gfile
 
 
+def gfile():
+    """``tf.io.gfile`` (imports TensorFlow on first use), for listing and stat."""
+    return _gfile()
+
+
 def is_url(path: str) -> bool:
     """True for ``scheme://...`` paths (gs://, ram://, ...), which must not go through os.path.abspath."""
     return "://" in str(path)
+
+
+def join(*parts: str) -> str:
+    """``os.path.join`` for local paths; ``/``-joined for URLs of any scheme."""
+    if is_url(parts[0]):
+        return "/".join([parts[0].rstrip("/"), *(p.strip("/") for p in parts[1:])])
+    return os.path.join(*parts)
 
 
 def abspath(path: str) -> str:
@@ -40,10 +54,12 @@ def dirname(path: str) -> str:
 
 
 def makedirs(path: str) -> None:
+    """Creates ``path`` and its parents (no error if it exists)."""
     _gfile().makedirs(path)
 
 
 def exists(path: str) -> bool:
+    """True if ``path`` exists (file or directory)."""
     return _gfile().exists(path)
 
 
@@ -70,6 +86,8 @@ def read_json(path: str) -> Any:
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Writes ``data`` under a temporary name next to ``path``, then renames it over ``path``
     (local files are also fsynced first)."""
+    if _gfile().isdir(path):
+        raise UsageError(f"{path} is a directory; give a file name")
     tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     if not is_url(path):
         try:
@@ -93,7 +111,13 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
 
 def write_text_atomic(path: str, text: str) -> None:
+    """Writes ``text`` (UTF-8) atomically."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes ``obj`` as indented, key-sorted JSON atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def append_text(path: str, text: str) -> None:

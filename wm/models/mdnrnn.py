@@ -23,8 +23,10 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
+from tfrecords.schema import ACTION_DIM
+
 Z_SIZE = 32
-ACTION_SIZE = 3
+ACTION_SIZE = ACTION_DIM
 HIDDEN = 256
 MIXTURES = 5
 LOG_STD_MIN = -7.0

@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from tfrecords.errors import OneLineError
 
-class PoolError(RuntimeError):
+
+class PoolError(OneLineError, RuntimeError):
     """The pool cannot go on (too many worker failures)."""
 
 
@@ -69,8 +71,6 @@ def _worker(conn, env_id: str, max_steps: int, n_slots: int) -> None:
             if cmd == "close":
                 break
             out = []
-            if cmd == "crash":  # for tests: die like a segfault would
-                os._exit(1)
             for i, op, arg, want_raw in payload:  # cmd == "run": resets and steps, in order
                 if op == "reset":
                     if envs[i] is None:
@@ -246,10 +246,6 @@ class EnvPool:
     def step(self, actions: dict[int, np.ndarray], raw: frozenset[int] = frozenset()) -> dict[int, Step]:
         """Steps the given slots with their actions."""
         return self.recv(self.send(actions, None, raw))
-
-    def crash_worker(self, w: int) -> None:
-        """Makes worker ``w`` exit abruptly (for tests of failure handling)."""
-        self._conns[w].send(("crash", None))
 
     def close(self) -> None:
         """Asks every worker to stop, then ends those that do not within 5 s."""

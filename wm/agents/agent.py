@@ -6,7 +6,7 @@ this is ONE compiled call on N-row batches, each row with its own controller par
 (a batched matmul), never one model call per environment.
 
 :func:`run_episodes` schedules episode jobs (parameter row, environment seed) over the slots
-of an :class:`~wm.envpool.EnvPool`: whenever a slot's episode ends, the next job starts there.
+of an :class:`~data_gen.envpool.EnvPool`: whenever a slot's episode ends, the next job starts there.
 Jobs of a worker that dies are rerun from their start on the fresh worker.
 """
 
@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from wm.controller import ACTION_DIM, Controller
-from wm.envpool import EnvPool, WorkerLost
+from wm.models.controller import ACTION_DIM, Controller
+from data_gen.envpool import EnvPool, WorkerLost
 
 
 @dataclasses.dataclass
@@ -63,8 +63,8 @@ class Agent:
     """V + M + C with batched inference.
 
     Args:
-      vae: a ``wm.vae.ConvVAE`` (float32).
-      mdnrnn: a ``wm.mdnrnn.MDNRNN`` (float32).
+      vae: a ``wm.models.vae.ConvVAE`` (float32).
+      mdnrnn: a ``wm.models.mdnrnn.MDNRNN`` (float32).
       controller: the controller's shape; ``input_dim`` is z (z only) or z + h.
     """
 
@@ -128,22 +128,6 @@ class Agent:
             tf.constant(params, tf.float32),
         )
         return a.numpy(), (h.numpy(), c.numpy()), z.numpy()
-
-    def act_reference(self, frames, state, params):
-        """The same step one environment at a time with NumPy control (for tests only)."""
-        import tensorflow as tf
-
-        out_a, out_h, out_c = [], [], []
-        for i in range(len(frames)):
-            z, _ = self.vae.encode(tf.constant(frames[i : i + 1]))
-            z = z.numpy()
-            feats = np.concatenate([z, state[0][i : i + 1]], -1) if self.use_h else z
-            a = self.controller.act(params[i : i + 1], feats)
-            h, (h, c) = self.mdnrnn.cell(z, a, (state[0][i : i + 1], state[1][i : i + 1]))
-            out_a.append(a[0])
-            out_h.append(h.numpy()[0])
-            out_c.append(c.numpy()[0])
-        return np.stack(out_a), (np.stack(out_h), np.stack(out_c))
 
 
 def _groups(num_envs: int, workers: int, groups: int) -> list[list[int]]:

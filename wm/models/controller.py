@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-ACTION_DIM = 3
+from tfrecords.schema import ACTION_DIM
 
 
 @dataclasses.dataclass(frozen=True)

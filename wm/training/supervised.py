@@ -2,7 +2,9 @@
 
 A model-specific binary describes its job as a :class:`Task` (how to build the model, the
 per-example loss terms, the input pipelines, optional summaries) and calls :func:`run` with a
-:class:`wm.distribute.Setup` and a :class:`LoopConfig`. This module owns the rest:
+:class:`wm.core.distribute.Setup` and a :class:`LoopConfig`. This module owns the rest (the
+logging, triggers and stop handling through the skeleton in :mod:`wm.training.loop`, shared with
+CMA-ES and PPO; the workdir files through :mod:`wm.core.workdir`):
 
 * variables, optimizer slots and the step counter are created under ``strategy.scope()``;
   the optimizer is built explicitly before the first ``strategy.run``;
@@ -31,25 +33,36 @@ Library code stays eager-debuggable: nothing here is compiled until :class:`Trai
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
-import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-from wm.cli import UsageError
-from wm.distribute import Setup
+from tfrecords import fileio
+from tfrecords.cli import option
+from tfrecords.errors import UsageError
+from wm.core import distribute
+from wm.core.distribute import Setup
+from wm.core.workdir import (  # noqa: F401  (re-exported: the V/M workdir API)
+    CHECKPOINT_DIR,
+    CONFIG_NAME,
+    METRICS_NAME,
+    MetricsLog,
+    latest_checkpoint,
+    read_config,
+    read_metrics,
+    restore_model,
+    write_config,
+)
+from wm.core import workdir as workdir_lib
+from wm.training.loop import RunLog, due, stopping
 
 LossFn = Callable[[keras.Model, Any, bool], Mapping[str, tf.Tensor]]
 DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
-
-CONFIG_NAME = "config.json"
-METRICS_NAME = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
 
 
 class DivergedError(UsageError):
@@ -105,6 +118,35 @@ class LoopConfig:
     progress: bool = True
 
 
+@dataclasses.dataclass
+class TrainFlags:
+    """The settings (and flags) ``python -m wm.train_vae`` and ``wm.train_mdnrnn`` share."""
+
+    workdir: str = option(help="Run directory (config, checkpoints, TensorBoard, metrics.jsonl).", required=True)
+    strategy: str = option("default", help="Distribution strategy.", choices=distribute.STRATEGIES)
+    tpu: str = option("", help="TPU name or address for --strategy=tpu.")
+    batch_size: int = option(100, help="Global batch size.", min=1)
+    learning_rate: float = option(1e-4, help="Adam learning rate.", above=0)
+    steps: int = option(0, help="Total training steps (overrides --epochs; rerun with more to continue).", min=0)
+    epochs: int = option(10, help="Epochs over the training shards, if --steps is 0.", min=0)
+    mixed_precision: str = option("auto", help="auto: float16 on GPU, bfloat16 on TPU, off on CPU.", choices=distribute.PRECISIONS)
+    jit_compile: str = option("auto", help="XLA; auto: on for GPU/TPU, off on CPU.", choices=distribute.JIT_MODES)
+    steps_per_loop: int = option(10, help="Steps per compiled call.", min=1)
+    profile_steps: str = option("", help="Profile steps FIRST,LAST (e.g. 10,15) into TensorBoard.")
+    eval_shards: int = option(1, help="Last shards held out for the per-epoch eval loss (0: none).", min=0)
+    log_every: int = option(100, help="Log metrics every N steps.", min=1)
+    checkpoint_every: int = option(1000, help="Checkpoint every N steps.", min=1)
+    seed: int | None = option(None, help="Seed for initialization, sampling and shuffling (default: random).")
+    progress: bool = option(True, help="Show a progress bar.")
+
+
+def check_train_flags(cfg: TrainFlags) -> None:
+    """The cross-field checks V and M share (after ``tfrecords.cli.check``)."""
+    if not cfg.steps and not cfg.epochs:
+        raise UsageError("set --steps or --epochs")
+    parse_profile_steps(cfg.profile_steps)
+
+
 def parse_profile_steps(text: str | None) -> tuple[int, int] | None:
     """``"10,15"`` -> ``(10, 15)``; empty -> None. Raises UsageError on bad input."""
     if not text:
@@ -133,82 +175,10 @@ def validate_loop(cfg: LoopConfig) -> None:
         raise UsageError(f"clip_norm must be positive, got {cfg.clip_norm}")
 
 
-# ---------------------------------------------------------------- workdir files
-
-
-def _join(*parts: str) -> str:
-    return "/".join([parts[0].rstrip("/"), *parts[1:]]) if "://" in parts[0] else os.path.join(*parts)
-
-
-def read_config(workdir: str) -> dict | None:
-    """The workdir's ``config.json``, or None if there is none."""
-    path = _join(workdir, CONFIG_NAME)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
-def latest_checkpoint(workdir: str) -> str | None:
-    """The newest checkpoint prefix in ``WORKDIR/checkpoints``, or None."""
-    return tf.train.latest_checkpoint(_join(workdir, CHECKPOINT_DIR))
-
-
 def check_workdir(workdir: str, name: str, arch: dict) -> None:
     """Refuses a workdir made for another model type or another architecture (UsageError)."""
-    old = read_config(workdir)
-    if old is None:
-        if latest_checkpoint(workdir):
-            raise UsageError(f"{workdir} holds checkpoints but no {CONFIG_NAME}; choose another --workdir")
-        return
-    if old.get("model") != name:
-        raise UsageError(f"{workdir} holds a {old.get('model')!r} run, not {name!r}; choose another --workdir")
-    old_arch = json.loads(json.dumps(old.get("arch")))
-    new_arch = json.loads(json.dumps(arch))
-    if old_arch != new_arch:
-        diff = ", ".join(f"{k}: {old_arch.get(k)!r} there, {new_arch.get(k)!r} now" for k in sorted(set(old_arch) | set(new_arch)) if old_arch.get(k) != new_arch.get(k))
-        raise UsageError(f"{workdir} holds a {name} run with another architecture ({diff}); choose another --workdir")
-
-
-def write_config(workdir: str, config: dict) -> None:
-    """Writes ``config.json`` atomically."""
-    tf.io.gfile.makedirs(workdir)
-    path = _join(workdir, CONFIG_NAME)
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-class MetricsLog:
-    """``WORKDIR/metrics.jsonl``: one JSON object per logged step (train and eval entries)."""
-
-    def __init__(self, workdir: str):
-        self.path = _join(workdir, METRICS_NAME)
-
-    def truncate_after(self, step: int) -> None:
-        """Drops entries past ``step`` (left by a run killed after its last checkpoint)."""
-        if not tf.io.gfile.exists(self.path):
-            return
-        with tf.io.gfile.GFile(self.path) as f:
-            lines = [ln for ln in f.read().splitlines() if ln.strip()]
-        keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
-        if len(keep) != len(lines):
-            with tf.io.gfile.GFile(self.path, "w") as f:
-                f.write("".join(ln + "\n" for ln in keep))
-
-    def write(self, entry: dict) -> None:
-        with tf.io.gfile.GFile(self.path, "a") as f:
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
-
-
-def read_metrics(workdir: str) -> list[dict]:
-    """All entries of ``WORKDIR/metrics.jsonl`` (for tests and plots)."""
-    path = _join(workdir, METRICS_NAME)
-    if not tf.io.gfile.exists(path):
-        return []
-    with tf.io.gfile.GFile(path) as f:
-        return [json.loads(ln) for ln in f.read().splitlines() if ln.strip()]
+    workdir_lib.guard(workdir, {"model": name}, {"arch": arch}, name, has_state=bool(latest_checkpoint(workdir)),
+                      per_key="arch", not_what=repr(name))
 
 
 # ---------------------------------------------------------------- model, optimizer, update step
@@ -359,8 +329,8 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
     # ---- model, optimizer, checkpoint; resume
     trainer = Trainer(task, setup, cfg)
     ckpt = tf.train.Checkpoint(step=trainer.step, model=trainer.model, optimizer=trainer.optimizer)
-    ckpt_dir = _join(workdir, CHECKPOINT_DIR) if chief else _join(workdir, "tmp", f"worker_{setup.strategy.cluster_resolver.task_id}")
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=cfg.keep_checkpoints)
+    worker_dir = None if chief else fileio.join(workdir, "tmp", f"worker_{setup.strategy.cluster_resolver.task_id}")
+    manager = tf.train.CheckpointManager(ckpt, worker_dir or workdir_lib.checkpoint_dir(workdir), max_to_keep=cfg.keep_checkpoints)
     if manager.latest_checkpoint:
         try:
             ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -374,9 +344,6 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
         return result
     if start:
         print(f"{task.name}: resuming from step {start}", file=sys.stderr)
-    metrics = MetricsLog(workdir)
-    if chief:
-        metrics.truncate_after(start)
 
     # ---- input
     train_ds = setup.strategy.distribute_datasets_from_function(task.train_data)
@@ -384,12 +351,9 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
     eval_ds = setup.strategy.distribute_datasets_from_function(task.eval_data) if task.eval_data else None
 
     # ---- summaries, progress
-    tb = _join(workdir, "tensorboard")
-    train_writer = tf.summary.create_file_writer(_join(tb, "train")) if chief else tf.summary.create_noop_writer()
-    eval_writer = tf.summary.create_file_writer(_join(tb, "eval")) if chief else tf.summary.create_noop_writer()
-    from tqdm import tqdm
-
-    bar = tqdm(total=cfg.steps * cfg.batch_size, initial=start * cfg.batch_size, unit="item", unit_scale=True, desc=task.name, disable=not (cfg.progress and chief), file=sys.stderr)
+    log = RunLog(task.name, workdir, total=cfg.steps * cfg.batch_size, initial=start * cfg.batch_size, unit="item",
+                 unit_scale=True, splits=("train", "eval"), chief=chief, progress=cfg.progress)
+    log.keep_only(lambda e: e.get("step", 0) <= start)
     profile = cfg.profile_steps
     marks = [profile[0] - 1, profile[1]] if profile else []
     profiling = False
@@ -398,121 +362,53 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
         if eval_ds is not None:
             terms = trainer.evaluate(eval_ds, cfg.eval_batches)
             if not terms:
-                bar.write(f"{task.name} step {step}: the held-out split gave no full batch; no eval loss")
-            if terms:
+                log.say(f"{task.name} step {step}: the held-out split gave no full batch; no eval loss")
+            else:
                 result["eval"] = terms
-                if chief:
-                    metrics.write({"step": step, "split": "eval", **terms})
-                    with eval_writer.as_default(step=step):
-                        for k, v in terms.items():
-                            tf.summary.scalar(k, v)
-                bar.write(f"{task.name} step {step}: eval " + " ".join(f"{k}={v:.4g}" for k, v in terms.items()))
+                log.record({"step": step, "split": "eval", **terms}, step=step, scalars=terms, split="eval")
+                log.say(f"{task.name} step {step}: eval " + " ".join(f"{k}={v:.4g}" for k, v in terms.items()))
         if task.summary_fn is not None and chief:
-            with train_writer.as_default(step=step):
+            with log.writer("train").as_default(step=step):
                 task.summary_fn(trainer.model, step)
-            train_writer.flush()
+            log.writer("train").flush()
 
     # ---- loop
     step = start
-    last_log_time, last_log_step = time.perf_counter(), start
     try:
-        while step < cfg.steps:
-            if profile and step == profile[0] - 1 and not profiling:
-                tf.profiler.experimental.start(_join(tb, "train"))
-                profiling = True
-            n = _next_boundary(step, cfg, [cfg.log_every, cfg.checkpoint_every, cfg.eval_every], marks) - step
-            terms = {k: float(v) for k, v in trainer.train_steps(iterator, tf.constant(n, tf.int64)).items()}
-            step += n
-            if not math.isfinite(terms["loss"]):
-                last = manager.latest_checkpoint
-                kept = f"the last checkpoint ({os.path.basename(last)}) is kept" if last else "no checkpoint was saved"
-                raise DivergedError(f"loss is {terms['loss']} at step {step}: training diverged; stopped without saving, {kept}; try a lower --learning_rate")
-            trainer.step.assign(step)
-            bar.update(n * cfg.batch_size)
-            if profiling and step >= profile[1]:
-                tf.profiler.experimental.stop()
-                profiling = False
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                now = time.perf_counter()
-                rate = (step - last_log_step) * cfg.batch_size / max(now - last_log_time, 1e-9)
-                last_log_time, last_log_step = now, step
-                result["train"] = terms
-                bar.set_postfix_str(f"loss={terms['loss']:.4g}")
-                if chief:
-                    metrics.write({"step": step, "split": "train", "items_per_sec": rate, **terms})
-                    with train_writer.as_default(step=step):
-                        for k, v in terms.items():
-                            tf.summary.scalar(k, v)
-                        tf.summary.scalar("items_per_sec", rate)
-            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
-                do_eval(step)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                manager.save(checkpoint_number=step)
+        with stopping(lambda: _save_on_interrupt(task.name, setup, trainer, manager, step, start)):
+            while step < cfg.steps:
+                if profile and step == profile[0] - 1 and not profiling:
+                    tf.profiler.experimental.start(fileio.join(workdir, "tensorboard", "train"))
+                    profiling = True
+                n = _next_boundary(step, cfg, [cfg.log_every, cfg.checkpoint_every, cfg.eval_every], marks) - step
+                terms = {k: float(v) for k, v in trainer.train_steps(iterator, tf.constant(n, tf.int64)).items()}
+                step += n
+                if not math.isfinite(terms["loss"]):
+                    last = manager.latest_checkpoint
+                    kept = f"the last checkpoint ({os.path.basename(last)}) is kept" if last else "no checkpoint was saved"
+                    raise DivergedError(f"loss is {terms['loss']} at step {step}: training diverged; stopped without saving, "
+                                        f"{kept}; try a lower --learning_rate")
+                trainer.step.assign(step)
+                log.advance(n * cfg.batch_size)
+                if profiling and step >= profile[1]:
+                    tf.profiler.experimental.stop()
+                    profiling = False
+                finished = step == cfg.steps
+                if due(step, cfg.log_every, finished):
+                    rate = log.rate(step * cfg.batch_size)
+                    result["train"] = terms
+                    log.advance(0, f"loss={terms['loss']:.4g}")
+                    log.record({"step": step, "split": "train", "items_per_sec": rate, **terms}, step=step,
+                               scalars={**terms, "items_per_sec": rate}, split="train")
+                if due(step, cfg.eval_every) or finished:
+                    do_eval(step)
+                if due(step, cfg.checkpoint_every, finished):
+                    manager.save(checkpoint_number=step)
         result["step"] = step
         return result
-    except KeyboardInterrupt:
-        _save_on_interrupt(task.name, setup, trainer, manager, step, start)
-        raise
     finally:
         if profiling:
             tf.profiler.experimental.stop()
-        bar.close()
-        train_writer.close()
-        eval_writer.close()
-        if not chief:
-            tf.io.gfile.rmtree(ckpt_dir) if tf.io.gfile.exists(ckpt_dir) else None
-
-
-def restore_model(workdir: str, model: keras.Model) -> int:
-    """Loads the model weights of the newest checkpoint in ``workdir``; returns its step.
-
-    Raises UsageError if there is no checkpoint.
-    """
-    path = latest_checkpoint(workdir)
-    if not path:
-        raise UsageError(f"{workdir} has no checkpoint in {CHECKPOINT_DIR}/; train first")
-    step = tf.Variable(0, dtype=tf.int64)
-    tf.train.Checkpoint(step=step, model=model).restore(path).expect_partial().assert_existing_objects_matched()
-    return int(step.numpy())
-
-
-# ---------------------------------------------------------------- flags shared by the training binaries
-
-
-def define_common_flags(defaults: Any, jit_help: str) -> None:
-    """Defines the absl flags train_vae and train_mdnrnn share, with defaults from their config.
-
-    Call it from a binary's ``define_flags`` (only under ``__main__``).
-    """
-    from absl import flags
-
-    from wm import distribute
-
-    d = defaults
-    flags.DEFINE_string("workdir", None, "Run directory (config, checkpoints, TensorBoard, metrics.jsonl).")
-    flags.DEFINE_enum("strategy", d.strategy, list(distribute.STRATEGIES), "Distribution strategy.")
-    flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
-    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.")
-    flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate.")
-    flags.DEFINE_integer("steps", 0, "Total training steps (overrides --epochs; rerun with more to continue).")
-    flags.DEFINE_integer("epochs", d.epochs, "Epochs over the training shards, if --steps is 0.")
-    flags.DEFINE_enum("mixed_precision", d.mixed_precision, list(distribute.PRECISIONS), "auto: float16 on GPU, bfloat16 on TPU, off on CPU.")
-    flags.DEFINE_enum("jit_compile", d.jit_compile, list(distribute.JIT_MODES), jit_help)
-    flags.DEFINE_integer("steps_per_loop", d.steps_per_loop, "Steps per compiled call.")
-    flags.DEFINE_string("profile_steps", "", "Profile steps FIRST,LAST (e.g. 10,15) into TensorBoard.")
-    flags.DEFINE_integer("eval_shards", d.eval_shards, "Last shards held out for the per-epoch eval loss (0: none).")
-    flags.DEFINE_integer("log_every", d.log_every, "Log metrics every N steps.")
-    flags.DEFINE_integer("checkpoint_every", d.checkpoint_every, "Checkpoint every N steps.")
-    flags.DEFINE_integer("seed", None, "Seed for initialization, sampling and shuffling (default: random).")
-    flags.DEFINE_bool("progress", True, "Show a progress bar.")
-
-
-def config_from_flags(config_cls: type, required: tuple[str, ...]) -> Any:
-    """Builds a binary's config dataclass from the parsed absl flags (unset required strings -> "")."""
-    from absl import flags
-
-    values = {f.name: getattr(flags.FLAGS, f.name) for f in dataclasses.fields(config_cls) if f.name in flags.FLAGS}
-    for name in required:
-        values[name] = values.get(name) or ""
-    return config_cls(**values)
-
+        log.close()
+        if worker_dir is not None and tf.io.gfile.exists(worker_dir):
+            tf.io.gfile.rmtree(worker_dir)

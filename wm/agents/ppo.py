@@ -26,11 +26,11 @@ The pieces ``python -m wm.train_ppo`` puts together, each usable (and tested) on
   advantages normalized over the whole batch, gradients clipped by global norm separately for
   actor and critic), one compiled ``tf.function`` per minibatch.
 * :class:`PPOPolicy`: V + M + the actor-critic as ONE compiled call per environment step for
-  all environments, through :class:`wm.agent.Agent`'s ``encode`` and ``advance``. It also has
+  all environments, through :class:`wm.agents.agent.Agent`'s ``encode`` and ``advance``. It also has
   ``Agent``'s ``act`` / ``initial_state`` / ``vae`` / ``controller.num_params`` surface (``act``
-  plays the deterministic policy, the squashed mean), so :func:`wm.agent.run_episodes` and
+  plays the deterministic policy, the squashed mean), so :func:`wm.agents.agent.run_episodes` and
   ``wm.evaluate`` run it exactly like a CMA-ES controller.
-* :class:`RolloutCollector`: steps an :class:`~wm.envpool.EnvPool` for ``rollout_len`` steps
+* :class:`RolloutCollector`: steps an :class:`~data_gen.envpool.EnvPool` for ``rollout_len`` steps
   with M's state carried per environment (zeroed at episode start), resets finished
   environments at once, and drops the partial episode of environments whose worker was lost.
 """
@@ -45,9 +45,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wm.envpool import WorkerLost
+from data_gen.envpool import WorkerLost
+from tfrecords.schema import ACTION_DIM
 
-ACTION_DIM = 3
 ACTION_LOW = np.array([-1.0, 0.0, 0.0], np.float32)
 ACTION_HIGH = np.array([1.0, 1.0, 1.0], np.float32)
 SCALE = (ACTION_HIGH - ACTION_LOW) / 2
@@ -271,7 +271,7 @@ class PPOPolicy:
     """V + M + actor-critic, batched over environments, one compiled call per step.
 
     Args:
-      agent: a :class:`wm.agent.Agent` whose V and M are used (its own controller is not).
+      agent: a :class:`wm.agents.agent.Agent` whose V and M are used (its own controller is not).
       model: an :func:`ActorCritic` on [z, h].
     """
 

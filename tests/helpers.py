@@ -1,0 +1,42 @@
+"""Test-only helpers that used to live in library modules."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+
+
+def crash_worker(pool, w: int, timeout: float = 10.0) -> None:
+    """Kills worker ``w`` of an EnvPool with SIGKILL (as a segfault would end it) and waits until it is gone."""
+    pid = pool.pids[w]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(")")[-1].split()[0] in ("Z", "X"):
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"worker {w} (pid {pid}) did not die")
+
+
+def act_reference(agent, frames, state, params):
+    """The agent's step one environment at a time with NumPy control (the batched step's reference)."""
+    import tensorflow as tf
+
+    out_a, out_h, out_c = [], [], []
+    for i in range(len(frames)):
+        z, _ = agent.vae.encode(tf.constant(frames[i : i + 1]))
+        z = z.numpy()
+        feats = np.concatenate([z, state[0][i : i + 1]], -1) if agent.use_h else z
+        a = agent.controller.act(params[i : i + 1], feats)
+        h, (h, c) = agent.mdnrnn.cell(z, a, (state[0][i : i + 1], state[1][i : i + 1]))
+        out_a.append(a[0])
+        out_h.append(h.numpy()[0])
+        out_c.append(c.numpy()[0])
+    return np.stack(out_a), (np.stack(out_h), np.stack(out_c))
