@@ -16,9 +16,7 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def cpu_seconds(pid: int) -> float:
@@ -65,13 +63,12 @@ def main():
     p.add_argument("--inference_threads", type=int, default=0, help="as in wm.evaluate (0: auto)")
     a = p.parse_args()
 
-    from wm.agents.agent import Agent, run_episodes
-    from wm.models.controller import Controller
     from data_gen.envpool import EnvPool
+    from wm.agents.agent import Agent, run_episodes
+    from wm.core.distribute import inference_policy, set_inference_threads
+    from wm.models.controller import Controller
     from wm.models.mdnrnn import MDNRNN
     from wm.models.vae import ConvVAE
-
-    from wm.core.distribute import inference_policy, set_inference_threads
 
     threads = set_inference_threads(min(a.workers, a.episodes), a.inference_threads)  # as wm.evaluate does
     policy = inference_policy(a.inference_precision)
@@ -85,8 +82,14 @@ def main():
         for r in range(a.rounds):
             pids = pool.pids
             w0, m0, t = [cpu_seconds(p) for p in pids], time.process_time(), time.perf_counter()
-            res = run_episodes(pool, agent, params, [(0, 100 + r * a.episodes + i) for i in range(a.episodes)], a.max_steps,
-                               groups=a.groups)
+            res = run_episodes(
+                pool,
+                agent,
+                params,
+                [(0, 100 + r * a.episodes + i) for i in range(a.episodes)],
+                a.max_steps,
+                groups=a.groups,
+            )
             steps = sum(x.steps for x in res)
             total = steps / (time.perf_counter() - t)
             main_ms = 1e3 * (time.process_time() - m0) / steps
@@ -94,12 +97,18 @@ def main():
             ours.append(total / cores)
             rate, bare_ms = bare(a.env_id, [(x.seed, x.steps) for x in res], r)
             base.append(rate)
-            print(f"round {r}: evaluate {total:.0f} steps/s total = {ours[-1]:.0f} per core; bare env {rate:.0f} steps/s on one core; "
-                  f"CPU ms per env step: this process {main_ms:.3f} + workers {workers_ms:.3f}, bare {bare_ms:.3f}", flush=True)
+            print(
+                f"round {r}: evaluate {total:.0f} steps/s total = {ours[-1]:.0f} per core; bare env "
+                f"{rate:.0f} steps/s on one core; "
+                f"CPU ms per env step: this process {main_ms:.3f} + workers {workers_ms:.3f}, bare {bare_ms:.3f}",
+                flush=True,
+            )
     o, b = statistics.median(ours), statistics.median(base)
-    print(f"evaluate: {o:.0f} env steps/s per core with V+M+C; bare {a.env_id}: {b:.0f} steps/s per core; "
-          f"{100 * o / b:.0f}% of bare ({a.episodes} envs in flight, {a.workers} workers, {cores} cores, V in {policy}, "
-          f"TF threads: {threads or 'default'})")
+    print(
+        f"evaluate: {o:.0f} env steps/s per core with V+M+C; bare {a.env_id}: {b:.0f} steps/s per core; "
+        f"{100 * o / b:.0f}% of bare ({a.episodes} envs in flight, {a.workers} workers, {cores} cores, V in {policy}, "
+        f"TF threads: {threads or 'default'})"
+    )
 
 
 if __name__ == "__main__":

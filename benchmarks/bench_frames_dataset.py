@@ -15,18 +15,20 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf
 
-import tensorflow as tf  # noqa: E402
-
-import tfrecords  # noqa: E402
-from tfrecords import schema  # noqa: E402
+import tfrecords
+from tfrecords import schema
 
 
 def naive(files, batch, buffer):
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
     spec = {schema.FRAMES: tf.io.FixedLenFeature([], tf.string)}
-    ds = ds.map(lambda r: tf.reshape(tf.io.decode_raw(tf.io.parse_single_example(r, spec)[schema.FRAMES], tf.uint8), [-1, 64, 64, 3]))
+    ds = ds.map(
+        lambda r: tf.reshape(
+            tf.io.decode_raw(tf.io.parse_single_example(r, spec)[schema.FRAMES], tf.uint8), [-1, 64, 64, 3]
+        )
+    )
     return ds.repeat().unbatch().shuffle(buffer).batch(batch, drop_remainder=True)
 
 
@@ -58,12 +60,17 @@ def main():
         for r in readers:
             ds = tfrecords.frames_dataset(a.data, a.batch, shuffle_buffer=a.shuffle_buffer, reader=r)
             ours[r].append(rate(ds, a.frames, a.batch, a.shuffle_buffer))
-        print(f"round {i}: naive {base[-1]:,.0f} frames/s, " + ", ".join(f"frames_dataset[{r}] {ours[r][-1]:,.0f}" for r in readers))
+        print(
+            f"round {i}: naive {base[-1]:,.0f} frames/s, "
+            + ", ".join(f"frames_dataset[{r}] {ours[r][-1]:,.0f}" for r in readers)
+        )
     b = statistics.median(base)
     for r in readers:
         o = statistics.median(ours[r])
-        print(f"frames_dataset[{r}]: {o:,.0f} frames/s; naive: {b:,.0f} frames/s; ratio {o / b:.2f}x "
-              f"({len(files)} GZIP shards, batch {a.batch}, shuffle buffer {a.shuffle_buffer}, {os.cpu_count()} cores)")
+        print(
+            f"frames_dataset[{r}]: {o:,.0f} frames/s; naive: {b:,.0f} frames/s; ratio {o / b:.2f}x "
+            f"({len(files)} GZIP shards, batch {a.batch}, shuffle buffer {a.shuffle_buffer}, {os.cpu_count()} cores)"
+        )
 
 
 if __name__ == "__main__":

@@ -10,22 +10,21 @@ each; the medians are reported, with the shard bytes per frame.
 """
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from data_gen import policies, rollout  # noqa: E402
-from tfrecords import writer  # noqa: E402
+from data_gen import policies, rollout
+from tfrecords import writer
 
 
 def bare_episode(env, policy, index, max_steps):
     env_seed, rng = rollout.episode_seeds(0, index)
     obs, _ = env.reset(seed=env_seed)
     policy.reset(rng)
-    for n in range(1, max_steps + 1):
+    n = 0
+    while n < max_steps:
+        n += 1
         obs, _, term, trunc, _ = env.step(policy.act(obs))
         if term or trunc:
             break
@@ -54,7 +53,7 @@ def main():
                 run.prepare()
                 steps = []
 
-                def episodes():
+                def episodes(i=i, steps=steps):
                     env_seed, rng = rollout.episode_seeds(0, i)
                     ep = rollout.run_episode(env, policy, env_seed, rng, a.max_steps)
                     steps.append(len(ep))
@@ -64,13 +63,18 @@ def main():
                 stats = writer.write_shard(out, plan, episodes(), writer=kind)
                 ours[kind].append(steps[0] / (time.perf_counter() - t))
                 size[kind].append(stats["bytes"] / stats["frames"])
-            print(f"episode {i}: bare {bare[-1]:.0f} steps/s, " + ", ".join(f"data_gen[{k}] {ours[k][-1]:.0f}" for k in kinds))
+            print(
+                f"episode {i}: bare {bare[-1]:.0f} steps/s, "
+                + ", ".join(f"data_gen[{k}] {ours[k][-1]:.0f}" for k in kinds)
+            )
     b = statistics.median(bare)
     for k in kinds:
         o = statistics.median(ours[k])
-        print(f"data_gen[{k}]: {o:.0f} env steps/s per worker; bare gymnasium loop: {b:.0f} steps/s; "
-              f"overhead {100 * (1 - o / b):.1f}%; {statistics.mean(size[k]):.0f} shard bytes/frame "
-              f"({a.env_id}, {a.max_steps}-step episodes)")
+        print(
+            f"data_gen[{k}]: {o:.0f} env steps/s per worker; bare gymnasium loop: {b:.0f} steps/s; "
+            f"overhead {100 * (1 - o / b):.1f}%; {statistics.mean(size[k]):.0f} shard bytes/frame "
+            f"({a.env_id}, {a.max_steps}-step episodes)"
+        )
 
 
 if __name__ == "__main__":

@@ -16,14 +16,12 @@ import statistics
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from wm.core import distribute  # noqa: E402
-from wm.models import mdnrnn  # noqa: E402
-from wm.training import supervised as train_lib  # noqa: E402
+from wm.core import distribute
+from wm.models import mdnrnn
+from wm.training import supervised as train_lib
 
 Z, A, H, K = 32, 3, 256, 5
 
@@ -37,7 +35,10 @@ def tf_step_fn(batch_np, args, workdir):
         return mdnrnn.sequence_loss_terms(model, z, b["actions"], b["mask"], training=training)
 
     task = train_lib.Task(
-        name="mdnrnn", arch={}, model_fn=lambda p: mdnrnn.MDNRNN(dtype_policy=p), loss_fn=loss_fn,
+        name="mdnrnn",
+        arch={},
+        model_fn=lambda p: mdnrnn.MDNRNN(dtype_policy=p),
+        loss_fn=loss_fn,
         train_data=lambda ctx: tf.data.Dataset.from_tensors(batch).repeat(),
     )
     cfg = train_lib.LoopConfig(workdir=workdir, steps=1, batch_size=args.batch, learning_rate=1e-3, clip_norm=1.0)
@@ -120,8 +121,10 @@ def main():
             r_theirs.append(a.steps * a.batch / timed(theirs, a.steps))
             print(f"round {r}: ours {r_ours[-1]:.1f} seq/s, PyTorch {r_theirs[-1]:.1f} seq/s")
     o, t = statistics.median(r_ours), statistics.median(r_theirs)
-    print(f"MDN-RNN training: ours {o:.1f} sequences/s, PyTorch {t:.1f} sequences/s, ratio {o / t:.2f}x "
-          f"(batch {a.batch}, seq_len {a.seq_len}, {os.cpu_count()} cores, float32)")
+    print(
+        f"MDN-RNN training: ours {o:.1f} sequences/s, PyTorch {t:.1f} sequences/s, ratio {o / t:.2f}x "
+        f"(batch {a.batch}, seq_len {a.seq_len}, {os.cpu_count()} cores, float32)"
+    )
 
 
 if __name__ == "__main__":

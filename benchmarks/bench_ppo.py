@@ -19,12 +19,11 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-from bench_evaluate import bare  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+import numpy as np
+from bench_evaluate import bare  # benchmarks/ is on sys.path when run as a script
 
 
 def main() -> None:
@@ -39,11 +38,11 @@ def main() -> None:
     p.add_argument("--inference_precision", default="auto", choices=["auto", "float32", "bfloat16"])
     a = p.parse_args()
 
+    from data_gen.envpool import EnvPool
     from wm.agents import ppo
     from wm.agents.agent import Agent
-    from wm.models.controller import Controller
     from wm.core.distribute import inference_policy
-    from data_gen.envpool import EnvPool
+    from wm.models.controller import Controller
     from wm.models.mdnrnn import MDNRNN
     from wm.models.vae import ConvVAE
 
@@ -66,13 +65,20 @@ def main() -> None:
             ours.append(total)
             split.append((t1 - t0, t2 - t1))
             base.append(bare(a.env_id, [(1000 + r, 500)], r)[0])  # one 500-step episode
-            print(f"round {r}: PPO {total:.0f} env steps/s total ({ro.env_steps} steps: collect {t1 - t0:.1f} s, update {t2 - t1:.1f} s); "
-                  f"bare env {base[-1]:.0f} steps/s on one core")
+            print(
+                f"round {r}: PPO {total:.0f} env steps/s total ({ro.env_steps} steps: collect "
+                f"{t1 - t0:.1f} s, update {t2 - t1:.1f} s); "
+                f"bare env {base[-1]:.0f} steps/s on one core"
+            )
     o, b = statistics.median(ours), statistics.median(base)
     c, u = (statistics.median(x) for x in zip(*split))
-    print(f"ppo: {o:.0f} env steps/s total = {o / cores:.0f} per core while training (collect {c:.1f} s + update {u:.1f} s per "
-          f"{a.envs * a.rollout_len}-step rollout); bare {a.env_id}: {b:.0f} steps/s per core; ratio {o / cores / b:.2f} per core, "
-          f"{o / b:.2f} total ({a.envs} envs, {a.workers} workers, {cores} cores, V in {dtype})")
+    print(
+        f"ppo: {o:.0f} env steps/s total = {o / cores:.0f} per core while training (collect {c:.1f} s "
+        f"+ update {u:.1f} s per "
+        f"{a.envs * a.rollout_len}-step rollout); bare {a.env_id}: {b:.0f} steps/s per core; "
+        f"ratio {o / cores / b:.2f} per core, "
+        f"{o / b:.2f} total ({a.envs} envs, {a.workers} workers, {cores} cores, V in {dtype})"
+    )
 
 
 if __name__ == "__main__":

@@ -28,10 +28,9 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def synthetic_rollouts(out_dir: str, episodes: int = 8, length: int = 500) -> str:
@@ -40,7 +39,9 @@ def synthetic_rollouts(out_dir: str, episodes: int = 8, length: int = 500) -> st
 
     rng = np.random.default_rng(0)
     plans = writer.plan_shards(episodes, 4, "rollouts")
-    run = writer.ShardedRun(out_dir, schema.KIND_ROLLOUTS, {"synthetic": True, "episodes": episodes, "length": length}, plans)
+    run = writer.ShardedRun(
+        out_dir, schema.KIND_ROLLOUTS, {"synthetic": True, "episodes": episodes, "length": length}, plans
+    )
     if run.prepare():
         return out_dir
     cols = np.arange(64)
@@ -55,7 +56,15 @@ def synthetic_rollouts(out_dir: str, episodes: int = 8, length: int = 500) -> st
                 frames[t, :, road] = (105, 105, 105)
                 frames[t, 54:, :] = 0
             frames = np.clip(frames + rng.integers(0, 3, frames.shape), 0, 255).astype(np.uint8)
-            eps.append(schema.Episode(actions=np.zeros((length, 3), np.float32), rewards=np.zeros(length, np.float32), terminals=np.zeros(length, np.int64), seed=0, frames=frames))
+            eps.append(
+                schema.Episode(
+                    actions=np.zeros((length, 3), np.float32),
+                    rewards=np.zeros(length, np.float32),
+                    terminals=np.zeros(length, np.int64),
+                    seed=0,
+                    frames=frames,
+                )
+            )
         writer.write_shard(out_dir, plan, eps)
     run.finalize({"frame_shape": list(schema.FRAME_SHAPE)})
     return out_dir
@@ -70,14 +79,27 @@ def torch_vae():
         def __init__(self, z: int = 32):
             super().__init__()
             self.enc = nn.Sequential(
-                nn.Conv2d(3, 32, 4, 2), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
-                nn.Conv2d(64, 128, 4, 2), nn.ReLU(), nn.Conv2d(128, 256, 4, 2), nn.ReLU(), nn.Flatten(),
+                nn.Conv2d(3, 32, 4, 2),
+                nn.ReLU(),
+                nn.Conv2d(32, 64, 4, 2),
+                nn.ReLU(),
+                nn.Conv2d(64, 128, 4, 2),
+                nn.ReLU(),
+                nn.Conv2d(128, 256, 4, 2),
+                nn.ReLU(),
+                nn.Flatten(),
             )
             self.mu, self.logvar = nn.Linear(1024, z), nn.Linear(1024, z)
             self.fc = nn.Linear(z, 1024)
             self.dec = nn.Sequential(
-                nn.ConvTranspose2d(1024, 128, 5, 2), nn.ReLU(), nn.ConvTranspose2d(128, 64, 5, 2), nn.ReLU(),
-                nn.ConvTranspose2d(64, 32, 6, 2), nn.ReLU(), nn.ConvTranspose2d(32, 3, 6, 2), nn.Sigmoid(),
+                nn.ConvTranspose2d(1024, 128, 5, 2),
+                nn.ReLU(),
+                nn.ConvTranspose2d(128, 64, 5, 2),
+                nn.ReLU(),
+                nn.ConvTranspose2d(64, 32, 6, 2),
+                nn.ReLU(),
+                nn.ConvTranspose2d(32, 3, 6, 2),
+                nn.Sigmoid(),
             )
 
         def forward(self, frames):
@@ -118,8 +140,8 @@ def main() -> None:
 
     import tfrecords
     from wm.core import distribute
-    from wm.training import supervised as train_lib
     from wm.models import vae
+    from wm.training import supervised as train_lib
 
     data = args.data or synthetic_rollouts(os.path.join(tempfile.gettempdir(), "bench_vae_rollouts"))
     b = args.batch_size
@@ -128,8 +150,16 @@ def main() -> None:
     setup = distribute.setup("default", mixed_precision="auto", jit_compile="auto")
 
     def make_trainer(dataset_fn):
-        task = train_lib.Task("vae", {}, lambda pol: vae.ConvVAE(dtype_policy=pol), lambda m, x, t: vae.loss_terms(m, x, training=t), dataset_fn)
-        trainer = train_lib.Trainer(task, setup, train_lib.LoopConfig(workdir="", steps=1, batch_size=b, steps_per_loop=args.steps_per_loop))
+        task = train_lib.Task(
+            "vae",
+            {},
+            lambda pol: vae.ConvVAE(dtype_policy=pol),
+            lambda m, x, t: vae.loss_terms(m, x, training=t),
+            dataset_fn,
+        )
+        trainer = train_lib.Trainer(
+            task, setup, train_lib.LoopConfig(workdir="", steps=1, batch_size=b, steps_per_loop=args.steps_per_loop)
+        )
         return trainer, iter(setup.strategy.distribute_datasets_from_function(dataset_fn))
 
     mem_trainer, mem_it = make_trainer(lambda ctx: tf.data.Dataset.from_tensors(tf.constant(frames)).repeat())
@@ -145,6 +175,7 @@ def main() -> None:
                 n = min(args.steps_per_loop, args.steps - done)
                 float(trainer.train_steps(it, tf.constant(n, tf.int64))["loss"])
                 done += n
+
         return go
 
     def torch_loop(threads):
@@ -153,6 +184,7 @@ def main() -> None:
             for _ in range(args.steps):
                 torch_step(torch_frames)
             torch.set_num_threads(default_threads)
+
         return go
 
     def pipe_loop():
@@ -161,7 +193,13 @@ def main() -> None:
         for _ in tfrecords.frames_dataset(data, b).take(args.steps * 20):
             pass
 
-    runs = {"tf step": (tf_loop(mem_trainer, mem_it), args.steps), "torch step": (torch_loop(default_threads), args.steps), "torch 1 thread": (torch_loop(1), args.steps), "pipeline": (pipe_loop, args.steps * 20), "end to end": (tf_loop(e2e_trainer, e2e_it), args.steps)}
+    runs = {
+        "tf step": (tf_loop(mem_trainer, mem_it), args.steps),
+        "torch step": (torch_loop(default_threads), args.steps),
+        "torch 1 thread": (torch_loop(1), args.steps),
+        "pipeline": (pipe_loop, args.steps * 20),
+        "end to end": (tf_loop(e2e_trainer, e2e_it), args.steps),
+    }
     for fn, _ in runs.values():  # warm up: trace, allocate, fill buffers
         fn()
     rates = {k: [] for k in runs}
@@ -172,7 +210,10 @@ def main() -> None:
             rates[name].append(steps * b / (time.perf_counter() - t0))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()), flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"\nVAE training, batch {b}, {os.cpu_count()} CPUs, TF {tf.__version__} ({setup.dtype_policy}, jit={setup.jit_compile}), torch {torch.__version__}")
+    print(
+        f"\nVAE training, batch {b}, {os.cpu_count()} CPUs, TF {tf.__version__} "
+        f"({setup.dtype_policy}, jit={setup.jit_compile}), torch {torch.__version__}"
+    )
     print(f"  TensorFlow train step (wm.training.supervised): {med['tf step']:7.0f} img/s")
     print(f"  PyTorch train step ({default_threads} threads):       {med['torch step']:7.0f} img/s")
     print(f"  PyTorch train step (1 thread):        {med['torch 1 thread']:7.0f} img/s")

@@ -79,7 +79,19 @@ def _worker(conn, env_id: str, max_steps: int, n_slots: int) -> None:
                     r, term, trunc = 0.0, False, False
                 else:
                     obs, r, term, trunc, _ = envs[i].step(arg)
-                out.append((i, Step(preprocess_frame(obs), float(r), bool(term), bool(trunc), _tiles(envs[i]), obs if want_raw else None)))
+                out.append(
+                    (
+                        i,
+                        Step(
+                            preprocess_frame(obs),
+                            float(r),
+                            bool(term),
+                            bool(trunc),
+                            _tiles(envs[i]),
+                            obs if want_raw else None,
+                        ),
+                    )
+                )
             conn.send(("ok", out))
     except (EOFError, KeyboardInterrupt):
         pass
@@ -136,7 +148,9 @@ class EnvPool:
 
     def _start(self, w: int) -> None:
         parent, child = self._ctx.Pipe()
-        p = self._ctx.Process(target=_worker, args=(child, self.env_id, self.max_steps, len(self._slots_of(w))), daemon=True)
+        p = self._ctx.Process(
+            target=_worker, args=(child, self.env_id, self.max_steps, len(self._slots_of(w))), daemon=True
+        )
         p.start()
         child.close()
         self._procs[w], self._conns[w] = p, parent
@@ -155,7 +169,9 @@ class EnvPool:
         self._inflight[w].clear()  # their requests died with the worker; recv() sees the generation
         return WorkerLost(self._slots_of(w), reason)
 
-    def send(self, steps: dict[int, np.ndarray], resets: dict[int, int] | None = None, raw: frozenset[int] = frozenset()) -> "Ticket":
+    def send(
+        self, steps: dict[int, np.ndarray], resets: dict[int, int] | None = None, raw: frozenset[int] = frozenset()
+    ) -> Ticket:
         """Starts resets (slot -> seed) and steps (slot -> action) on the workers; returns at once.
 
         Collect the results with :meth:`recv`. Requests to one worker are served in order, so
@@ -165,7 +181,9 @@ class EnvPool:
         for sl, seed in (resets or {}).items():
             jobs.setdefault(sl % self.workers, []).append((sl // self.workers, "reset", seed, sl in raw))
         for sl, a in steps.items():
-            jobs.setdefault(sl % self.workers, []).append((sl // self.workers, "step", np.asarray(a, np.float32), sl in raw))
+            jobs.setdefault(sl % self.workers, []).append(
+                (sl // self.workers, "step", np.asarray(a, np.float32), sl in raw)
+            )
         ticket = Ticket()
         for w, payload in jobs.items():
             try:
@@ -189,12 +207,16 @@ class EnvPool:
         ticket.replies[w] = reply
         if reply[0] != "ok":
             # Later tickets on w are lost too: the restart bumps the generation they hold.
-            ticket.lost.append(self._restart(w, reply[1].strip().splitlines()[-1] if reply[0] == "error" else f"worker died ({reply[1]})"))
+            ticket.lost.append(
+                self._restart(
+                    w, reply[1].strip().splitlines()[-1] if reply[0] == "error" else f"worker died ({reply[1]})"
+                )
+            )
 
-    def _complete(self, ticket: "Ticket") -> bool:
+    def _complete(self, ticket: Ticket) -> bool:
         return all(w in ticket.replies or g != self._generation[w] for w, g in ticket.sent)
 
-    def wait_any(self, tickets: list["Ticket"]) -> int:
+    def wait_any(self, tickets: list[Ticket]) -> int:
         """Blocks until one of ``tickets`` can be received without waiting; returns its index.
 
         With requests to different workers in flight this lets the caller serve whichever
@@ -217,13 +239,13 @@ class EnvPool:
                     waiting.discard(w)
                     self._read(w)
 
-    def recv(self, ticket: "Ticket") -> dict[int, Step]:
+    def recv(self, ticket: Ticket) -> dict[int, Step]:
         """Waits for a :meth:`send`'s results. Raises WorkerLost (with ``partial`` results) if a worker died."""
         for w, generation in ticket.sent:
             while w not in ticket.replies and generation == self._generation[w]:
                 self._read(w)  # may first read replies that older tickets are waiting for
         lost, results = list(ticket.lost), {}
-        for w, generation in ticket.sent:
+        for w, _generation in ticket.sent:
             status, out = ticket.replies.get(w, ("lost", None))
             if status == "lost":  # restarted before answering: the request died with it
                 lost.append(WorkerLost(self._slots_of(w), "worker restarted"))
@@ -259,7 +281,7 @@ class EnvPool:
             if p.is_alive():
                 p.kill()
 
-    def __enter__(self) -> "EnvPool":
+    def __enter__(self) -> EnvPool:
         return self
 
     def __exit__(self, *exc) -> None:

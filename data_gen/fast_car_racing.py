@@ -78,11 +78,10 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import gymnasium as gym
-from gymnasium.envs.box2d import car_racing as _cr
-
+import numpy as np
 import pygame
+from gymnasium.envs.box2d import car_racing as _cr
 from pygame import gfxdraw
 
 __all__ = ["ENV_ID", "FastCarRacing", "register"]
@@ -304,10 +303,7 @@ class FastCarRacing(_cr.CarRacing):
         drawn = stock.copy()
         drawn &= np.maximum(np.maximum(px[0], px[1]), np.maximum(px[2], px[3])) >= -e
         drawn &= np.minimum(np.minimum(px[0], px[1]), np.minimum(px[2], px[3])) <= W + e
-        drawn &= (
-            np.maximum(np.maximum(py[0], py[1]), np.maximum(py[2], py[3]))
-            >= _HIDDEN_ROWS - e
-        )
+        drawn &= np.maximum(np.maximum(py[0], py[1]), np.maximum(py[2], py[3])) >= _HIDDEN_ROWS - e
         drawn &= np.minimum(np.minimum(py[0], py[1]), np.minimum(py[2], py[3])) <= H + e
         drawn[0] = False  # the background is handled by _render_road
         return px, py, stock, drawn
@@ -410,9 +406,7 @@ class FastCarRacing(_cr.CarRacing):
         assert self.car is not None
         angle = -self.car.hull.angle
         # Animating first second zoom.
-        zoom = 0.1 * _cr.SCALE * max(1 - self.t, 0) + _cr.ZOOM * _cr.SCALE * min(
-            self.t, 1
-        )
+        zoom = 0.1 * _cr.SCALE * max(1 - self.t, 0) + _cr.ZOOM * _cr.SCALE * min(self.t, 1)
         scroll_x = -(self.car.hull.position[0]) * zoom
         scroll_y = -(self.car.hull.position[1]) * zoom
         trans = pygame.math.Vector2((scroll_x, scroll_y)).rotate_rad(angle)

@@ -39,8 +39,12 @@ class GenerateConfig:
     episodes_per_shard: int = option(8, help="Episodes per TFRecord shard.", min=1)
     env_id: str = option(rollout.DEFAULT_ENV_ID, help="Gymnasium environment id (CarRacing-v3 for the stock one).")
     full_frame: bool = option(False, help="Store the full 96x96 frame instead of the paper's 64x64 crop.")
-    writer: str = option("auto", help="Shard compression: isal (ISA-L level 3, 4x faster), tf (zlib level 6, ~20% smaller "
-                         "shards), auto: isal if installed.", choices=writer.WRITERS)
+    writer: str = option(
+        "auto",
+        help="Shard compression: isal (ISA-L level 3, 4x faster), tf (zlib level 6, ~20% smaller "
+        "shards), auto: isal if installed.",
+        choices=writer.WRITERS,
+    )
     progress: bool = option(True, help="Show a progress bar.")
 
     def spec(self) -> dict:
@@ -66,7 +70,7 @@ def validate(cfg: GenerateConfig) -> None:
 
 # ---------------------------------------------------------------- worker side
 
-_PROGRESS: "mp.Queue | None" = None
+_PROGRESS: mp.Queue | None = None
 _ENV_CACHE: dict = {}
 
 
@@ -173,7 +177,9 @@ def run(cfg: GenerateConfig) -> dict:
     pending = out.pending()
     done_eps = sum(len(p.items) for p in plans) - sum(len(p.items) for p in pending)
     if done_eps:
-        print(f"generate: resuming, {len(plans) - len(pending)} of {len(plans)} shards already written", file=sys.stderr)
+        print(
+            f"generate: resuming, {len(plans) - len(pending)} of {len(plans)} shards already written", file=sys.stderr
+        )
     progress = _Progress(cfg.episodes, done_eps, cfg.progress)
     workers = min(cfg.workers or os.cpu_count() or 1, len(pending))
     try:

@@ -6,7 +6,8 @@ own random generator, which keeps episodes reproducible whatever the worker coun
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import gymnasium as gym
 import numpy as np

@@ -2,11 +2,10 @@
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+import pytest
+import tensorflow as tf
 
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 # Must run before anything initializes TensorFlow's devices.
 _cpus = tf.config.list_physical_devices("CPU")
@@ -37,9 +36,35 @@ def tiny_world(tmp_path_factory, tiny_rollouts) -> dict:
 
     root = tmp_path_factory.mktemp("world")
     vae, series, m = str(root / "vae"), str(root / "series"), str(root / "mdnrnn")
-    train_v(TrainVaeConfig(data=tiny_rollouts, workdir=vae, batch_size=8, steps=2, steps_per_loop=1, log_every=1,
-                           checkpoint_every=2, eval_shards=0, seed=0, progress=False))
+    train_v(
+        TrainVaeConfig(
+            data=tiny_rollouts,
+            workdir=vae,
+            batch_size=8,
+            steps=2,
+            steps_per_loop=1,
+            log_every=1,
+            checkpoint_every=2,
+            eval_shards=0,
+            seed=0,
+            progress=False,
+        )
+    )
     encode(EncodeConfig(vae=vae, data=tiny_rollouts, out_dir=series, progress=False))
-    train_m(TrainMdnrnnConfig(series=series, workdir=m, seq_len=10, batch_size=2, steps=2, steps_per_loop=1, log_every=1,
-                              checkpoint_every=2, eval_shards=0, hidden=32, seed=0, progress=False))
+    train_m(
+        TrainMdnrnnConfig(
+            series=series,
+            workdir=m,
+            seq_len=10,
+            batch_size=2,
+            steps=2,
+            steps_per_loop=1,
+            log_every=1,
+            checkpoint_every=2,
+            eval_shards=0,
+            hidden=32,
+            seed=0,
+            progress=False,
+        )
+    )
     return {"rollouts": tiny_rollouts, "vae": vae, "series": series, "mdnrnn": m}

@@ -30,10 +30,10 @@ def test_script_parses_and_is_executable(name):
 def test_multi_gpu_is_a_thin_wrapper_of_gpu_sh():
     lines = open(os.path.join(LAUNCH, "multi_gpu.sh")).read().splitlines()
     assert lines[0].startswith("#!")
-    code = [l for l in lines[1:] if l.strip() and not l.lstrip().startswith("#")]
+    code = [ln for ln in lines[1:] if ln.strip() and not ln.lstrip().startswith("#")]
     assert len(code) <= 3, code
-    assert any(l.lstrip().startswith("exec ") and "gpu.sh" in l for l in code), code
-    assert not any("wm.pipeline" in l or "pip" in l for l in code), code
+    assert any(ln.lstrip().startswith("exec ") and "gpu.sh" in ln for ln in code), code
+    assert not any("wm.pipeline" in ln or "pip" in ln for ln in code), code
 
 
 def _run(tmp_path, script, *args, **env_overrides):
@@ -54,7 +54,7 @@ def _run(tmp_path, script, *args, **env_overrides):
     proc = subprocess.run(
         ["bash", os.path.join(LAUNCH, script), *args], capture_output=True, text=True, env=env, cwd=tmp_path
     )
-    calls = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
+    calls = [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
     return proc, calls
 
 

@@ -13,7 +13,15 @@ import os as _os
 # The one place this is set: every package of the project imports this one before TensorFlow.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-_READERS = ("frames_dataset", "sequence_dataset", "episodes_dataset", "episode_records", "list_shards", "dataset_manifest", "ShardError")
+_READERS = (
+    "frames_dataset",
+    "sequence_dataset",
+    "episodes_dataset",
+    "episode_records",
+    "list_shards",
+    "dataset_manifest",
+    "ShardError",
+)
 
 
 def __getattr__(name):

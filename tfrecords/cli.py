@@ -87,7 +87,15 @@ def option(
       flag: the flag's name when it differs from the field's (``--set`` for ``overrides``).
       default_factory: as in ``dataclasses.field`` (a list field's default).
     """
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "above": above, "required": required, "flag": flag}
+    meta = {
+        "help": help,
+        "choices": choices,
+        "min": min,
+        "max": max,
+        "above": above,
+        "required": required,
+        "flag": flag,
+    }
     if default is dataclasses.MISSING and default_factory is dataclasses.MISSING:
         default = "" if required else dataclasses.MISSING
     if default_factory is not dataclasses.MISSING:
@@ -328,7 +336,13 @@ def shard_error_line(error: BaseException) -> str | None:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    errs: list[type[BaseException]] = [OneLineError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError]
+    errs: list[type[BaseException]] = [
+        OneLineError,
+        FileNotFoundError,
+        PermissionError,
+        IsADirectoryError,
+        NotADirectoryError,
+    ]
     tf = sys.modules.get("tensorflow")
     if tf is not None:
         errs += [tf.errors.PermissionDeniedError, tf.errors.NotFoundError]

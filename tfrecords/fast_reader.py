@@ -22,7 +22,7 @@ import io
 import queue
 import struct
 import threading
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from absl import logging
@@ -45,7 +45,11 @@ _ALIGN = 64  # TensorFlow aliases NumPy arrays this aligned instead of copying t
 _PREFIX = 64 << 10  # first read of a record: the Example's small features and the frames' header
 _FRAMES_KEY = schema.FRAMES.encode()
 
-READERS = ("auto", "isal", "tf")  # frames_dataset(reader=...): this module, TensorFlow's reader, or the first if installed
+READERS = (
+    "auto",
+    "isal",
+    "tf",
+)  # frames_dataset(reader=...): this module, TensorFlow's reader, or the first if installed
 
 
 def available() -> bool:
@@ -293,7 +297,9 @@ class _ShardFrames:
 
     def _check_size(self, n: int) -> None:
         if n % self.frame_bytes:
-            raise self._bad(f"a record's frames ({n} bytes) are not whole frames of {self.frame_bytes} bytes; wrong frame_shape?")
+            raise self._bad(
+                f"a record's frames ({n} bytes) are not whole frames of {self.frame_bytes} bytes; wrong frame_shape?"
+            )
 
 
 # --- several shards, read by threads ----------------------------------------------------------------
@@ -335,7 +341,9 @@ class _Feed:
         self._productive: set[str] = set()
         self._stop = threading.Event()
         self._queue: queue.Queue = queue.Queue(maxsize=threads)
-        self._threads = [threading.Thread(target=self._work, daemon=True, name=f"shard-reader-{i}") for i in range(threads)]
+        self._threads = [
+            threading.Thread(target=self._work, daemon=True, name=f"shard-reader-{i}") for i in range(threads)
+        ]
         for t in self._threads:
             t.start()
 
@@ -439,7 +447,14 @@ def episode_frames_dataset(
 
     def generate():
         feed = _Feed(
-            shards, frame_bytes, threads=threads, shuffle=shuffle, seed=seed, repeat=repeat, skip_corrupt=skip_corrupt, keep=keep
+            shards,
+            frame_bytes,
+            threads=threads,
+            shuffle=shuffle,
+            seed=seed,
+            repeat=repeat,
+            skip_corrupt=skip_corrupt,
+            keep=keep,
         )
         try:
             for flat in feed:

@@ -157,7 +157,7 @@ class LocalTemp:
         fd, self.path = tempfile.mkstemp(suffix=os.path.splitext(dest)[1], prefix="wm-")
         os.close(fd)
 
-    def __enter__(self) -> "LocalTemp":
+    def __enter__(self) -> LocalTemp:
         return self
 
     def commit(self) -> None:

@@ -49,7 +49,9 @@ def verify(directory: str) -> tuple[dict, list[str]]:
     shape = tuple(manifest.get("frame_shape") or schema.FRAME_SHAPE)
     problems = []
     listed = {s["name"] for s in manifest["shards"]}
-    for extra in sorted(set(map(os.path.basename, tf.io.gfile.glob(os.path.join(directory, "*" + schema.SHARD_SUFFIX)))) - listed):
+    for extra in sorted(
+        set(map(os.path.basename, tf.io.gfile.glob(os.path.join(directory, "*" + schema.SHARD_SUFFIX)))) - listed
+    ):
         problems.append(f"{extra}: not in the manifest")
     for s in manifest["shards"]:
         path = os.path.join(directory, s["name"])

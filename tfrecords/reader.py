@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 from absl import logging
@@ -110,7 +110,9 @@ def _shard_records(path: tf.Tensor, expected: tf.Tensor, skip_corrupt: bool, cou
         if skip_corrupt:
             tf.cond(
                 bad,
-                lambda: tf.print("WARNING: skipping the rest of corrupted or truncated shard", path, output_stream=sys.stderr),
+                lambda: tf.print(
+                    "WARNING: skipping the rest of corrupted or truncated shard", path, output_stream=sys.stderr
+                ),
                 lambda: tf.no_op(),
             )
             return record
@@ -208,7 +210,9 @@ def _parse_frames_only(record: tf.Tensor, path: tf.Tensor, frame_shape: Sequence
         tf.uint8,
     )
     per = int(frame_shape[0] * frame_shape[1] * frame_shape[2])
-    ok = tf.debugging.Assert(tf.equal(tf.size(raw) % per, 0), ["frames of", path, "are not a whole number of", tuple(frame_shape), "frames"])
+    ok = tf.debugging.Assert(
+        tf.equal(tf.size(raw) % per, 0), ["frames of", path, "are not a whole number of", tuple(frame_shape), "frames"]
+    )
     with tf.control_dependencies([ok]):
         return tf.reshape(raw, [-1, *frame_shape])
 
@@ -242,7 +246,9 @@ def episodes_dataset(
     kind = _infer_kind(file_pattern, kind)
     shape = _default_frame_shape(file_pattern, frame_shape)
     ds = episode_records(file_pattern, shuffle=shuffle, skip_corrupt=skip_corrupt, deterministic=deterministic)
-    return ds.map(lambda r, p: _parse(r, p, kind, shape, latent_dim), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return ds.map(
+        lambda r, p: _parse(r, p, kind, shape, latent_dim), num_parallel_calls=AUTOTUNE, deterministic=deterministic
+    )
 
 
 def frames_dataset(
@@ -285,10 +291,17 @@ def frames_dataset(
     """
     shape = _default_frame_shape(file_pattern, frame_shape)
     if _use_fast_reader(reader):
-        ds = _fast_episode_frames(file_pattern, shape, shuffle, seed, repeat, input_context, skip_corrupt, reader_threads)
+        ds = _fast_episode_frames(
+            file_pattern, shape, shuffle, seed, repeat, input_context, skip_corrupt, reader_threads
+        )
     else:
         ds = episode_records(
-            file_pattern, shuffle=shuffle, seed=seed, input_context=input_context, skip_corrupt=skip_corrupt, repeat=repeat
+            file_pattern,
+            shuffle=shuffle,
+            seed=seed,
+            input_context=input_context,
+            skip_corrupt=skip_corrupt,
+            repeat=repeat,
         )
         ds = ds.map(lambda r, p: _parse_frames_only(r, p, shape), num_parallel_calls=AUTOTUNE, deterministic=False)
     chunk = _chunk_size(batch_size, chunk_frames) if shuffle else 1
@@ -320,8 +333,11 @@ def _use_fast_reader(reader: str) -> bool:
     return False
 
 
-def _fast_episode_frames(file_pattern, shape, shuffle, seed, repeat, input_context, skip_corrupt, threads) -> tf.data.Dataset:
-    """Each episode's frames via :mod:`tfrecords.fast_reader`, split between input pipelines like ``episode_records``."""
+def _fast_episode_frames(
+    file_pattern, shape, shuffle, seed, repeat, input_context, skip_corrupt, threads
+) -> tf.data.Dataset:
+    """Each episode's frames via :mod:`tfrecords.fast_reader`, split between input pipelines like
+    ``episode_records``."""
     files, expected = _checked_shards(list_shards(file_pattern), skip_corrupt)
     shards = list(zip(files, expected))
     n_pipes, pipe, shard_files = _pipeline_split(input_context, len(shards))
@@ -392,9 +408,10 @@ def sequence_dataset(
 
     Each element is a dict with ``actions`` [B, L, 3], ``rewards`` [B, L], ``terminals`` [B, L]
     (float32), ``mask`` [B, L] (1 for real steps, 0 for padding past the episode's end),
-    ``seed`` [B], ``start`` [B] (the window's first step within its episode), and either ``frames`` [B, L, H, W, 3] uint8 (rollouts) or ``mu`` and
-    ``logvar`` [B, L, Z] float32 (latent series). Episodes are cut into non-overlapping windows
-    from their first step; the last window of an episode is zero-padded.
+    ``seed`` [B], ``start`` [B] (the window's first step within its episode), and either
+    ``frames`` [B, L, H, W, 3] uint8 (rollouts) or ``mu`` and ``logvar`` [B, L, Z] float32
+    (latent series). Episodes are cut into non-overlapping windows from their first step; the
+    last window of an episode is zero-padded.
 
     ``kind`` defaults to the manifest's (rollouts or latents).
     """

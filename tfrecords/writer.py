@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import struct
 import uuid
-from typing import Any, Iterable, Sequence
-
+from collections.abc import Iterable, Sequence
 
 from tfrecords import fast_reader, fileio, schema
 from tfrecords.errors import RunMismatchError  # noqa: F401  (re-exported)
@@ -93,7 +91,7 @@ class GzipRecordWriter:
         finally:
             self._raw.close()
 
-    def __enter__(self) -> "GzipRecordWriter":
+    def __enter__(self) -> GzipRecordWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -193,7 +191,9 @@ class ShardedRun:
                 )
         else:
             if gfile.exists(self.out_dir) and gfile.glob(fileio.join(self.out_dir, "*" + schema.SHARD_SUFFIX)):
-                raise RunMismatchError(f"{self.out_dir} already holds shards from an unknown run; choose another output directory")
+                raise RunMismatchError(
+                    f"{self.out_dir} already holds shards from an unknown run; choose another output directory"
+                )
             gfile.makedirs(self.inc_dir)
             fileio.write_json_atomic(spec_path, {"kind": self.kind, "spec": self.spec})
         # Temporary files are shards a killed run did not finish: redo them.
@@ -203,7 +203,9 @@ class ShardedRun:
 
     def is_done(self, plan: ShardPlan) -> bool:
         gfile = _gfile()
-        return gfile.exists(fileio.join(self.out_dir, plan.name)) and gfile.exists(fileio.join(self.inc_dir, plan.name + ".json"))
+        return gfile.exists(fileio.join(self.out_dir, plan.name)) and gfile.exists(
+            fileio.join(self.inc_dir, plan.name + ".json")
+        )
 
     def pending(self) -> list[ShardPlan]:
         """Plans whose shard is not finished yet."""

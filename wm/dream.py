@@ -113,7 +113,10 @@ def run(cfg: DreamConfig) -> str:
         idx = np.linspace(0, steps - 1, min(steps, 16)).astype(int)
         tf.summary.image(f"dream_tau{cfg.temperature:g}_{cfg.actions}_actions", frames[idx], max_outputs=len(idx))
     writer.close()
-    print(f"dream: wrote {steps} frames (real | dream, tau={cfg.temperature:g}, {cfg.actions} actions) to {cfg.out}", file=sys.stderr)
+    print(
+        f"dream: wrote {steps} frames (real | dream, tau={cfg.temperature:g}, {cfg.actions} actions) to {cfg.out}",
+        file=sys.stderr,
+    )
     return cfg.out
 
 

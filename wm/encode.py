@@ -49,7 +49,9 @@ def _source_plans(cfg: EncodeConfig):
     files = tfrecords.list_shards(cfg.data)
     manifest = tfrecords.dataset_manifest(files)
     if manifest is None:
-        raise UsageError(f"{cfg.data} has no {schema.MANIFEST_NAME}; encode needs a dataset written by data_gen.generate")
+        raise UsageError(
+            f"{cfg.data} has no {schema.MANIFEST_NAME}; encode needs a dataset written by data_gen.generate"
+        )
     if manifest.get("kind", schema.KIND_ROLLOUTS) != schema.KIND_ROLLOUTS:
         raise UsageError(f"{cfg.data} holds {manifest['kind']}, not rollouts")
     if tuple(manifest.get("frame_shape", schema.FRAME_SHAPE)) != schema.FRAME_SHAPE:
@@ -104,7 +106,14 @@ def run(cfg: EncodeConfig) -> dict:
     pending = set(p.name for p in out.pending())
     todo = [(p, f) for p, f in zip(plans, files) if p.name in pending]
     done = sum(len(p.items) for p in plans) - sum(len(p.items) for p, _ in todo)
-    bar = tqdm(total=sum(len(p.items) for p in plans), initial=done, unit="ep", desc="encode", disable=not cfg.progress, file=sys.stderr)
+    bar = tqdm(
+        total=sum(len(p.items) for p in plans),
+        initial=done,
+        unit="ep",
+        desc="encode",
+        disable=not cfg.progress,
+        file=sys.stderr,
+    )
 
     def episodes(path):
         for ep in tfrecords.episodes_dataset(path, kind=schema.KIND_ROLLOUTS):
@@ -134,7 +143,11 @@ def run(cfg: EncodeConfig) -> dict:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
-    print(f"encode: wrote {manifest['episodes']} episodes, {manifest['frames']} frames in {len(plans)} shards to {cfg.out_dir}", file=sys.stderr)
+    print(
+        f"encode: wrote {manifest['episodes']} episodes, {manifest['frames']} frames in {len(plans)} "
+        f"shards to {cfg.out_dir}",
+        file=sys.stderr,
+    )
     return manifest
 
 

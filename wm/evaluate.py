@@ -38,14 +38,19 @@ class EvaluateConfig:
     max_steps: int = option(1000, help="Maximum steps per episode.", min=1)
     workers: int = option(0, help="Environment worker processes (0: one per core).", min=0)
     envs: int = option(0, help="Environments in flight (0: min(episodes, 64)).", min=0)
-    inference_threads: int = option(0, help="TensorFlow CPU threads for the agent (0: one when the workers fill every "
-                                    "core and there is no GPU, else TF's default).", min=0)
+    inference_threads: int = option(
+        0,
+        help="TensorFlow CPU threads for the agent (0: one when the workers fill every "
+        "core and there is no GPU, else TF's default).",
+        min=0,
+    )
     out: str = option("", help="Per-episode CSV path (default: AGENT/evaluation.csv).")
     video_dir: str = option("", help="Write videos of --video_episodes here (GIF).")
     video_episodes: str = option("0", help="Comma-separated episode indices to record.")
     env_id: str = option("", help="Environment id (default: the agent's).")
-    inference_precision: str = option("", help="V's encoder while acting (default: the agent's).",
-                                      choices=distribute.INFERENCE_PRECISIONS)
+    inference_precision: str = option(
+        "", help="V's encoder while acting (default: the agent's).", choices=distribute.INFERENCE_PRECISIONS
+    )
     progress: bool = option(True, help="Show a progress bar.")
 
 
@@ -55,7 +60,9 @@ def validate(cfg: EvaluateConfig) -> list[int]:
     try:
         videos = [int(x) for x in cfg.video_episodes.split(",") if x.strip()] if cfg.video_dir else []
     except ValueError:
-        raise UsageError(f"--video_episodes must be comma-separated episode indices, got {cfg.video_episodes!r}") from None
+        raise UsageError(
+            f"--video_episodes must be comma-separated episode indices, got {cfg.video_episodes!r}"
+        ) from None
     bad = [v for v in videos if not 0 <= v < cfg.episodes]
     if bad:
         raise UsageError(f"--video_episodes {bad} out of range for {cfg.episodes} episodes")
@@ -102,16 +109,32 @@ def run(cfg: EvaluateConfig) -> dict:
     bar = tqdm(total=cfg.episodes, unit="ep", desc="evaluate", disable=not cfg.progress, file=sys.stderr)
     t0 = time.perf_counter()
     with EnvPool(env_id, envs, workers, cfg.max_steps) as pool:
-        results = run_episodes(pool, agent, params, jobs, cfg.max_steps, on_episode=lambda r: bar.update(1),
-                               on_step=on_step if videos else None, raw_jobs=frozenset(videos))
+        results = run_episodes(
+            pool,
+            agent,
+            params,
+            jobs,
+            cfg.max_steps,
+            on_episode=lambda r: bar.update(1),
+            on_step=on_step if videos else None,
+            raw_jobs=frozenset(videos),
+        )
     bar.close()
     wall = time.perf_counter() - t0
     returns = np.array([r.ret for r in results])
     steps = int(sum(r.steps for r in results))
     summary = {
-        "agent": fileio.abspath(cfg.agent), "episodes": cfg.episodes, "seed": cfg.seed, "env_id": env_id,
-        "mean": float(returns.mean()), "std": float(returns.std()), "min": float(returns.min()), "max": float(returns.max()),
-        "env_steps": steps, "wall_time": wall, "env_steps_per_sec": steps / wall,
+        "agent": fileio.abspath(cfg.agent),
+        "episodes": cfg.episodes,
+        "seed": cfg.seed,
+        "env_id": env_id,
+        "mean": float(returns.mean()),
+        "std": float(returns.std()),
+        "min": float(returns.min()),
+        "max": float(returns.max()),
+        "env_steps": steps,
+        "wall_time": wall,
+        "env_steps_per_sec": steps / wall,
     }
     out = cfg.out or fileio.join(cfg.agent, "evaluation.csv")
     fileio.makedirs(fileio.dirname(out))
@@ -129,8 +152,11 @@ def run(cfg: EvaluateConfig) -> dict:
             recon = agent.vae.decode(np.stack(rec["z"])).numpy() if n else []
             path = fileio.join(cfg.video_dir, f"episode_{j:03d}_seed_{seeds[j]}.gif")
             video.write(path, video.agent_frames(rec["raw"][:n], recon, rec["a"]))
-    print(f"evaluate: {summary['mean']:.1f} +- {summary['std']:.1f} over {cfg.episodes} episodes "
-          f"(min {summary['min']:.1f}, max {summary['max']:.1f}); {summary['env_steps_per_sec']:.0f} env steps/s; per-episode CSV: {out}")
+    print(
+        f"evaluate: {summary['mean']:.1f} +- {summary['std']:.1f} over {cfg.episodes} episodes "
+        f"(min {summary['min']:.1f}, max {summary['max']:.1f}); {summary['env_steps_per_sec']:.0f} "
+        f"env steps/s; per-episode CSV: {out}"
+    )
     return summary
 
 

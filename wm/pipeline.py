@@ -47,9 +47,20 @@ def _cpu_bf16() -> bool:
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "generate": dict(episodes=4, max_steps=40, episodes_per_shard=2, workers=1),
-        "train_vae": dict(batch_size=8, steps=4, steps_per_loop=2, log_every=2, checkpoint_every=4, eval_shards=1, eval_batches=2),
+        "train_vae": dict(
+            batch_size=8, steps=4, steps_per_loop=2, log_every=2, checkpoint_every=4, eval_shards=1, eval_batches=2
+        ),
         "encode": dict(),
-        "train_mdnrnn": dict(seq_len=15, batch_size=2, steps=4, steps_per_loop=2, log_every=2, checkpoint_every=4, eval_shards=0, hidden=32),
+        "train_mdnrnn": dict(
+            seq_len=15,
+            batch_size=2,
+            steps=4,
+            steps_per_loop=2,
+            log_every=2,
+            checkpoint_every=4,
+            eval_shards=0,
+            hidden=32,
+        ),
         "dream": dict(steps=10, scale=2),
         "train_controller": dict(popsize=2, trials=1, generations=2, workers=1, max_steps=20, eval_every=0),
         "evaluate": dict(episodes=2, max_steps=20, workers=1),
@@ -57,12 +68,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quickstart": {
         "generate": dict(episodes=120, max_steps=1000, episodes_per_shard=10, workers=os.cpu_count() or 1),
         # bfloat16 where the CPU has bfloat16 units: ~1.7x faster V training on this project's CPU machines
-        "train_vae": dict(batch_size=100, steps=2000, log_every=100, checkpoint_every=250, eval_shards=1, eval_batches=20,
-                          mixed_precision="bfloat16" if _cpu_bf16() else "auto"),
+        "train_vae": dict(
+            batch_size=100,
+            steps=2000,
+            log_every=100,
+            checkpoint_every=250,
+            eval_shards=1,
+            eval_batches=20,
+            mixed_precision="bfloat16" if _cpu_bf16() else "auto",
+        ),
         "encode": dict(),
-        "train_mdnrnn": dict(seq_len=999, batch_size=16, steps=300, log_every=25, checkpoint_every=100, eval_shards=1, learning_rate=1e-3),
+        "train_mdnrnn": dict(
+            seq_len=999, batch_size=16, steps=300, log_every=25, checkpoint_every=100, eval_shards=1, learning_rate=1e-3
+        ),
         "dream": dict(steps=200, temperature=1.15),
-        "train_controller": dict(popsize=16, trials=2, generations=50, max_steps=1000, eval_every=10, eval_episodes=4, early_stop=50),
+        "train_controller": dict(
+            popsize=16, trials=2, generations=50, max_steps=1000, eval_every=10, eval_episodes=4, early_stop=50
+        ),
         "evaluate": dict(episodes=20, max_steps=1000),
     },
     "paper": {
@@ -97,14 +119,60 @@ def _stages() -> dict[str, Stage]:
 
     j = fileio.join
     return {
-        "generate": Stage("generate", "data_gen.generate", generate.GenerateConfig, generate.run, lambda w: {"out_dir": j(w, "rollouts")}),
-        "train_vae": Stage("train_vae", "wm.train_vae", train_vae.TrainVaeConfig, train_vae.run, lambda w: {"data": j(w, "rollouts"), "workdir": j(w, "vae")}),
-        "encode": Stage("encode", "wm.encode", encode.EncodeConfig, encode.run, lambda w: {"vae": j(w, "vae"), "data": j(w, "rollouts"), "out_dir": j(w, "series")}),
-        "train_mdnrnn": Stage("train_mdnrnn", "wm.train_mdnrnn", train_mdnrnn.TrainMdnrnnConfig, train_mdnrnn.run, lambda w: {"series": j(w, "series"), "workdir": j(w, "mdnrnn")}),
-        "dream": Stage("dream", "wm.dream", dream.DreamConfig, dream.run, lambda w: {"vae": j(w, "vae"), "mdnrnn": j(w, "mdnrnn"), "out": j(w, "dream.gif"), "data": j(w, "rollouts")}),
-        "train_controller": Stage("train_controller", "wm.train_controller", train_controller.TrainControllerConfig, train_controller.run,
-                                  lambda w: {"vae": j(w, "vae"), "mdnrnn": j(w, "mdnrnn"), "workdir": j(w, "controller")}),
-        "evaluate": Stage("evaluate", "wm.evaluate", evaluate.EvaluateConfig, evaluate.run, lambda w: {"agent": j(w, "controller"), "video_dir": j(w, "videos")}),
+        "generate": Stage(
+            "generate",
+            "data_gen.generate",
+            generate.GenerateConfig,
+            generate.run,
+            lambda w: {"out_dir": j(w, "rollouts")},
+        ),
+        "train_vae": Stage(
+            "train_vae",
+            "wm.train_vae",
+            train_vae.TrainVaeConfig,
+            train_vae.run,
+            lambda w: {"data": j(w, "rollouts"), "workdir": j(w, "vae")},
+        ),
+        "encode": Stage(
+            "encode",
+            "wm.encode",
+            encode.EncodeConfig,
+            encode.run,
+            lambda w: {"vae": j(w, "vae"), "data": j(w, "rollouts"), "out_dir": j(w, "series")},
+        ),
+        "train_mdnrnn": Stage(
+            "train_mdnrnn",
+            "wm.train_mdnrnn",
+            train_mdnrnn.TrainMdnrnnConfig,
+            train_mdnrnn.run,
+            lambda w: {"series": j(w, "series"), "workdir": j(w, "mdnrnn")},
+        ),
+        "dream": Stage(
+            "dream",
+            "wm.dream",
+            dream.DreamConfig,
+            dream.run,
+            lambda w: {
+                "vae": j(w, "vae"),
+                "mdnrnn": j(w, "mdnrnn"),
+                "out": j(w, "dream.gif"),
+                "data": j(w, "rollouts"),
+            },
+        ),
+        "train_controller": Stage(
+            "train_controller",
+            "wm.train_controller",
+            train_controller.TrainControllerConfig,
+            train_controller.run,
+            lambda w: {"vae": j(w, "vae"), "mdnrnn": j(w, "mdnrnn"), "workdir": j(w, "controller")},
+        ),
+        "evaluate": Stage(
+            "evaluate",
+            "wm.evaluate",
+            evaluate.EvaluateConfig,
+            evaluate.run,
+            lambda w: {"agent": j(w, "controller"), "video_dir": j(w, "videos")},
+        ),
         "report": Stage("report", "wm.report", report.ReportConfig, report.run, lambda w: {"workdir": w}),
     }
 
@@ -157,8 +225,9 @@ class PipelineConfig:
     preset: str = option("quickstart", help="Sizes of every stage: smoke, quickstart or paper.", choices=tuple(PRESETS))
     strategy: str = option("default", help="Strategy for V and M training.", choices=distribute.STRATEGIES)
     tpu: str = option("", help="TPU name or address for --strategy=tpu.")
-    overrides: list[str] = option(help="Override a stage flag: STAGE.FLAG=VALUE (repeatable).", flag="set",
-                                  default_factory=list)
+    overrides: list[str] = option(
+        help="Override a stage flag: STAGE.FLAG=VALUE (repeatable).", flag="set", default_factory=list
+    )
     stages: str = option("", help="Comma-separated stages to run (default: all, in order).")
     progress: bool = option(True, help="Show progress bars.")
 
@@ -195,7 +264,10 @@ def run(cfg: PipelineConfig) -> dict:
         raise UsageError(f"--stages: unknown {unknown}; stages: {', '.join(STAGES)}")
     fileio.makedirs(fileio.join(cfg.workdir, ".pipeline"))
     status_path = fileio.join(cfg.workdir, "pipeline.json")
-    status = fileio.read_json(status_path) or {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": []}
+    status = fileio.read_json(status_path) or {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "stages": [],
+    }
     status["preset"] = cfg.preset
     by_name = {s["name"]: s for s in status["stages"]}
     status["stages"] = [by_name.get(n, {"name": n, "status": "pending", "wall_time": None}) for n in STAGES]
@@ -240,7 +312,10 @@ def run(cfg: PipelineConfig) -> dict:
         upstream = token
     fileio.write_json_atomic(status_path, status)
     total = sum(s.get("wall_time") or 0 for s in status["stages"])
-    print(f"pipeline: done in {total / 60:.1f} min of stage time; report: {fileio.join(cfg.workdir, 'report.html')}", file=sys.stderr)
+    print(
+        f"pipeline: done in {total / 60:.1f} min of stage time; report: {fileio.join(cfg.workdir, 'report.html')}",
+        file=sys.stderr,
+    )
     return status
 
 

@@ -24,7 +24,8 @@ import json
 import math
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tfrecords import fileio
 from tfrecords.cli import UsageError, check, option, run_binary
@@ -83,7 +84,8 @@ th, td.num, td.nowrap, code span { white-space: nowrap; }
 .missing { background: #fff6e0; border: 1px solid #f0c36d; padding: 0.6em 1em; border-radius: 4px; }
 .note { color: #8a6d3b; font-style: italic; }
 .big { font-size: 1.6em; font-weight: 600; }
-.done { color: #2a7d2a; } .failed { color: #c0392b; font-weight: 600; } .running { color: #1f6fb2; } .skipped { color: #777; }
+.done { color: #2a7d2a; } .failed { color: #c0392b; font-weight: 600; }
+.running { color: #1f6fb2; } .skipped { color: #777; }
 img { max-width: 100%; height: auto; } img.pixel { image-rendering: pixelated; min-width: 384px; }
 figure { margin: 0.8em 0; } figcaption { color: #555; font-size: 0.9em; }
 .row { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
@@ -167,7 +169,9 @@ def plot_controller(records: list[dict]) -> bytes:
     gens = [r["generation"] for r in records]
     fig = _figure(8, 3.6)
     ax = fig.add_subplot()
-    ax.fill_between(gens, [r["min"] for r in records], [r["max"] for r in records], color="#1f77b4", alpha=0.15, label="min–max")
+    ax.fill_between(
+        gens, [r["min"] for r in records], [r["max"] for r in records], color="#1f77b4", alpha=0.15, label="min–max"
+    )
     ax.plot(gens, [r["max"] for r in records], color="#1f77b4", lw=1, alpha=0.7, label="max")
     ax.plot(gens, [r["mean"] for r in records], color="#1f77b4", lw=2, label="mean")
     ax.plot(gens, [r["min"] for r in records], color="#1f77b4", lw=1, ls=":", alpha=0.7, label="min")
@@ -200,8 +204,13 @@ def plot_losses(rows: list[dict], preferred: tuple[str, ...]) -> bytes | None:
     fig = _figure(3.4 * len(terms), 2.8)
     for i, term in enumerate(terms):
         ax = fig.add_subplot(1, len(terms), i + 1)
-        for split, style in (("train", dict(color="#1f77b4", lw=1.5)), ("eval", dict(color="#d62728", marker="o", ms=4, lw=1))):
-            pts = [(r["step"], r[term]) for r in rows if r.get("split") == split and isinstance(r.get(term), (int, float))]
+        for split, style in (
+            ("train", dict(color="#1f77b4", lw=1.5)),
+            ("eval", dict(color="#d62728", marker="o", ms=4, lw=1)),
+        ):
+            pts = [
+                (r["step"], r[term]) for r in rows if r.get("split") == split and isinstance(r.get(term), (int, float))
+            ]
             if pts:
                 ax.plot(*zip(*pts), label=split, **style)
         ax.set_title(term, fontsize=10)
@@ -274,23 +283,44 @@ def _scores(page: _Page, workdir: str) -> None:
         import numpy as np
 
         a = np.asarray(returns)
-        summary = {"mean": float(a.mean()), "std": float(a.std()), "episodes": len(a), "min": float(a.min()), "max": float(a.max())}
+        summary = {
+            "mean": float(a.mean()),
+            "std": float(a.std()),
+            "episodes": len(a),
+            "min": float(a.min()),
+            "max": float(a.max()),
+        }
     if summary is None:
-        body.append(page.miss("evaluation results (controller/evaluation.json, controller/evaluation.csv): the evaluate stage has not run"))
+        body.append(
+            page.miss(
+                "evaluation results (controller/evaluation.json, controller/evaluation.csv): the "
+                "evaluate stage has not run"
+            )
+        )
     else:
         paper_m, paper_s = PAPER_SCORE
         body.append(
             f'<p><span class="big">{_fmt(summary.get("mean"))} ± {_fmt(summary.get("std"))}</span> '
-            f'over {_e(summary.get("episodes", len(returns)))} tracks '
-            f"(paper: {paper_m:.0f} ± {paper_s:.0f} over 100; solved means ≥ {SOLVED:.0f}).</p>")
+            f"over {_e(summary.get('episodes', len(returns)))} tracks "
+            f"(paper: {paper_m:.0f} ± {paper_s:.0f} over 100; solved means ≥ {SOLVED:.0f}).</p>"
+        )
         body.append("<table><tr><th></th><th>mean ± std</th><th>episodes</th><th>min</th><th>max</th></tr>")
-        body.append(f'<tr><th>this run</th><td class="num">{_fmt(summary.get("mean"))} ± {_fmt(summary.get("std"))}</td>'
-                    f'<td class="num">{_e(summary.get("episodes", len(returns)))}</td><td class="num">{_fmt(summary.get("min"))}</td>'
-                    f'<td class="num">{_fmt(summary.get("max"))}</td></tr>')
-        body.append(f'<tr><th>paper (Ha &amp; Schmidhuber 2018)</th><td class="num">{paper_m:.0f} ± {paper_s:.0f}</td>'
-                    '<td class="num">100</td><td class="num">–</td><td class="num">–</td></tr></table>')
-        extra = [f"{k.replace('_', ' ')}: {_fmt(summary[k], 0)}" for k in ("env_steps", "env_steps_per_sec")
-                 if isinstance(summary.get(k), (int, float))]
+        body.append(
+            f'<tr><th>this run</th><td class="num">{_fmt(summary.get("mean"))} ± '
+            f"{_fmt(summary.get('std'))}</td>"
+            f'<td class="num">{_e(summary.get("episodes", len(returns)))}</td>'
+            f'<td class="num">{_fmt(summary.get("min"))}</td>'
+            f'<td class="num">{_fmt(summary.get("max"))}</td></tr>'
+        )
+        body.append(
+            f'<tr><th>paper (Ha &amp; Schmidhuber 2018)</th><td class="num">{paper_m:.0f} ± {paper_s:.0f}</td>'
+            '<td class="num">100</td><td class="num">–</td><td class="num">–</td></tr></table>'
+        )
+        extra = [
+            f"{k.replace('_', ' ')}: {_fmt(summary[k], 0)}"
+            for k in ("env_steps", "env_steps_per_sec")
+            if isinstance(summary.get(k), (int, float))
+        ]
         if isinstance(summary.get("wall_time"), (int, float)):
             extra.append(f"wall time: {_duration(summary['wall_time'])}")
         if summary.get("env_id"):
@@ -298,8 +328,10 @@ def _scores(page: _Page, workdir: str) -> None:
         if extra:
             body.append(f'<p class="sub">{_e("; ".join(extra))}</p>')
         if returns:
-            body.append(f"<figure>{_img(plot_returns_histogram(returns), 'image/png', 'histogram of evaluation returns')}"
-                        "<figcaption>Returns of the evaluation episodes.</figcaption></figure>")
+            body.append(
+                f"<figure>{_img(plot_returns_histogram(returns), 'image/png', 'histogram of evaluation returns')}"
+                "<figcaption>Returns of the evaluation episodes.</figcaption></figure>"
+            )
         else:
             body.append(page.miss("per-episode returns (controller/evaluation.csv) for the histogram"))
     page.section("Score", "score", "\n".join(body))
@@ -307,24 +339,39 @@ def _scores(page: _Page, workdir: str) -> None:
 
 def _controller(page: _Page, workdir: str) -> None:
     path = _join(workdir, "controller", "metrics.jsonl")
-    records = [r for r in _read_jsonl(path) if all(k in r for k in ("generation", "mean", "max", "min"))] if _exists(path) else []
+    records = (
+        [r for r in _read_jsonl(path) if all(k in r for k in ("generation", "mean", "max", "min"))]
+        if _exists(path)
+        else []
+    )
     if not records:
-        page.section("Controller training (CMA-ES)", "controller",
-                     page.miss("controller training curve (controller/metrics.jsonl): the train_controller stage has not run"))
+        page.section(
+            "Controller training (CMA-ES)",
+            "controller",
+            page.miss("controller training curve (controller/metrics.jsonl): the train_controller stage has not run"),
+        )
         return
     last = records[-1]
     steps = sum(r.get("env_steps", 0) for r in records)
     wall = sum(r.get("wall_time", 0.0) for r in records)
     best = max(records, key=lambda r: r["max"])
-    facts = [f"{len(records)} generations", f"{steps:,} environment steps", f"{_duration(wall)} of training",
-             f"best member {best['max']:.1f} (generation {best['generation']})", f"final population mean {last['mean']:.1f}"]
+    facts = [
+        f"{len(records)} generations",
+        f"{steps:,} environment steps",
+        f"{_duration(wall)} of training",
+        f"best member {best['max']:.1f} (generation {best['generation']})",
+        f"final population mean {last['mean']:.1f}",
+    ]
     if last.get("best_eval") is not None:
         facts.append(f"best eval {last['best_eval']:.1f}")
     if last.get("sigma") is not None:
         facts.append(f"final σ {last['sigma']:.3g}")
-    body = (f"<p>{_e('; '.join(facts))}.</p><figure>{_img(plot_controller(records), 'image/png', 'controller training curve')}"
-            "<figcaption>Return per generation: the population's mean (line), max and min (band); red points "
-            "evaluate the CMA-ES mean on tracks the population never sees.</figcaption></figure>")
+    body = (
+        f"<p>{_e('; '.join(facts))}.</p>"
+        f"<figure>{_img(plot_controller(records), 'image/png', 'controller training curve')}"
+        "<figcaption>Return per generation: the population's mean (line), max and min (band); red points "
+        "evaluate the CMA-ES mean on tracks the population never sees.</figcaption></figure>"
+    )
     page.section("Controller training (CMA-ES)", "controller", body)
 
 
@@ -340,6 +387,7 @@ def _vae_reconstructions(workdir: str) -> tuple[bytes | None, str]:
     if not _exists(rollouts):
         return None, "rollouts (rollouts/) to reconstruct"
     import keras
+
     import tfrecords
 
     try:
@@ -354,8 +402,10 @@ def _vae_reconstructions(workdir: str) -> tuple[bytes | None, str]:
     mu, _ = encoder(inputs, training=False)
     recons = np.clip(np.asarray(decoder(mu, training=False)), 0.0, 1.0)
     mse = float(np.mean((inputs.astype(np.float32) / 255.0 - recons) ** 2))
-    caption = (f"Frames {', '.join(map(str, idx))} of the first rollout episode (top) and V's reconstructions "
-               f"from their means μ (bottom); mean squared error {mse:.4f} per pixel channel.")
+    caption = (
+        f"Frames {', '.join(map(str, idx))} of the first rollout episode (top) and V's reconstructions "
+        f"from their means μ (bottom); mean squared error {mse:.4f} per pixel channel."
+    )
     return plot_reconstructions(inputs, recons), caption
 
 
@@ -368,7 +418,10 @@ def _vae(page: _Page, workdir: str) -> None:
     if png is None:
         body.append(page.miss(text))
     else:
-        body.append(f"<figure>{_img(png, 'image/png', 'VAE inputs and reconstructions')}<figcaption>{_e(text)}</figcaption></figure>")
+        body.append(
+            f"<figure>{_img(png, 'image/png', 'VAE inputs and reconstructions')}"
+            f"<figcaption>{_e(text)}</figcaption></figure>"
+        )
     body.append(_loss_block(page, _join(workdir, "vae"), "V", ("loss", "reconstruction", "kl"), "train_vae"))
     page.section("V: the variational autoencoder", "vae", "\n".join(body))
 
@@ -391,12 +444,16 @@ def _loss_block(page: _Page, run_dir: str, label: str, terms: tuple[str, ...], s
     if rates:
         facts.append(f"{rates[-1]:,.0f} items/s")
     note = "" if evals else " (no eval entries: no held-out shards)"
-    return (f"<figure>{_img(png, 'image/png', f'{label} loss curves')}<figcaption>{_e(label)} loss terms per step, "
-            f"train and eval{_e(note)}: {_e('; '.join(facts))}.</figcaption></figure>")
+    return (
+        f"<figure>{_img(png, 'image/png', f'{label} loss curves')}<figcaption>{_e(label)} loss terms per step, "
+        f"train and eval{_e(note)}: {_e('; '.join(facts))}.</figcaption></figure>"
+    )
 
 
 def _mdnrnn(page: _Page, workdir: str) -> None:
-    body = _loss_block(page, _join(workdir, "mdnrnn"), "M", ("loss", "z_nll", "reward_mse", "terminal_ce"), "train_mdnrnn")
+    body = _loss_block(
+        page, _join(workdir, "mdnrnn"), "M", ("loss", "z_nll", "reward_mse", "terminal_ce"), "train_mdnrnn"
+    )
     page.section("M: the MDN-RNN", "mdnrnn", body)
 
 
@@ -405,8 +462,10 @@ def _gif(workdir: str, rel: str, alt: str) -> str:
     path = _join(workdir, rel)
     size = fileio.gfile().stat(path).length
     if size > EMBED_LIMIT:
-        return (f'<p><a href="{_e(rel)}">{_e(rel)}</a> ({size / 2**20:.1f} MB, linked rather than embedded; '
-                "open it from the workdir).</p>")
+        return (
+            f'<p><a href="{_e(rel)}">{_e(rel)}</a> ({size / 2**20:.1f} MB, linked rather than embedded; '
+            "open it from the workdir).</p>"
+        )
     return _img(_read_bytes(path), "image/gif", alt, css="pixel")
 
 
@@ -414,9 +473,11 @@ def _dream(page: _Page, workdir: str) -> None:
     if not _exists(_join(workdir, "dream.gif")):
         page.section("Dream", "dream", page.miss("the dream (dream.gif): the dream stage has not run"))
         return
-    body = (f"<figure>{_gif(workdir, 'dream.gif', 'real episode and dream side by side')}"
-            "<figcaption>Left: the real episode. Right: M dreaming on its own from the episode's first frame "
-            "with the same actions, decoded by V.</figcaption></figure>")
+    body = (
+        f"<figure>{_gif(workdir, 'dream.gif', 'real episode and dream side by side')}"
+        "<figcaption>Left: the real episode. Right: M dreaming on its own from the episode's first frame "
+        "with the same actions, decoded by V.</figcaption></figure>"
+    )
     page.section("Dream", "dream", body)
 
 
@@ -426,8 +487,11 @@ def _videos(page: _Page, workdir: str) -> None:
     if not names:
         page.section("Evaluation videos", "videos", '<p class="note">No evaluation videos (videos/*.gif).</p>')
         return
-    figs = [f"<figure>{_gif(workdir, 'videos/' + n, n)}<figcaption>{_e(n)}: real frame | V's reconstruction | "
-            "actions</figcaption></figure>" for n in names[:MAX_VIDEOS]]
+    figs = [
+        f"<figure>{_gif(workdir, 'videos/' + n, n)}<figcaption>{_e(n)}: real frame | V's reconstruction | "
+        "actions</figcaption></figure>"
+        for n in names[:MAX_VIDEOS]
+    ]
     more = f"<p>{len(names) - MAX_VIDEOS} more in <code>videos/</code>.</p>" if len(names) > MAX_VIDEOS else ""
     page.section("Evaluation videos", "videos", '<div class="row">' + "".join(figs) + "</div>" + more)
 
@@ -435,14 +499,24 @@ def _videos(page: _Page, workdir: str) -> None:
 def _rollouts(page: _Page, workdir: str) -> None:
     path = _join(workdir, "rollouts", "manifest.json")
     if not _exists(path):
-        page.section("Rollouts", "rollouts", page.miss("the rollout dataset (rollouts/manifest.json): the generate stage has not finished"))
+        page.section(
+            "Rollouts",
+            "rollouts",
+            page.miss("the rollout dataset (rollouts/manifest.json): the generate stage has not finished"),
+        )
         return
     m = _read_json(path)
     eps, frames = m.get("episodes", 0), m.get("frames", 0)
     ret = sum(s.get("return_sum", 0.0) for s in m.get("shards", []))
     policy = (m.get("spec") or m.get("flags") or {}).get("policy", "?")
-    facts = [f"{eps:,} episodes", f"{frames:,} frames", f"{len(m.get('shards', []))} shards",
-             f"policy {policy}", f"environment {m.get('env_id', '?')}", f"frame shape {m.get('frame_shape', '?')}"]
+    facts = [
+        f"{eps:,} episodes",
+        f"{frames:,} frames",
+        f"{len(m.get('shards', []))} shards",
+        f"policy {policy}",
+        f"environment {m.get('env_id', '?')}",
+        f"frame shape {m.get('frame_shape', '?')}",
+    ]
     if eps:
         facts.append(f"mean return {ret / eps:.1f}")
     page.section("Rollouts", "rollouts", f"<p>{_e('; '.join(facts))}.</p>")
@@ -454,10 +528,16 @@ def _command_html(command: str) -> str:
 
 
 def _stages(page: _Page, workdir: str, pipeline: dict | None) -> None:
-    tb = (f"<p>All stages log to TensorBoard: <code>tensorboard --logdir {_e(workdir)}</code> "
-          "shows V, M and the controller together.</p>")
+    tb = (
+        f"<p>All stages log to TensorBoard: <code>tensorboard --logdir {_e(workdir)}</code> "
+        "shows V, M and the controller together.</p>"
+    )
     if not pipeline:
-        page.section("Stages", "stages", page.miss("pipeline.json (stage timings and commands): not run through wm.pipeline") + tb)
+        page.section(
+            "Stages",
+            "stages",
+            page.miss("pipeline.json (stage timings and commands): not run through wm.pipeline") + tb,
+        )
         return
     rows = ["<table><tr><th>stage</th><th>status</th><th>wall time</th><th>command</th></tr>"]
     total = 0.0
@@ -466,8 +546,10 @@ def _stages(page: _Page, workdir: str, pipeline: dict | None) -> None:
         shown = "building this page" if s.get("name") == "report" and status == "running" else status
         wall = s.get("wall_time")
         total += wall if isinstance(wall, (int, float)) else 0.0
-        rows.append(f'<tr><td class="nowrap">{_e(s.get("name", "?"))}</td><td class="{_e(status)}">{_e(shown)}</td>'
-                    f'<td class="num">{_duration(wall)}</td><td><code>{_command_html(s.get("command", ""))}</code></td></tr>')
+        rows.append(
+            f'<tr><td class="nowrap">{_e(s.get("name", "?"))}</td><td class="{_e(status)}">{_e(shown)}</td>'
+            f'<td class="num">{_duration(wall)}</td><td><code>{_command_html(s.get("command", ""))}</code></td></tr>'
+        )
         if status == "failed":
             page.missing.append(f"stage {s.get('name', '?')} failed")
     rows.append(f'<tr><th>total</th><td></td><td class="num"><b>{_duration(total)}</b></td><td></td></tr></table>')
@@ -514,9 +596,11 @@ def build_report(workdir: str) -> str:
         head += f'<div class="missing"><b>Missing or incomplete</b> ({len(page.missing)})<ul>{items}</ul></div>'
     else:
         head += '<p class="done">Every stage\'s output is present.</p>'
-    doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-           f"<title>World Models report: {_e(os.path.basename(workdir.rstrip('/')) or workdir)}</title>"
-           f"<style>{_CSS}</style></head>\n<body>\n{head}\n" + "\n".join(page.sections) + "\n</body></html>\n")
+    doc = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>World Models report: {_e(os.path.basename(workdir.rstrip('/')) or workdir)}</title>"
+        f"<style>{_CSS}</style></head>\n<body>\n{head}\n" + "\n".join(page.sections) + "\n</body></html>\n"
+    )
     out = _join(workdir, REPORT_NAME)
     fileio.write_text_atomic(out, doc)
     return out

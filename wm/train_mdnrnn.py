@@ -34,8 +34,11 @@ class TrainMdnrnnConfig(train_lib.TrainFlags):
     series: str = option(help="Latent-series shards from wm.encode: a directory, glob or list.", required=True)
     learning_rate: float = option(1e-3, help="Adam learning rate.", above=0)
     epochs: int = option(20, help="Epochs over the training shards, if --steps is 0.", min=0)
-    jit_compile: str = option("auto", help="XLA; auto: TPU only for M (cuDNN, which XLA cannot compile, on GPU).",
-                              choices=distribute.JIT_MODES)
+    jit_compile: str = option(
+        "auto",
+        help="XLA; auto: TPU only for M (cuDNN, which XLA cannot compile, on GPU).",
+        choices=distribute.JIT_MODES,
+    )
     log_every: int = option(50, help="Log metrics every N steps.", min=1)
     checkpoint_every: int = option(500, help="Checkpoint every N steps.", min=1)
     seq_len: int = option(999, help="Steps per training sequence (windows hold seq_len + 1).", min=1)
@@ -103,8 +106,15 @@ def make_loss_fn(cfg: TrainMdnrnnConfig):
         mu, logvar = batch["mu"], batch["logvar"]
         z = mu + tf.exp(0.5 * logvar) * tf.random.normal(tf.shape(mu))
         return mdnrnn.sequence_loss_terms(
-            model, z, batch["actions"], batch["mask"], batch["rewards"], batch["terminals"],
-            cfg.reward_weight, cfg.terminal_weight, training=training,
+            model,
+            z,
+            batch["actions"],
+            batch["mask"],
+            batch["rewards"],
+            batch["terminals"],
+            cfg.reward_weight,
+            cfg.terminal_weight,
+            training=training,
         )
 
     return loss_fn
@@ -134,8 +144,12 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
     if cfg.seed is not None:
         keras.utils.set_random_seed(cfg.seed)
     arch = {
-        "z_size": z_size, "action_size": schema.ACTION_DIM, "hidden": cfg.hidden, "mixtures": cfg.mixtures,
-        "reward_head": cfg.reward_head, "terminal_head": cfg.terminal_head,
+        "z_size": z_size,
+        "action_size": schema.ACTION_DIM,
+        "hidden": cfg.hidden,
+        "mixtures": cfg.mixtures,
+        "reward_head": cfg.reward_head,
+        "terminal_head": cfg.terminal_head,
     }
 
     eval_windows = windows_in(eval_files, manifest, window) or 0
@@ -147,8 +161,16 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
                 # a held-out split smaller than one batch would otherwise give no batch at all
                 per_replica = max(1, min(per_replica, eval_windows // ctx.num_replicas_in_sync))
             return tfrecords.sequence_dataset(
-                files, per_replica, window, kind=schema.KIND_LATENTS, shuffle=train, repeat=train,
-                shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, input_context=ctx, latent_dim=z_size,
+                files,
+                per_replica,
+                window,
+                kind=schema.KIND_LATENTS,
+                shuffle=train,
+                repeat=train,
+                shuffle_buffer=cfg.shuffle_buffer,
+                seed=cfg.seed,
+                input_context=ctx,
+                latent_dim=z_size,
             )
 
         return fn
@@ -175,7 +197,12 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
         profile_steps=train_lib.parse_profile_steps(cfg.profile_steps),
         progress=cfg.progress,
     )
-    extra = {"flags": dataclasses.asdict(cfg), "train_shards": train_files, "eval_shards": eval_files, "steps_per_epoch": steps_per_epoch}
+    extra = {
+        "flags": dataclasses.asdict(cfg),
+        "train_shards": train_files,
+        "eval_shards": eval_files,
+        "steps_per_epoch": steps_per_epoch,
+    }
     result = train_lib.run(task, setup, loop, extra)
     print(f"train_mdnrnn: step {result['step']} in {cfg.workdir}", file=sys.stderr)
     return result

@@ -32,8 +32,12 @@ class TrainVaeConfig(train_lib.TrainFlags):
     z_size: int = option(32, help="Latent size of V.", min=1)
     kl_tolerance: float = option(0.5, help="Free bits per latent dimension of the KL term (the paper: 0.5).", min=0)
     shuffle_buffer: int = option(10_000, help="Frames in the shuffle buffer.", min=1)
-    reader: str = option("auto", help="Shard reader: isal (ISA-L inflating in Python threads, ~2.5x zlib), tf (all in "
-                         "TensorFlow, serializable), auto: isal if installed.", choices=fast_reader.READERS)
+    reader: str = option(
+        "auto",
+        help="Shard reader: isal (ISA-L inflating in Python threads, ~2.5x zlib), tf (all in "
+        "TensorFlow, serializable), auto: isal if installed.",
+        choices=fast_reader.READERS,
+    )
 
 
 def validate(cfg: TrainVaeConfig) -> None:
@@ -88,11 +92,22 @@ def run(cfg: TrainVaeConfig) -> dict:
     def data(files, train):
         def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             per_replica = ctx.get_per_replica_batch_size(cfg.batch_size)
-            return tfrecords.frames_dataset(files, per_replica, shuffle=train, repeat=train, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, input_context=ctx, reader=cfg.reader)
+            return tfrecords.frames_dataset(
+                files,
+                per_replica,
+                shuffle=train,
+                repeat=train,
+                shuffle_buffer=cfg.shuffle_buffer,
+                seed=cfg.seed,
+                input_context=ctx,
+                reader=cfg.reader,
+            )
 
         return fn
 
-    preview = next(iter(tfrecords.frames_dataset(eval_files or train_files, 8, shuffle_buffer=1000, seed=0, reader=cfg.reader)))
+    preview = next(
+        iter(tfrecords.frames_dataset(eval_files or train_files, 8, shuffle_buffer=1000, seed=0, reader=cfg.reader))
+    )
     prior_z = tf.random.stateless_normal([8, cfg.z_size], seed=[0, 1])
 
     def summaries(model, step):
@@ -123,7 +138,12 @@ def run(cfg: TrainVaeConfig) -> dict:
         profile_steps=train_lib.parse_profile_steps(cfg.profile_steps),
         progress=cfg.progress,
     )
-    extra = {"flags": dataclasses.asdict(cfg), "train_shards": train_files, "eval_shards": eval_files, "steps_per_epoch": steps_per_epoch}
+    extra = {
+        "flags": dataclasses.asdict(cfg),
+        "train_shards": train_files,
+        "eval_shards": eval_files,
+        "steps_per_epoch": steps_per_epoch,
+    }
     result = train_lib.run(task, setup, loop, extra)
     if setup.is_chief:
         export(load_vae(cfg.workdir), fileio.join(cfg.workdir, "export"))

@@ -18,12 +18,12 @@ from pathlib import Path
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import gymnasium as gym
+import numpy as np
+import pytest
 
-from data_gen import fast_car_racing  # noqa: E402
-from data_gen.fast_car_racing import ENV_ID, FastCarRacing, register  # noqa: E402
+from data_gen import fast_car_racing
+from data_gen.fast_car_racing import ENV_ID, FastCarRacing, register
 
 STOCK_ID = "CarRacing-v3"
 Policy = Callable[[np.random.Generator, int], object]
@@ -194,8 +194,8 @@ def test_culled_polygons_draw_nothing_visible() -> None:
     polygons are drawn with gfxdraw onto a sentinel-coloured surface: nothing
     may change outside the 100 rows that end up under the indicator panel.
     """
-    from pygame import gfxdraw
     import pygame
+    from pygame import gfxdraw
 
     sentinel = (1, 2, 3)
     shown = fast_car_racing._N_HIDDEN

@@ -11,12 +11,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import TINY
 
 from data_gen import policies, rollout
 from data_gen.generate import GenerateConfig, run
 from tfrecords import fileio, schema, writer
-
-from conftest import TINY
 
 
 def _shards(d):
@@ -39,7 +38,10 @@ def _cli(*args, timeout=120):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run(
         [sys.executable, "-m", "data_gen.generate", "--progress=false", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -107,12 +109,17 @@ def test_crash_mid_run_resumes_without_duplicates(tmp_path, tiny_rollouts, monke
     assert not os.path.exists(os.path.join(out, ".incomplete"))
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_completes_the_same_data(tmp_path):
     out = str(tmp_path / "killed")
     args = [f"--out_dir={out}", "--episodes=6", "--max_steps=60", "--episodes_per_shard=1", "--workers=1"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    p = subprocess.Popen([sys.executable, "-m", "data_gen.generate", "--progress=false", *args], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "data_gen.generate", "--progress=false", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while len(_shards(out)) < 2 and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
@@ -137,6 +144,7 @@ def test_rerun_of_finished_run_is_a_no_op(tiny_rollouts):
     assert {f: os.stat(f).st_mtime_ns for f in _shards(tiny_rollouts)} == before
 
 
+@pytest.mark.slow
 def test_foreign_run_is_refused_and_untouched(tiny_rollouts):
     before = _bytes(tiny_rollouts)
     with pytest.raises(writer.RunMismatchError, match="seed: 0 there, 1 now"):
@@ -166,6 +174,7 @@ def test_unfinished_foreign_run_is_refused(tmp_path, monkeypatch):
         ("--writer=lz4", "--writer must be one of auto, isal, tf"),
     ],
 )
+@pytest.mark.slow
 def test_bad_flags_give_one_line_and_exit_2(tmp_path, flag, message):
     args = [f"--out_dir={tmp_path / 'out'}", "--episodes=1", "--max_steps=5", flag]
     r = _cli(*args)
@@ -184,7 +193,9 @@ def test_brownian_policy_walks_inside_the_box():
     acts = np.stack([p.act(None) for _ in range(2000)])
     assert np.all(acts >= space.low) and np.all(acts <= space.high)
     steps = np.diff(acts, axis=0)
-    inside = np.all((acts[1:] > space.low) & (acts[1:] < space.high) & (acts[:-1] > space.low) & (acts[:-1] < space.high), axis=1)
+    inside = np.all(
+        (acts[1:] > space.low) & (acts[1:] < space.high) & (acts[:-1] > space.low) & (acts[:-1] < space.high), axis=1
+    )
     assert abs(steps[inside].std() - np.sqrt(1 / 50)) < 0.02  # increments of sqrt(dt) * N(0, 1) away from the walls
     r = policies.RandomPolicy(space)
     r.reset(np.random.default_rng(0))

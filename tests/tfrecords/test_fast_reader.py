@@ -95,7 +95,9 @@ def _example(order, frames=b"\x07" * FRAME_BYTES * 2, extra=3):
     return ex.SerializeToString()
 
 
-@pytest.mark.parametrize("order", [("frames", "actions", "seed", "tag"), ("tag", "actions", "seed", "frames"), ("seed", "frames", "tag")])
+@pytest.mark.parametrize(
+    "order", [("frames", "actions", "seed", "tag"), ("tag", "actions", "seed", "frames"), ("seed", "frames", "tag")]
+)
 def test_locate_bytes_feature_agrees_with_protobuf(order):
     rec = _example(order, frames=bytes(range(256)) * 96)
     start, n = locate_bytes_feature(rec, len(rec), len(rec))

@@ -145,7 +145,9 @@ def test_schema_round_trip_of_latents():
         np.testing.assert_array_equal(getattr(back, k), getattr(ep, k))
     assert back.seed == 123 and back.frames is None
     with pytest.raises(ValueError, match="frames must be"):
-        schema.encode_episode(schema.Episode(ep.actions, ep.rewards, ep.terminals, 1, frames=np.zeros((6, 8, 8, 3), np.uint8)))
+        schema.encode_episode(
+            schema.Episode(ep.actions, ep.rewards, ep.terminals, 1, frames=np.zeros((6, 8, 8, 3), np.uint8))
+        )
 
 
 def test_plan_shards_covers_every_item_once():

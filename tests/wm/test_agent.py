@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from helpers import act_reference, crash_worker
 
-from wm.models.loading import load_mdnrnn, load_vae
+from data_gen.envpool import EnvPool, PoolError, WorkerLost
 from wm.agents.agent import Agent, run_episodes
 from wm.models.controller import Controller
-from helpers import act_reference, crash_worker
-from data_gen.envpool import EnvPool, PoolError, WorkerLost
+from wm.models.loading import load_mdnrnn, load_vae
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,10 @@ def test_batched_inference_equals_per_environment(agent):
     n = 6
     frames = rng.integers(0, 256, size=(n, 64, 64, 3), dtype=np.uint8)
     params = rng.normal(size=(n, agent.controller.num_params)).astype(np.float32) * 0.3
-    state = (rng.normal(size=(n, agent.hidden)).astype(np.float32) * 0.5, rng.normal(size=(n, agent.hidden)).astype(np.float32))
+    state = (
+        rng.normal(size=(n, agent.hidden)).astype(np.float32) * 0.5,
+        rng.normal(size=(n, agent.hidden)).astype(np.float32),
+    )
     a, (h, c), z = agent.act(frames, state, params)
     a_ref, (h_ref, c_ref) = act_reference(agent, frames, state, params)
     np.testing.assert_allclose(a, a_ref, atol=1e-5)

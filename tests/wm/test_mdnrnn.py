@@ -33,7 +33,9 @@ def test_log_prob_matches_float64_reference(scale):
     log_std = rng.normal(size=shape) * 3 - 2
     log_std[0, 0] = -40.0  # tiny sigmas, clipped
     z = rng.normal(size=shape[:-1])
-    got = mdnrnn.mixture_log_prob(Mixture(*(tf.constant(a, tf.float32) for a in (logits, mu, log_std))), tf.constant(z, tf.float32)).numpy()
+    got = mdnrnn.mixture_log_prob(
+        Mixture(*(tf.constant(a, tf.float32) for a in (logits, mu, log_std))), tf.constant(z, tf.float32)
+    ).numpy()
     want = np_log_prob(logits, mu, log_std, z)
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-3 * max(1.0, np.abs(want).max() * 1e-5))

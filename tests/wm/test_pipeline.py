@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from wm import pipeline
 from tfrecords.cli import UsageError
+from wm import pipeline
 
 
 def _status(workdir):
@@ -18,14 +18,23 @@ def _status(workdir):
         return {s["name"]: s for s in json.load(f)["stages"]}
 
 
+@pytest.mark.slow
 def test_smoke_end_to_end_then_every_stage_is_skipped(tmp_path):
     wd = str(tmp_path / "run")
     cfg = pipeline.PipelineConfig(workdir=wd, preset="smoke", progress=False)
     pipeline.run(cfg)
     st = _status(wd)
     assert [st[n]["status"] for n in pipeline.STAGES] == ["done"] * len(pipeline.STAGES)
-    for name in ("rollouts/manifest.json", "vae/export/encoder.keras", "series/manifest.json", "mdnrnn/config.json",
-                 "dream.gif", "controller/controller.npz", "controller/evaluation.csv", "report.html"):
+    for name in (
+        "rollouts/manifest.json",
+        "vae/export/encoder.keras",
+        "series/manifest.json",
+        "mdnrnn/config.json",
+        "dream.gif",
+        "controller/controller.npz",
+        "controller/evaluation.csv",
+        "report.html",
+    ):
         assert os.path.exists(os.path.join(wd, name)), name
     assert st["train_vae"]["command"].startswith("python -m wm.train_vae --data=")
     assert all(st[n]["wall_time"] > 0 for n in pipeline.STAGES)
@@ -35,18 +44,35 @@ def test_smoke_end_to_end_then_every_stage_is_skipped(tmp_path):
     assert [st[n]["status"] for n in pipeline.STAGES] == ["skipped"] * len(pipeline.STAGES)
     assert os.path.getmtime(os.path.join(wd, "controller", "controller.npz")) == before
     # more generations: only the controller and what follows it run again
-    pipeline.run(pipeline.PipelineConfig(workdir=wd, preset="smoke", progress=False, overrides=["train_controller.generations=3"]))
+    pipeline.run(
+        pipeline.PipelineConfig(
+            workdir=wd, preset="smoke", progress=False, overrides=["train_controller.generations=3"]
+        )
+    )
     st = _status(wd)
     assert [st[n]["status"] for n in pipeline.STAGES[:5]] == ["skipped"] * 5
     assert st["train_controller"]["status"] == "done" and "--generations=3" in st["train_controller"]["command"]
     assert st["evaluate"]["status"] == "done" and st["report"]["status"] == "done"  # downstream of a rerun stage
 
 
+@pytest.mark.slow
 def test_killed_stage_resumes(tmp_path):
     wd = str(tmp_path / "killed")
-    args = [sys.executable, "-m", "wm.pipeline", f"--workdir={wd}", "--preset=smoke", "--noprogress", "--stages=generate,train_vae",
-            "--set=train_vae.steps=400", "--set=train_vae.checkpoint_every=4", "--set=train_vae.steps_per_loop=2"]
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    args = [
+        sys.executable,
+        "-m",
+        "wm.pipeline",
+        f"--workdir={wd}",
+        "--preset=smoke",
+        "--noprogress",
+        "--stages=generate,train_vae",
+        "--set=train_vae.steps=400",
+        "--set=train_vae.checkpoint_every=4",
+        "--set=train_vae.steps_per_loop=2",
+    ]
+    p = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    )
     ckpt = os.path.join(wd, "vae", "checkpoints", "checkpoint")
     deadline = time.time() + 240
     while not os.path.exists(ckpt) and time.time() < deadline and p.poll() is None:
@@ -55,8 +81,13 @@ def test_killed_stage_resumes(tmp_path):
     p.wait()
     assert os.path.exists(ckpt), "the kill should land during train_vae"
     assert _status(wd)["train_vae"]["status"] == "running"
-    r = subprocess.run(args[:-3] + ["--set=train_vae.steps=40", "--set=train_vae.checkpoint_every=4", "--set=train_vae.steps_per_loop=2"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        args[:-3]
+        + ["--set=train_vae.steps=40", "--set=train_vae.checkpoint_every=4", "--set=train_vae.steps_per_loop=2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "generate: already done, skipped" in r.stderr
     assert "vae: resuming from step" in r.stderr
@@ -64,12 +95,15 @@ def test_killed_stage_resumes(tmp_path):
     assert st["generate"]["status"] == "skipped" and st["train_vae"]["status"] == "done"
 
 
-@pytest.mark.parametrize("item,msg", [
-    ("train_vae.nope=1", "has no flag 'nope'"),
-    ("nostage.x=1", "unknown stage"),
-    ("train_vae.steps=abc", "not a valid int"),
-    ("train_vae", "STAGE.FLAG=VALUE"),
-])
+@pytest.mark.parametrize(
+    "item,msg",
+    [
+        ("train_vae.nope=1", "has no flag 'nope'"),
+        ("nostage.x=1", "unknown stage"),
+        ("train_vae.steps=abc", "not a valid int"),
+        ("train_vae", "STAGE.FLAG=VALUE"),
+    ],
+)
 def test_bad_overrides(tmp_path, item, msg):
     with pytest.raises(UsageError, match=msg):
         pipeline.build_configs(pipeline.PipelineConfig(workdir=str(tmp_path), preset="smoke", overrides=[item]))
@@ -77,8 +111,14 @@ def test_bad_overrides(tmp_path, item, msg):
 
 def test_presets_build_valid_configs(tmp_path):
     for preset in pipeline.PRESETS:
-        cfgs = pipeline.build_configs(pipeline.PipelineConfig(workdir=str(tmp_path), preset=preset, strategy="mirrored"))
+        cfgs = pipeline.build_configs(
+            pipeline.PipelineConfig(workdir=str(tmp_path), preset=preset, strategy="mirrored")
+        )
         assert cfgs["train_vae"].strategy == "mirrored" and cfgs["train_controller"].workdir.endswith("controller")
     paper = pipeline.build_configs(pipeline.PipelineConfig(workdir=str(tmp_path), preset="paper"))
-    assert paper["generate"].episodes == 10_000 and paper["train_controller"].popsize == 64 and paper["train_controller"].trials == 16
+    assert (
+        paper["generate"].episodes == 10_000
+        and paper["train_controller"].popsize == 64
+        and paper["train_controller"].trials == 16
+    )
     assert paper["evaluate"].episodes == 100 and paper["train_mdnrnn"].seq_len == 999

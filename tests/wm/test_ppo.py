@@ -6,11 +6,10 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from wm.agents import ppo
 from helpers import crash_worker
-from data_gen.envpool import Step, WorkerLost
 
+from data_gen.envpool import Step, WorkerLost
+from wm.agents import ppo
 
 # ---------------------------------------------------------------- references
 
@@ -66,7 +65,11 @@ def test_clipped_surrogate_matches_reference():
     rng = np.random.default_rng(1)
     logp, old = rng.normal(scale=0.3, size=(2, 200))
     adv = rng.normal(size=200)
-    got = float(ppo.clipped_surrogate_loss(tf.constant(logp, tf.float32), tf.constant(old, tf.float32), tf.constant(adv, tf.float32), 0.2))
+    got = float(
+        ppo.clipped_surrogate_loss(
+            tf.constant(logp, tf.float32), tf.constant(old, tf.float32), tf.constant(adv, tf.float32), 0.2
+        )
+    )
     r = np.exp(logp - old)
     ref = -np.mean(np.minimum(r * adv, np.clip(r, 0.8, 1.2) * adv))
     assert abs((np.abs(r - 1) > 0.2).mean() - 0.5) < 0.45  # both clipped and unclipped samples
@@ -78,8 +81,15 @@ def test_squashed_log_prob_matches_float64_reference_up_to_the_bounds():
     mean = rng.normal(size=(64, 3))
     log_std = rng.uniform(-2, 1, size=(64, 3))
     u = mean + np.exp(log_std) * rng.normal(size=(64, 3))
-    u[:8] = [[8.0, -8.0, 12.0], [15.0, 15.0, -15.0], [-20.0, 20.0, 25.0], [40.0, -40.0, 0.0]] * 2  # actions on the bounds
-    got = ppo.log_prob(tf.constant(u, tf.float32), tf.constant(mean, tf.float32), tf.constant(log_std, tf.float32)).numpy()
+    u[:8] = [
+        [8.0, -8.0, 12.0],
+        [15.0, 15.0, -15.0],
+        [-20.0, 20.0, 25.0],
+        [40.0, -40.0, 0.0],
+    ] * 2  # actions on the bounds
+    got = ppo.log_prob(
+        tf.constant(u, tf.float32), tf.constant(mean, tf.float32), tf.constant(log_std, tf.float32)
+    ).numpy()
     ref = _log_prob_reference(u.astype(np.float32), mean.astype(np.float32), log_std.astype(np.float32))
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)
@@ -118,7 +128,9 @@ def test_ppo_update_solves_a_one_step_bandit():
     tf.keras.utils.set_random_seed(0)
     target = np.array([-0.5, 0.8, 0.3], np.float32)
     model = ppo.ActorCritic(4, hidden=(16, 16))
-    trainer = ppo.PPOTrainer(model, ppo.PPOHyper(learning_rate=1e-2, epochs=4, minibatch_size=128, entropy_coef=0.0), seed=0)
+    trainer = ppo.PPOTrainer(
+        model, ppo.PPOHyper(learning_rate=1e-2, epochs=4, minibatch_size=128, entropy_coef=0.0), seed=0
+    )
     rng = np.random.default_rng(0)
     feats = np.ones((256, 4), np.float32)
     for _ in range(60):
@@ -172,9 +184,16 @@ class _FakePolicy:
     def sample(self, frames, state):
         n = len(frames)
         f = frames[:, 0, 0, 0].astype(np.float32)
-        return {"a": np.zeros((n, 3), np.float32), "u": np.zeros((n, 3), np.float32), "logp": np.zeros(n, np.float32),
-                "value": f, "feats": np.stack([f, np.arange(n, dtype=np.float32)], -1), "z": f[:, None],
-                "h": state[0] + 1, "c": state[1]}
+        return {
+            "a": np.zeros((n, 3), np.float32),
+            "u": np.zeros((n, 3), np.float32),
+            "logp": np.zeros(n, np.float32),
+            "value": f,
+            "feats": np.stack([f, np.arange(n, dtype=np.float32)], -1),
+            "z": f[:, None],
+            "h": state[0] + 1,
+            "c": state[1],
+        }
 
     def value(self, frames, h):
         return frames[:, 0, 0, 0].astype(np.float32)
@@ -221,7 +240,9 @@ def test_rollout_drops_the_partial_episode_of_a_lost_worker_and_tracks_episodes(
     # its second episode (t=4, 5) is lost at t=5 and dropped, then restarts at t=6.
     assert sorted(ro.episode_returns) == [3.0, 3.0, 4.0, 5.0] and ro.env_steps == 24
     assert ro.dropped_steps == 2 and len(ro.batch["adv"]) == 22
-    assert col.lost_workers == 1 and pool.seeds[:3] == [1000, 1001, 1002] and len(pool.seeds) == len(set(pool.seeds)) == 8
+    assert (
+        col.lost_workers == 1 and pool.seeds[:3] == [1000, 1001, 1002] and len(pool.seeds) == len(set(pool.seeds)) == 8
+    )
     # returns-to-go inside finished episodes (gamma = lambda = 1, terminal): 3, 2, 1 for slot 0's first episode
     slot = ro.batch["feats"][:, 1]
     np.testing.assert_allclose(ro.batch["ret"][slot == 0][:3], [3, 2, 1])
@@ -237,7 +258,9 @@ def test_rollout_survives_a_real_worker_crash():
         col = ppo.RolloutCollector(pool, _FakePolicy(), max_steps=50, seed_of=lambda k: 7 + k, gamma=0.99, lam=0.95)
         first = col.collect(3)
         assert first.dropped_steps == 0 and len(first.batch["adv"]) == 12
-        crash_worker(pool, 1)  # slots 1 and 3: the failed step is dropped (earlier ones were trained on), new tracks start
+        crash_worker(
+            pool, 1
+        )  # slots 1 and 3: the failed step is dropped (earlier ones were trained on), new tracks start
         ro = col.collect(3)
         assert col.lost_workers == 1 and ro.dropped_steps == 2 and len(ro.batch["adv"]) == 10
         assert np.isfinite(ro.batch["adv"]).all() and col.len.tolist() == [6, 2, 6, 2]

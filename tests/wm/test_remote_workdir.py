@@ -5,9 +5,12 @@ rerun skips every stage. Nothing may be written to local disk under a mangled ``
 import json
 import os
 
+import pytest
 import tensorflow as tf
 
 from wm import pipeline
+
+pytestmark = pytest.mark.slow  # the whole pipeline, end to end
 
 
 def test_smoke_pipeline_on_ram_filesystem(tmp_path, monkeypatch):
@@ -16,10 +19,21 @@ def test_smoke_pipeline_on_ram_filesystem(tmp_path, monkeypatch):
     cfg = pipeline.PipelineConfig(workdir=wd, preset="smoke", progress=False)
     pipeline.run(cfg)
     gfile = tf.io.gfile
-    for name in ("pipeline.json", "rollouts/manifest.json", "vae/export/encoder.keras", "series/manifest.json",
-                 "mdnrnn/config.json", "dream.gif", "controller/controller.npz", "controller/config.json",
-                 "controller/cma_state.pkl", "controller/metrics.jsonl", "controller/evaluation.csv",
-                 "controller/evaluation.json", "report.html"):
+    for name in (
+        "pipeline.json",
+        "rollouts/manifest.json",
+        "vae/export/encoder.keras",
+        "series/manifest.json",
+        "mdnrnn/config.json",
+        "dream.gif",
+        "controller/controller.npz",
+        "controller/config.json",
+        "controller/cma_state.pkl",
+        "controller/metrics.jsonl",
+        "controller/evaluation.csv",
+        "controller/evaluation.json",
+        "report.html",
+    ):
         assert gfile.exists(f"{wd}/{name}"), name
     assert gfile.listdir(f"{wd}/videos"), "evaluate's video"
     with gfile.GFile(f"{wd}/pipeline.json") as f:

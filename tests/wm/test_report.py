@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from wm import report
 from tfrecords.cli import UsageError
+from wm import report
 
 COMMAND = "python -m wm.train_vae --data=W/rollouts --workdir=W/vae --batch_size=8 --steps=4"
 
@@ -32,23 +32,64 @@ def _full_workdir(root, tiny_world):
     w.mkdir()
     os.symlink(tiny_world["rollouts"], w / "rollouts")
     os.symlink(tiny_world["vae"], w / "vae")
-    _write_jsonl(str(w / "mdnrnn" / "metrics.jsonl"),
-                 [{"step": s, "split": "train", "loss": 2.0 - 0.1 * s, "z_nll": 2.0 - 0.1 * s, "items_per_sec": 50.0} for s in (2, 4)]
-                 + [{"step": 4, "split": "eval", "loss": 1.9, "z_nll": 1.9}])
+    _write_jsonl(
+        str(w / "mdnrnn" / "metrics.jsonl"),
+        [
+            {"step": s, "split": "train", "loss": 2.0 - 0.1 * s, "z_nll": 2.0 - 0.1 * s, "items_per_sec": 50.0}
+            for s in (2, 4)
+        ]
+        + [{"step": 4, "split": "eval", "loss": 1.9, "z_nll": 1.9}],
+    )
     ctl = w / "controller"
-    _write_jsonl(str(ctl / "metrics.jsonl"),
-                 [{"generation": g, "mean": 10.0 * g, "max": 12.0 * g + 5, "min": 5.0 * g - 5, "sigma": 0.1,
-                   "env_steps": 100, "wall_time": 1.5, **({"eval_mean": 9.0 * g, "best_eval": 9.0 * g} if g % 2 == 0 else {})}
-                  for g in range(1, 6)])
-    (ctl / "evaluation.csv").write_text("episode,seed,return,steps\n0,11,812.5000,1000\n1,12,903.2500,1000\n2,13,877.0000,1000\n")
-    (ctl / "evaluation.json").write_text(json.dumps({"mean": 864.25, "std": 37.5, "episodes": 3, "min": 812.5, "max": 903.25,
-                                                     "env_steps_per_sec": 123.0, "env_id": "CarRacingFast-v3"}))
+    _write_jsonl(
+        str(ctl / "metrics.jsonl"),
+        [
+            {
+                "generation": g,
+                "mean": 10.0 * g,
+                "max": 12.0 * g + 5,
+                "min": 5.0 * g - 5,
+                "sigma": 0.1,
+                "env_steps": 100,
+                "wall_time": 1.5,
+                **({"eval_mean": 9.0 * g, "best_eval": 9.0 * g} if g % 2 == 0 else {}),
+            }
+            for g in range(1, 6)
+        ],
+    )
+    (ctl / "evaluation.csv").write_text(
+        "episode,seed,return,steps\n0,11,812.5000,1000\n1,12,903.2500,1000\n2,13,877.0000,1000\n"
+    )
+    (ctl / "evaluation.json").write_text(
+        json.dumps(
+            {
+                "mean": 864.25,
+                "std": 37.5,
+                "episodes": 3,
+                "min": 812.5,
+                "max": 903.25,
+                "env_steps_per_sec": 123.0,
+                "env_id": "CarRacingFast-v3",
+            }
+        )
+    )
     _gif(str(w / "dream.gif"))
     _gif(str(w / "videos" / "episode_000_seed_11.gif"))
-    stages = [{"name": n, "command": COMMAND if n == "train_vae" else f"python -m wm.{n} --workdir=W", "status": "done", "wall_time": 1.25}
-              for n in ("generate", "train_vae", "encode", "train_mdnrnn", "dream", "train_controller", "evaluate")]
-    stages.append({"name": "report", "command": "python -m wm.report --workdir=W", "status": "running", "wall_time": None})
-    (w / "pipeline.json").write_text(json.dumps({"preset": "smoke", "started": "2025-01-01T00:00:00", "stages": stages}))
+    stages = [
+        {
+            "name": n,
+            "command": COMMAND if n == "train_vae" else f"python -m wm.{n} --workdir=W",
+            "status": "done",
+            "wall_time": 1.25,
+        }
+        for n in ("generate", "train_vae", "encode", "train_mdnrnn", "dream", "train_controller", "evaluate")
+    ]
+    stages.append(
+        {"name": "report", "command": "python -m wm.report --workdir=W", "status": "running", "wall_time": None}
+    )
+    (w / "pipeline.json").write_text(
+        json.dumps({"preset": "smoke", "started": "2025-01-01T00:00:00", "stages": stages})
+    )
     return w
 
 
@@ -79,14 +120,37 @@ def test_full_workdir(tmp_path, tiny_world):
 
 def test_partial_workdir_names_what_is_missing(tmp_path):
     w = tmp_path / "partial"
-    _write_jsonl(str(w / "vae" / "metrics.jsonl"), [{"step": 2, "split": "train", "loss": 3.0, "reconstruction": 2.5, "kl": 0.5}])
-    (w / "pipeline.json").write_text(json.dumps({"preset": "smoke", "started": "now", "stages": [
-        {"name": "generate", "command": "python -m data_gen.generate --out_dir=W/rollouts <&>", "status": "failed", "wall_time": 2.0}]}))
+    _write_jsonl(
+        str(w / "vae" / "metrics.jsonl"), [{"step": 2, "split": "train", "loss": 3.0, "reconstruction": 2.5, "kl": 0.5}]
+    )
+    (w / "pipeline.json").write_text(
+        json.dumps(
+            {
+                "preset": "smoke",
+                "started": "now",
+                "stages": [
+                    {
+                        "name": "generate",
+                        "command": "python -m data_gen.generate --out_dir=W/rollouts <&>",
+                        "status": "failed",
+                        "wall_time": 2.0,
+                    }
+                ],
+            }
+        )
+    )
     text = open(report.build_report(str(w))).read()
     assert len(_images(text, "png")) == 1  # only the VAE loss curve
     assert "Missing or incomplete" in text
-    for what in ("evaluation.json", "controller/metrics.jsonl", "vae/export/encoder.keras", "mdnrnn/metrics.jsonl",
-                 "dream.gif", "rollouts/manifest.json", "stage generate failed"):
+    for what in (
+        "evaluation.json",
+        "controller/metrics.jsonl",
+        "vae/export/encoder.keras",
+        "mdnrnn/metrics.jsonl",
+        "dream.gif",
+        "rollouts/manifest.json",
+        "stage generate failed",
+    ):
         assert what in text, what
     assert "--out_dir=W/rollouts &lt;&amp;&gt;" in _strip_tags(text)  # commands are escaped
 

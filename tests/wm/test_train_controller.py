@@ -6,15 +6,27 @@ import os
 import numpy as np
 import pytest
 
-from wm.agents import agent as agent_lib
-from wm import train_controller as tc
 from tfrecords.cli import UsageError
+from wm import train_controller as tc
+from wm.agents import agent as agent_lib
 from wm.agents.loading import track_seeds
 
 
 def _cfg(world, workdir, **kw):
-    base = dict(vae=world["vae"], mdnrnn=world["mdnrnn"], workdir=str(workdir), popsize=3, trials=2, generations=2,
-                workers=2, max_steps=15, eval_every=1, eval_episodes=2, seed=0, progress=False)
+    base = dict(
+        vae=world["vae"],
+        mdnrnn=world["mdnrnn"],
+        workdir=str(workdir),
+        popsize=3,
+        trials=2,
+        generations=2,
+        workers=2,
+        max_steps=15,
+        eval_every=1,
+        eval_episodes=2,
+        seed=0,
+        progress=False,
+    )
     base.update(kw)
     return tc.TrainControllerConfig(**base)
 
@@ -36,6 +48,7 @@ def test_tiny_run_then_resume_matches_an_uninterrupted_run(tiny_world, tmp_path,
 
     # interrupted in generation 2, then resumed: same numbers as the straight run
     tc.run(_cfg(tiny_world, tmp_path / "b", generations=1))
+
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
@@ -52,7 +65,7 @@ def test_tiny_run_then_resume_matches_an_uninterrupted_run(tiny_world, tmp_path,
     assert tc.run(_cfg(tiny_world, tmp_path / "b"))["generation"] == 2
 
 
-def test_clear_errors(tiny_world, tmp_path):
+def test_bad_popsize_foreign_or_changed_workdirs_are_refused(tiny_world, tmp_path):
     with pytest.raises(UsageError, match="--popsize must be at least 2"):
         tc.run(_cfg(tiny_world, tmp_path / "x", popsize=1))
     with pytest.raises(UsageError, match="not a train_vae workdir|no config"):
@@ -72,6 +85,7 @@ def test_track_seed_streams_are_disjoint():
     assert track_seeds(0, 1, 5, offset=5) == a[5:10]
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_continues(tiny_world, tmp_path):
     import signal
     import subprocess
@@ -79,13 +93,25 @@ def test_kill_9_mid_run_then_rerun_continues(tiny_world, tmp_path):
     import time
 
     wd = tmp_path / "killed"
-    flags = [f"--vae={tiny_world['vae']}", f"--mdnrnn={tiny_world['mdnrnn']}", f"--workdir={wd}", "--popsize=2", "--trials=1",
-             "--generations=4", "--workers=1", "--max_steps=15", "--eval_every=0", "--noprogress"]
+    flags = [
+        f"--vae={tiny_world['vae']}",
+        f"--mdnrnn={tiny_world['mdnrnn']}",
+        f"--workdir={wd}",
+        "--popsize=2",
+        "--trials=1",
+        "--generations=4",
+        "--workers=1",
+        "--max_steps=15",
+        "--eval_every=0",
+        "--noprogress",
+    ]
     cmd = [sys.executable, "-m", "wm.train_controller", *flags]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = wd / tc.METRICS_NAME
     deadline = time.time() + 120
-    while time.time() < deadline and p.poll() is None and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+    while (
+        time.time() < deadline and p.poll() is None and not (metrics.exists() and metrics.read_text().count("\n") >= 1)
+    ):
         time.sleep(0.05)
     p.send_signal(signal.SIGKILL)
     p.wait()
@@ -94,6 +120,8 @@ def test_kill_9_mid_run_then_rerun_continues(tiny_world, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-1500:]
     assert f"resuming after generation {done}" in r.stderr
-    straight = tc.run(_cfg(tiny_world, tmp_path / "straight", popsize=2, trials=1, generations=4, workers=1, eval_every=0))
+    straight = tc.run(
+        _cfg(tiny_world, tmp_path / "straight", popsize=2, trials=1, generations=4, workers=1, eval_every=0)
+    )
     strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_time"} for r in rs]  # noqa: E731
     assert strip(_records(wd)) == strip(straight["records"])

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from wm.core import distribute
-from wm.training import supervised as train_lib
 from wm.models import vae
+from wm.training import supervised as train_lib
 
 GLOBAL_BATCH = 8
 
@@ -33,7 +33,9 @@ def _vae_task(frames):
 
 def _first_update(strategy, frames, weights, clip_norm=None):
     setup = distribute.setup(strategy, mixed_precision="off", jit_compile="off")
-    cfg = train_lib.LoopConfig(workdir="unused", steps=1, batch_size=GLOBAL_BATCH, learning_rate=1.0, clip_norm=clip_norm)
+    cfg = train_lib.LoopConfig(
+        workdir="unused", steps=1, batch_size=GLOBAL_BATCH, learning_rate=1.0, clip_norm=clip_norm
+    )
     task = _vae_task(frames)
     trainer = train_lib.Trainer(task, setup, cfg)
     trainer.model.set_weights(weights)
@@ -75,7 +77,9 @@ def test_nan_loss_stops_without_checkpoint(tmp_path):
         train_data=lambda ctx: tf.data.Dataset.from_tensor_slices(x).batch(4).repeat(),
     )
     setup = distribute.setup("default", mixed_precision="off", jit_compile="off")
-    cfg = train_lib.LoopConfig(workdir=str(tmp_path), steps=12, batch_size=4, steps_per_loop=3, log_every=3, checkpoint_every=3, progress=False)
+    cfg = train_lib.LoopConfig(
+        workdir=str(tmp_path), steps=12, batch_size=4, steps_per_loop=3, log_every=3, checkpoint_every=3, progress=False
+    )
     with pytest.raises(train_lib.DivergedError, match="diverged.*ckpt-6"):
         train_lib.run(task, setup, cfg)
     assert train_lib.latest_checkpoint(str(tmp_path)).endswith("ckpt-6")
@@ -100,6 +104,11 @@ def test_set_inference_threads_before_and_after_tensorflow_starts():
         "tf.constant(1.0) + 1.0\n"
         "print(distribute.set_inference_threads(2, 3), tf.config.threading.get_intra_op_parallelism_threads())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    ).stdout.split()
     assert out == ["1", "1", "0", "1"]  # set before the first op; kept (and reported as not applied) after

@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 
 from tfrecords import schema, writer
+from tfrecords.cli import UsageError
 from wm.core import distribute
 from wm.models import mdnrnn
-from wm.training import supervised as train_lib
-from tfrecords.cli import UsageError
 from wm.models.loading import load_mdnrnn as load
 from wm.train_mdnrnn import TrainMdnrnnConfig, make_loss_fn, resolve_device_choices, run
+from wm.training import supervised as train_lib
 
 
 def _series(out_dir, episodes=6, steps=30, per_shard=2, seed=0):
@@ -29,8 +29,16 @@ def _series(out_dir, episodes=6, steps=30, per_shard=2, seed=0):
             z[k] = 0.9 * z[k - 1] + 0.5 * a[k - 1, 0] + 0.05 * rng.normal(size=32)
         term = np.zeros(t, np.int64)
         term[-1] = int(i == 0)
-        eps.append(schema.Episode(actions=a, rewards=rng.normal(size=t).astype(np.float32), terminals=term, seed=i,
-                                  mu=z, logvar=np.full((t, 32), -6.0, np.float32)))
+        eps.append(
+            schema.Episode(
+                actions=a,
+                rewards=rng.normal(size=t).astype(np.float32),
+                terminals=term,
+                seed=i,
+                mu=z,
+                logvar=np.full((t, 32), -6.0, np.float32),
+            )
+        )
     plans = writer.plan_shards(episodes, per_shard, "series")
     run_ = writer.ShardedRun(out_dir, schema.KIND_LATENTS, {"synthetic": seed}, plans)
     run_.prepare()
@@ -46,8 +54,20 @@ def series(tmp_path_factory):
 
 
 def _cfg(series, workdir, **kw):
-    base = dict(series=series, workdir=str(workdir), seq_len=12, batch_size=4, steps=30, learning_rate=3e-3,
-                steps_per_loop=5, log_every=5, checkpoint_every=10, seed=0, progress=False, hidden=32)
+    base = dict(
+        series=series,
+        workdir=str(workdir),
+        seq_len=12,
+        batch_size=4,
+        steps=30,
+        learning_rate=3e-3,
+        steps_per_loop=5,
+        log_every=5,
+        checkpoint_every=10,
+        seed=0,
+        progress=False,
+        hidden=32,
+    )
     base.update(kw)
     return TrainMdnrnnConfig(**base)
 
@@ -111,7 +131,7 @@ def test_resume_continues_to_the_new_total(series, tmp_path):
     assert tf.train.latest_checkpoint(str(wd / "checkpoints")).endswith("-20")
 
 
-def test_clear_errors(series, tmp_path, tiny_rollouts):
+def test_wrong_data_bad_seq_len_and_another_architecture_are_refused(series, tmp_path, tiny_rollouts):
     with pytest.raises(UsageError, match="not latent series"):
         run(_cfg(tiny_rollouts, tmp_path / "x"))
     with pytest.raises(Exception, match="no shards match"):

@@ -8,15 +8,27 @@ import sys
 import numpy as np
 import pytest
 
+from tfrecords.cli import UsageError
 from wm import evaluate as ev
 from wm import train_ppo as tp
-from tfrecords.cli import UsageError
 from wm.agents.loading import load_policy
 
 
 def _cfg(world, workdir, **kw):
-    base = dict(vae=world["vae"], mdnrnn=world["mdnrnn"], workdir=str(workdir), envs=2, workers=1, env_steps=96, rollout_len=16,
-                epochs=2, minibatch_size=16, max_steps=20, seed=0, progress=False)
+    base = dict(
+        vae=world["vae"],
+        mdnrnn=world["mdnrnn"],
+        workdir=str(workdir),
+        envs=2,
+        workers=1,
+        env_steps=96,
+        rollout_len=16,
+        epochs=2,
+        minibatch_size=16,
+        max_steps=20,
+        seed=0,
+        progress=False,
+    )
     base.update(kw)
     return tp.TrainPPOConfig(**base)
 
@@ -67,15 +79,31 @@ def test_run_writes_config_metrics_checkpoints_then_resumes_to_a_larger_budget(p
 
 
 def test_evaluate_plays_the_ppo_agent_deterministically(ppo_dir, tmp_path):
-    a = ev.run(ev.EvaluateConfig(agent=ppo_dir, episodes=2, seed=3, max_steps=12, workers=1, progress=False, out=str(tmp_path / "a.csv")))
-    b = ev.run(ev.EvaluateConfig(agent=ppo_dir, episodes=2, seed=3, max_steps=12, workers=1, envs=1, progress=False, out=str(tmp_path / "b.csv")))
+    a = ev.run(
+        ev.EvaluateConfig(
+            agent=ppo_dir, episodes=2, seed=3, max_steps=12, workers=1, progress=False, out=str(tmp_path / "a.csv")
+        )
+    )
+    b = ev.run(
+        ev.EvaluateConfig(
+            agent=ppo_dir,
+            episodes=2,
+            seed=3,
+            max_steps=12,
+            workers=1,
+            envs=1,
+            progress=False,
+            out=str(tmp_path / "b.csv"),
+        )
+    )
     assert a["episodes"] == 2 and a["env_steps"] == 24
     assert a["mean"] == pytest.approx(b["mean"], abs=1e-4)  # deterministic policy: same tracks, same returns
     policy, params, config = load_policy(ppo_dir)
     assert config["algorithm"] == "ppo" and params.shape == (1, policy.controller.num_params)
 
 
-def test_clear_errors(tiny_world, ppo_dir, tmp_path):
+@pytest.mark.slow
+def test_bad_settings_and_foreign_workdirs_are_refused_and_the_cli_exits_2(tiny_world, ppo_dir, tmp_path):
     with pytest.raises(UsageError, match="--envs must be positive"):
         tp.run(_cfg(tiny_world, tmp_path / "x", envs=0))
     with pytest.raises(UsageError, match="--hidden"):
@@ -86,6 +114,13 @@ def test_clear_errors(tiny_world, ppo_dir, tmp_path):
         tp.run(_cfg(tiny_world, ppo_dir, hidden="32"))
     with pytest.raises(UsageError, match="not a PPO controller"):
         tp.run(_cfg(tiny_world, tiny_world["vae"]))
-    proc = subprocess.run([sys.executable, "-m", "wm.train_ppo", "--vae=a", "--mdnrnn=b", f"--workdir={tmp_path}", "--rollout_len=0"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "train_ppo: error: --rollout_len must be positive, got 0"
+    proc = subprocess.run(
+        [sys.executable, "-m", "wm.train_ppo", "--vae=a", "--mdnrnn=b", f"--workdir={tmp_path}", "--rollout_len=0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip().splitlines()[-1] == "train_ppo: error: --rollout_len must be positive, got 0"
+    )

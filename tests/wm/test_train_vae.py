@@ -11,14 +11,23 @@ import numpy as np
 import pytest
 
 import tfrecords
-from wm import encode, train_vae
-from wm.training import supervised as train_lib
 from tfrecords.cli import UsageError
+from wm import encode, train_vae
 from wm.models.loading import load_vae
+from wm.training import supervised as train_lib
 
 
 def _cfg(data, workdir, **kw):
-    base = dict(batch_size=8, learning_rate=1e-3, steps=20, log_every=5, checkpoint_every=10, steps_per_loop=5, progress=False, seed=0)
+    base = dict(
+        batch_size=8,
+        learning_rate=1e-3,
+        steps=20,
+        log_every=5,
+        checkpoint_every=10,
+        steps_per_loop=5,
+        progress=False,
+        seed=0,
+    )
     base.update(kw)
     return train_vae.TrainVaeConfig(data=data, workdir=str(workdir), **base)
 
@@ -120,13 +129,17 @@ def test_foreign_or_incompatible_workdir_is_refused(tiny_rollouts, trained, tmp_
         train_vae.run(_cfg(tiny_rollouts, trained, z_size=16, steps=40))
 
 
+@pytest.mark.slow
 def test_missing_data_is_a_one_line_error(tmp_path):
     with pytest.raises(tfrecords.ShardError, match="no shards match"):
         train_vae.run(_cfg(str(tmp_path / "nothing"), tmp_path / "w"))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
         [sys.executable, "-m", "wm.train_vae", f"--data={tmp_path}/nothing", f"--workdir={tmp_path}/w", "--steps=1"],
-        capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
     )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("train_vae:")]
@@ -135,11 +148,19 @@ def test_missing_data_is_a_one_line_error(tmp_path):
 
 def test_encode_round_trip(tiny_rollouts, trained, tmp_path):
     out = str(tmp_path / "series")
-    manifest = encode.run(encode.EncodeConfig(vae=trained, data=tiny_rollouts, out_dir=out, batch_size=16, progress=False))
+    manifest = encode.run(
+        encode.EncodeConfig(vae=trained, data=tiny_rollouts, out_dir=out, batch_size=16, progress=False)
+    )
     source = tfrecords.dataset_manifest(tiny_rollouts)
-    assert manifest["kind"] == "latents" and manifest["episodes"] == source["episodes"] and manifest["frames"] == source["frames"]
+    assert (
+        manifest["kind"] == "latents"
+        and manifest["episodes"] == source["episodes"]
+        and manifest["frames"] == source["frames"]
+    )
     assert [s["episodes"] for s in manifest["shards"]] == [s["episodes"] for s in source["shards"]]
-    assert encode.run(encode.EncodeConfig(vae=trained, data=tiny_rollouts, out_dir=out, progress=False)) == manifest  # complete: no-op
+    assert (
+        encode.run(encode.EncodeConfig(vae=trained, data=tiny_rollouts, out_dir=out, progress=False)) == manifest
+    )  # complete: no-op
 
     enc = keras.models.load_model(os.path.join(trained, "export", "encoder.keras"))
     episodes = {int(ep["seed"]): ep for ep in tfrecords.episodes_dataset(tiny_rollouts)}
@@ -177,6 +198,7 @@ def test_tensorflow_reader_trains_too(tiny_rollouts, tmp_path):
         train_vae.run(_cfg(tiny_rollouts, tmp_path / "w", reader="fastest"))
 
 
+@pytest.mark.slow
 def test_damaged_shard_is_a_one_line_error(tiny_rollouts, tmp_path):
     data = tmp_path / "damaged"
     shutil.copytree(tiny_rollouts, data)
@@ -186,9 +208,21 @@ def test_damaged_shard_is_a_one_line_error(tiny_rollouts, tmp_path):
     shard.write_bytes(bytes(raw))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
-        [sys.executable, "-m", "wm.train_vae", f"--data={data}", f"--workdir={tmp_path}/w", "--steps=30", "--batch_size=8",
-         "--eval_shards=0", "--noprogress"],
-        capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+        [
+            sys.executable,
+            "-m",
+            "wm.train_vae",
+            f"--data={data}",
+            f"--workdir={tmp_path}/w",
+            "--steps=30",
+            "--batch_size=8",
+            "--eval_shards=0",
+            "--noprogress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("train_vae:")]

@@ -26,14 +26,19 @@ def _deconv(x, w, b, stride):
     out = np.zeros((x.shape[0], (hi - 1) * stride + kh, (wi - 1) * stride + kw, w.shape[2]))
     for i in range(kh):
         for j in range(kw):
-            out[:, i : i + stride * (hi - 1) + 1 : stride, j : j + stride * (wi - 1) + 1 : stride, :] += np.einsum("bhwc,oc->bhwo", x, w[i, j])
+            out[:, i : i + stride * (hi - 1) + 1 : stride, j : j + stride * (wi - 1) + 1 : stride, :] += np.einsum(
+                "bhwc,oc->bhwo", x, w[i, j]
+            )
     return out + b
 
 
 def _reference(model, frames):
     """float64 forward pass and loss terms with z = mu."""
     relu = lambda a: np.maximum(a, 0)  # noqa: E731
-    w = {layer.name: [np.float64(v) for v in layer.get_weights()] for layer in model.encoder.layers + model.decoder.layers}
+    w = {
+        layer.name: [np.float64(v) for v in layer.get_weights()]
+        for layer in model.encoder.layers + model.decoder.layers
+    }
     x = frames.astype(np.float64) / 255.0
     for i in range(1, 5):
         x = relu(_conv(x, *w[f"conv{i}"], 2))

@@ -13,12 +13,12 @@ Jobs of a worker that dies are rerun from their start on the fresh worker.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from wm.models.controller import ACTION_DIM, Controller
 from data_gen.envpool import EnvPool, WorkerLost
+from wm.models.controller import ACTION_DIM, Controller
 
 
 @dataclasses.dataclass
@@ -74,7 +74,10 @@ class Agent:
         self.vae, self.mdnrnn, self.controller = vae, mdnrnn, controller
         self.z_size, self.hidden = int(mdnrnn.z_size), int(mdnrnn.hidden)
         if controller.input_dim not in (self.z_size, self.z_size + self.hidden):
-            raise ValueError(f"controller input_dim {controller.input_dim} is neither z ({self.z_size}) nor z + h ({self.z_size + self.hidden})")
+            raise ValueError(
+                f"controller input_dim {controller.input_dim} is neither z ({self.z_size}) nor z + h "
+                f"({self.z_size + self.hidden})"
+            )
         self.use_h = controller.input_dim == self.z_size + self.hidden
         frame_shape = [None, *vae.frame_shape] if hasattr(vae, "frame_shape") else [None, 64, 64, 3]
         self._step = tf.function(
@@ -158,7 +161,8 @@ def run_episodes(
     max_steps: int,
     early_stop: int = 0,
     on_episode: Callable[[EpisodeResult], None] | None = None,
-    on_step: Callable[[dict[int, object], dict[int, np.ndarray], dict[int, np.ndarray], dict[int, int]], None] | None = None,
+    on_step: Callable[[dict[int, object], dict[int, np.ndarray], dict[int, np.ndarray], dict[int, int]], None]
+    | None = None,
     raw_jobs: frozenset[int] = frozenset(),
     groups: int = 2,
 ) -> list[EpisodeResult]:
@@ -186,7 +190,9 @@ def run_episodes(
     slot_groups = _groups(n, pool.workers, groups)
     outstanding: list = [None] * len(slot_groups)
 
-    def process(group: set[int], out: dict, lost: list[int], fresh_before: set[int], jobs_before: dict[int, int]) -> None:
+    def process(
+        group: set[int], out: dict, lost: list[int], fresh_before: set[int], jobs_before: dict[int, int]
+    ) -> None:
         seen: dict[int, object] = {}
         for s, st in out.items():
             sl = slots[s]
@@ -211,7 +217,12 @@ def run_episodes(
                 slots[s] = _Slot()
         if on_step is not None and seen:
             stepped = [s for s in seen if s not in fresh_before]
-            on_step(seen, {s: sent_a[s] for s in stepped}, {s: sent_z[s] for s in stepped}, {s: jobs_before[s] for s in seen})
+            on_step(
+                seen,
+                {s: sent_a[s] for s in stepped},
+                {s: sent_z[s] for s in stepped},
+                {s: jobs_before[s] for s in seen},
+            )
         for s in lost:
             if s in group and slots[s].job >= 0:
                 queue.append(slots[s].job)  # rerun from the start

@@ -49,8 +49,15 @@ def load_agent(vae_dir: str, mdnrnn_dir: str, controller_kind: str, precision: s
 def save_params(path: str, params, controller: Controller, source: str, generation: int, score: float) -> None:
     """Writes the controller's parameters and shape atomically (a small .npz)."""
     buf = io.BytesIO()
-    np.savez(buf, params=np.asarray(params, np.float32), input_dim=controller.input_dim, hidden=controller.hidden,
-             source=source, generation=generation, score=score)
+    np.savez(
+        buf,
+        params=np.asarray(params, np.float32),
+        input_dim=controller.input_dim,
+        hidden=controller.hidden,
+        source=source,
+        generation=generation,
+        score=score,
+    )
     fileio.write_bytes_atomic(path, buf.getvalue())
 
 
@@ -79,8 +86,12 @@ def _load_ppo(agent_dir: str, config: dict, precision: str):
     path = workdir.latest_checkpoint(agent_dir)
     if not path:
         raise UsageError(f"{agent_dir} has no PPO checkpoint yet: train at least one update")
-    policy = build_ppo_policy(config["vae"], config["mdnrnn"], tuple(config["arch"]["hidden"]),
-                              precision=precision or config.get("inference_precision", "auto"))
+    policy = build_ppo_policy(
+        config["vae"],
+        config["mdnrnn"],
+        tuple(config["arch"]["hidden"]),
+        precision=precision or config.get("inference_precision", "auto"),
+    )
     tf.train.Checkpoint(model=policy.model).restore(path).expect_partial().assert_existing_objects_matched()
     return policy, np.zeros((1, 1), np.float32), config
 
@@ -101,5 +112,10 @@ def load_policy(agent_dir: str, precision: str = ""):
     ppath = fileio.join(agent_dir, PARAMS_NAME)
     if not fileio.exists(ppath):
         raise UsageError(f"{agent_dir} has no {PARAMS_NAME} yet: train at least one generation")
-    agent = load_agent(config["vae"], config["mdnrnn"], config["spec"]["controller"], precision or config.get("inference_precision", "auto"))
+    agent = load_agent(
+        config["vae"],
+        config["mdnrnn"],
+        config["spec"]["controller"],
+        precision or config.get("inference_precision", "auto"),
+    )
     return agent, read_params(ppath, agent.controller.num_params), config

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -93,8 +93,15 @@ def entropy_estimate(mean: tf.Tensor, log_std: tf.Tensor, eps: tf.Tensor) -> tf.
 # ---------------------------------------------------------------- advantages and objective
 
 
-def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray, dones: np.ndarray,
-        gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+def gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_values: np.ndarray,
+    terminated: np.ndarray,
+    dones: np.ndarray,
+    gamma: float,
+    lam: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Generalized advantage estimates and value targets, both [T, N].
 
     Args:
@@ -138,13 +145,21 @@ class ActorCritic(keras.Model):
 
     def __init__(self, input_dim: int, hidden: tuple[int, ...] = (64, 64), init_log_std: float = -0.5):
         super().__init__(name="actor_critic")
-        self.input_dim, self.hidden_sizes, self.init_log_std = int(input_dim), tuple(int(h) for h in hidden), float(init_log_std)
+        self.input_dim, self.hidden_sizes, self.init_log_std = (
+            int(input_dim),
+            tuple(int(h) for h in hidden),
+            float(init_log_std),
+        )
         orth = keras.initializers.Orthogonal
 
         def mlp(prefix, out, gain, bias):
-            layers = [keras.layers.Dense(h, activation="tanh", kernel_initializer=orth(math.sqrt(2)), name=f"{prefix}_{i}")
-                      for i, h in enumerate(self.hidden_sizes)]
-            return layers + [keras.layers.Dense(out, kernel_initializer=orth(gain), bias_initializer=bias, name=f"{prefix}_out")]
+            layers = [
+                keras.layers.Dense(h, activation="tanh", kernel_initializer=orth(math.sqrt(2)), name=f"{prefix}_{i}")
+                for i, h in enumerate(self.hidden_sizes)
+            ]
+            return layers + [
+                keras.layers.Dense(out, kernel_initializer=orth(gain), bias_initializer=bias, name=f"{prefix}_out")
+            ]
 
         self.actor = mlp("actor", ACTION_DIM, 0.01, keras.initializers.Constant(list(INITIAL_ACTION_BIAS)))
         self.critic = mlp("critic", 1, 1.0, "zeros")
@@ -152,7 +167,9 @@ class ActorCritic(keras.Model):
         # or checkpoints hold log_std alone and a restored policy acts with fresh weights.
         for layer in self.actor + self.critic:
             setattr(self, layer.name, layer)
-        self.log_std = self.add_weight(shape=(ACTION_DIM,), initializer=keras.initializers.Constant(self.init_log_std), name="log_std")
+        self.log_std = self.add_weight(
+            shape=(ACTION_DIM,), initializer=keras.initializers.Constant(self.init_log_std), name="log_std"
+        )
         self.build((None, self.input_dim))
 
     def build(self, input_shape):
@@ -209,10 +226,16 @@ class PPOTrainer:
         self.optimizer.build(model.trainable_variables)
         self.rng = tf.random.Generator.from_seed(seed)
         d = model.input_dim
-        self._step = tf.function(self._step_impl, input_signature=[
-            tf.TensorSpec([None, d], tf.float32), tf.TensorSpec([None, ACTION_DIM], tf.float32),
-            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32),
-        ])
+        self._step = tf.function(
+            self._step_impl,
+            input_signature=[
+                tf.TensorSpec([None, d], tf.float32),
+                tf.TensorSpec([None, ACTION_DIM], tf.float32),
+                tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([None], tf.float32),
+            ],
+        )
 
     def _step_impl(self, feats, u, old_logp, adv, ret):
         h = self.hyper
@@ -231,7 +254,9 @@ class PPOTrainer:
         self.optimizer.apply(ga + gc, actor_vars + critic_vars)
         ratio = tf.exp(logp - old_logp)
         return {
-            "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
             "approx_kl": tf.reduce_mean((ratio - 1.0) - (logp - old_logp)),
             "clip_frac": tf.reduce_mean(tf.cast(tf.abs(ratio - 1.0) > h.clip_ratio, tf.float32)),
         }
@@ -341,8 +366,17 @@ class RolloutCollector:
     reported returns are unscaled.
     """
 
-    def __init__(self, pool, policy: PPOPolicy, max_steps: int, seed_of: Callable[[int], int], gamma: float, lam: float,
-                 reward_scale: float = 1.0, episodes: int = 0):
+    def __init__(
+        self,
+        pool,
+        policy: PPOPolicy,
+        max_steps: int,
+        seed_of: Callable[[int], int],
+        gamma: float,
+        lam: float,
+        reward_scale: float = 1.0,
+        episodes: int = 0,
+    ):
         self.pool, self.policy, self.max_steps, self.seed_of = pool, policy, max_steps, seed_of
         self.gamma, self.lam, self.reward_scale = gamma, lam, reward_scale
         self.episodes = episodes

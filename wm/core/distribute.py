@@ -141,12 +141,18 @@ def resolve_jit(mode: str, device: str) -> bool:
 
 def check_modes(strategy: str, mixed_precision: str, jit_compile: str) -> None:
     """Validates the three names without touching any device (for config validation)."""
-    for value, known, what in ((strategy, STRATEGIES, "strategy"), (mixed_precision, PRECISIONS, "mixed_precision"), (jit_compile, JIT_MODES, "jit_compile")):
+    for value, known, what in (
+        (strategy, STRATEGIES, "strategy"),
+        (mixed_precision, PRECISIONS, "mixed_precision"),
+        (jit_compile, JIT_MODES, "jit_compile"),
+    ):
         if value not in known:
             raise ValueError(f"unknown --{what} {value!r}; known: {', '.join(known)}")
 
 
-def setup(strategy: str = "default", tpu_address: str | None = None, mixed_precision: str = "auto", jit_compile: str = "auto") -> Setup:
+def setup(
+    strategy: str = "default", tpu_address: str | None = None, mixed_precision: str = "auto", jit_compile: str = "auto"
+) -> Setup:
     """Builds the strategy and resolves the precision and XLA choices for its devices."""
     check_modes(strategy, mixed_precision, jit_compile)
     strat = make_strategy(strategy, tpu_address)

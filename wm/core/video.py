@@ -61,7 +61,9 @@ def action_bars(a: np.ndarray, height: int, width: int) -> np.ndarray:
     return panel
 
 
-def agent_frames(raws: Sequence[np.ndarray], recons: Sequence[np.ndarray], actions: Sequence[np.ndarray]) -> list[np.ndarray]:
+def agent_frames(
+    raws: Sequence[np.ndarray], recons: Sequence[np.ndarray], actions: Sequence[np.ndarray]
+) -> list[np.ndarray]:
     """real 96x96 frame (x2) | V's 64x64 reconstruction (x3) | action bars, 192 px high."""
     frames = []
     for raw, rec, a in zip(raws, recons, actions):

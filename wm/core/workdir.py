@@ -45,8 +45,16 @@ def _plain(x: Any) -> Any:
     return json.loads(json.dumps(x, default=str))
 
 
-def guard(workdir: str, identity: Mapping[str, Any], keep: Mapping[str, Any], what: str, *, has_state: bool,
-          per_key: str | None = None, not_what: str | None = None) -> dict | None:
+def guard(
+    workdir: str,
+    identity: Mapping[str, Any],
+    keep: Mapping[str, Any],
+    what: str,
+    *,
+    has_state: bool,
+    per_key: str | None = None,
+    not_what: str | None = None,
+) -> dict | None:
     """Refuses a workdir made by another kind of run, or by this kind with other settings.
 
     Args:
@@ -77,9 +85,13 @@ def guard(workdir: str, identity: Mapping[str, Any], keep: Mapping[str, Any], wh
         raise UsageError(f"{workdir} holds a {found}, not {not_what}; choose another --workdir")
     if per_key is not None:
         a, b = _plain(old.get(per_key)) or {}, _plain(keep[per_key]) or {}
-        diff = ", ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+        diff = ", ".join(
+            f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+        )
         if diff:
-            raise UsageError(f"{workdir} holds a {what} run with another architecture ({diff}); choose another --workdir")
+            raise UsageError(
+                f"{workdir} holds a {what} run with another architecture ({diff}); choose another --workdir"
+            )
     changed = [k for k in keep if k != per_key and _plain(old.get(k)) != _plain(keep[k])]
     if changed:
         detail = ", ".join(f"{k}: {old.get(k)!r} there, {keep[k]!r} now" for k in changed)

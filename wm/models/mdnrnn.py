@@ -234,4 +234,3 @@ def sample_z(mix: Mixture, temperature: float = 1.0, seed: tf.Tensor | None = No
     mu = tf.gather(mix.mu, k, axis=-1, batch_dims=len(mix.mu.shape) - 1)
     log_std = tf.gather(mix.log_std, k, axis=-1, batch_dims=len(mix.mu.shape) - 1)
     return mu + tf.exp(log_std) * math.sqrt(temperature) * eps
-

@@ -14,7 +14,7 @@ policy, so outputs and losses are float32.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -29,7 +29,9 @@ def build_encoder(z_size: int = Z_SIZE, frame_shape: Sequence[int] = FRAME_SHAPE
     frames = keras.Input(tuple(frame_shape), dtype="uint8", name="frames")
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale", dtype=dtype_policy)(frames)
     for i, filters in enumerate((32, 64, 128, 256)):
-        x = keras.layers.Conv2D(filters, 4, strides=2, padding="valid", activation="relu", name=f"conv{i + 1}", dtype=dtype_policy)(x)
+        x = keras.layers.Conv2D(
+            filters, 4, strides=2, padding="valid", activation="relu", name=f"conv{i + 1}", dtype=dtype_policy
+        )(x)
     x = keras.layers.Flatten(name="flatten", dtype=dtype_policy)(x)
     mu = keras.layers.Dense(z_size, name="mu", dtype="float32")(x)
     logvar = keras.layers.Dense(z_size, name="logvar", dtype="float32")(x)
@@ -43,7 +45,9 @@ def build_decoder(z_size: int = Z_SIZE, dtype_policy=None) -> keras.Model:
     x = keras.layers.Reshape((1, 1, 1024), name="reshape", dtype=dtype_policy)(x)
     specs = ((128, 5, "relu"), (64, 5, "relu"), (32, 6, "relu"), (3, 6, None))
     for i, (filters, kernel, act) in enumerate(specs):
-        x = keras.layers.Conv2DTranspose(filters, kernel, strides=2, padding="valid", activation=act, name=f"deconv{i + 1}", dtype=dtype_policy)(x)
+        x = keras.layers.Conv2DTranspose(
+            filters, kernel, strides=2, padding="valid", activation=act, name=f"deconv{i + 1}", dtype=dtype_policy
+        )(x)
     images = keras.layers.Activation("sigmoid", name="sigmoid", dtype="float32")(x)
     return keras.Model(z, images, name="decoder")
 

@@ -54,10 +54,17 @@ class TrainControllerConfig:
     eval_episodes: int = option(16, help="Tracks per in-training evaluation.", min=1)
     early_stop: int = option(0, help="End an episode after N steps without a new tile (0: off).", min=0)
     controller: str = option("linear", help="linear on [z, h] or 40 tanh units on z.", choices=loading.CONTROLLERS)
-    inference_precision: str = option("auto", help="V's encoder while acting; auto: bfloat16 on CPUs with bfloat16 units "
-                                      "(~3x faster), else float32.", choices=distribute.INFERENCE_PRECISIONS)
-    inference_threads: int = option(0, help="TensorFlow CPU threads for the agent (0: one when the workers fill every core "
-                                    "and there is no GPU, else TF's default).", min=0)
+    inference_precision: str = option(
+        "auto",
+        help="V's encoder while acting; auto: bfloat16 on CPUs with bfloat16 units (~3x faster), else float32.",
+        choices=distribute.INFERENCE_PRECISIONS,
+    )
+    inference_threads: int = option(
+        0,
+        help="TensorFlow CPU threads for the agent (0: one when the workers fill every core "
+        "and there is no GPU, else TF's default).",
+        min=0,
+    )
     env_id: str = option(rollout.DEFAULT_ENV_ID, help="Gymnasium environment id (CarRacing-v3 for the stock one).")
     seed: int = option(0, help="Seed for CMA-ES and the training tracks.")
     progress: bool = option(True, help="Show a progress bar.")
@@ -79,8 +86,13 @@ def validate(cfg: TrainControllerConfig) -> None:
 
 def _guard(cfg: TrainControllerConfig) -> None:
     keep = {"spec": cfg.spec(), "vae": fileio.abspath(cfg.vae), "mdnrnn": fileio.abspath(cfg.mdnrnn)}
-    workdir.guard(cfg.workdir, {"model": "controller"}, keep, "controller",
-                  has_state=fileio.exists(fileio.join(cfg.workdir, STATE_NAME)))
+    workdir.guard(
+        cfg.workdir,
+        {"model": "controller"},
+        keep,
+        "controller",
+        has_state=fileio.exists(fileio.join(cfg.workdir, STATE_NAME)),
+    )
 
 
 def state_summary(state: dict) -> dict:
@@ -117,12 +129,20 @@ def run(cfg: TrainControllerConfig) -> dict:
     distribute.set_inference_threads(workers, cfg.inference_threads)  # before TensorFlow's first op
     agent = loading.load_agent(cfg.vae, cfg.mdnrnn, cfg.controller, cfg.inference_precision)
     ctrl = agent.controller
-    workdir.write_config(cfg.workdir, {
-        "model": "controller", "algorithm": "cma-es", "spec": cfg.spec(),
-        "vae": fileio.abspath(cfg.vae), "mdnrnn": fileio.abspath(cfg.mdnrnn),
-        "controller_shape": {"input_dim": ctrl.input_dim, "hidden": ctrl.hidden, "num_params": ctrl.num_params},
-        "env_id": cfg.env_id, "flags": dataclasses.asdict(cfg), "inference_precision": cfg.inference_precision,
-    })
+    workdir.write_config(
+        cfg.workdir,
+        {
+            "model": "controller",
+            "algorithm": "cma-es",
+            "spec": cfg.spec(),
+            "vae": fileio.abspath(cfg.vae),
+            "mdnrnn": fileio.abspath(cfg.mdnrnn),
+            "controller_shape": {"input_dim": ctrl.input_dim, "hidden": ctrl.hidden, "num_params": ctrl.num_params},
+            "env_id": cfg.env_id,
+            "flags": dataclasses.asdict(cfg),
+            "inference_precision": cfg.inference_precision,
+        },
+    )
 
     state_path = fileio.join(cfg.workdir, STATE_NAME)
     params_path = fileio.join(cfg.workdir, PARAMS_NAME)
@@ -133,17 +153,24 @@ def run(cfg: TrainControllerConfig) -> dict:
         print(f"train_controller: resuming after generation {state['generation']}", file=sys.stderr)
     else:
         np.random.seed(cfg.seed)
-        es = cma.CMAEvolutionStrategy(np.zeros(ctrl.num_params), cfg.sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9})
+        es = cma.CMAEvolutionStrategy(
+            np.zeros(ctrl.num_params), cfg.sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9}
+        )
         state = {"es": es, "generation": 0, "best_fitness": -np.inf, "best_eval": None, "records": []}
     # metrics.jsonl = exactly the finished generations' records (a killed run may have left more or fewer)
     workdir.MetricsLog(cfg.workdir).rewrite(state["records"])
     es = state["es"]
     if state["generation"] >= cfg.generations:
-        print(f"train_controller: {cfg.workdir} is already at generation {state['generation']}; nothing to do", file=sys.stderr)
+        print(
+            f"train_controller: {cfg.workdir} is already at generation {state['generation']}; nothing to do",
+            file=sys.stderr,
+        )
         return state_summary(state)
 
     eval_seeds = loading.track_seeds(cfg.seed, loading.IN_TRAINING_EVAL_STREAM, cfg.eval_episodes)
-    log = RunLog("cma-es", cfg.workdir, total=cfg.generations, initial=state["generation"], unit="gen", progress=cfg.progress)
+    log = RunLog(
+        "cma-es", cfg.workdir, total=cfg.generations, initial=state["generation"], unit="gen", progress=cfg.progress
+    )
     with log, stopping(), EnvPool(cfg.env_id, envs, workers, cfg.max_steps) as pool:
         while state["generation"] < cfg.generations:
             gen = state["generation"] + 1
@@ -156,8 +183,13 @@ def run(cfg: TrainControllerConfig) -> dict:
             es.tell(solutions, list(-fitness))
             steps = sum(r.steps for r in results)
             record = {
-                "generation": gen, "mean": float(fitness.mean()), "max": float(fitness.max()), "min": float(fitness.min()),
-                "sigma": float(es.sigma), "env_steps": int(steps), "wall_time": time.perf_counter() - t0,
+                "generation": gen,
+                "mean": float(fitness.mean()),
+                "max": float(fitness.max()),
+                "min": float(fitness.min()),
+                "sigma": float(es.sigma),
+                "env_steps": int(steps),
+                "wall_time": time.perf_counter() - t0,
             }
             if fitness.max() > state["best_fitness"]:
                 state["best_fitness"] = float(fitness.max())
@@ -176,12 +208,18 @@ def run(cfg: TrainControllerConfig) -> dict:
             fileio.write_bytes_atomic(state_path, pickle.dumps(state))
             _write_best(params_path, state, ctrl)
             rate = steps / max(record["wall_time"], 1e-9)
-            scalars = {(f"return/{k}" if k in ("mean", "max", "min") else k): record[k]
-                       for k in ("mean", "max", "min", "sigma", "eval_mean", "best_eval") if k in record}
+            scalars = {
+                (f"return/{k}" if k in ("mean", "max", "min") else k): record[k]
+                for k in ("mean", "max", "min", "sigma", "eval_mean", "best_eval")
+                if k in record
+            }
             log.record(record, step=gen, scalars={**scalars, "env_steps_per_sec": rate})
             log.advance(1, f"mean={record['mean']:.1f} max={record['max']:.1f} {rate:.0f} steps/s")
     summary = state_summary(state)
-    print(f"train_controller: generation {state['generation']}, best fitness {summary['best_fitness']:.1f}"
-          + (f", best eval {summary['best_eval']:.1f}" if summary["best_eval"] is not None else "")
-          + f"; parameters in {params_path}", file=sys.stderr)
+    print(
+        f"train_controller: generation {state['generation']}, best fitness {summary['best_fitness']:.1f}"
+        + (f", best eval {summary['best_eval']:.1f}" if summary["best_eval"] is not None else "")
+        + f"; parameters in {params_path}",
+        file=sys.stderr,
+    )
     return summary

@@ -47,9 +47,19 @@ class RunLog:
       progress: show the bar.
     """
 
-    def __init__(self, name: str, workdir: str, *, total: float, initial: float = 0, unit: str = "step",
-                 unit_scale: bool = False, splits: Sequence[str | None] = (None,), chief: bool = True,
-                 progress: bool = True):
+    def __init__(
+        self,
+        name: str,
+        workdir: str,
+        *,
+        total: float,
+        initial: float = 0,
+        unit: str = "step",
+        unit_scale: bool = False,
+        splits: Sequence[str | None] = (None,),
+        chief: bool = True,
+        progress: bool = True,
+    ):
         import tensorflow as tf
         from tqdm import tqdm
 
@@ -57,12 +67,20 @@ class RunLog:
         self.metrics = MetricsLog(workdir)
         tb = fileio.join(workdir, "tensorboard")
         self.writers = {
-            split: tf.summary.create_file_writer(tb if split is None else fileio.join(tb, split)) if chief
+            split: tf.summary.create_file_writer(tb if split is None else fileio.join(tb, split))
+            if chief
             else tf.summary.create_noop_writer()
             for split in splits
         }
-        self.bar = tqdm(total=total, initial=initial, unit=unit, unit_scale=unit_scale, desc=name,
-                        disable=not (progress and chief), file=sys.stderr)
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            unit=unit,
+            unit_scale=unit_scale,
+            desc=name,
+            disable=not (progress and chief),
+            file=sys.stderr,
+        )
         self._mark = (time.perf_counter(), initial)
 
     def keep_only(self, keep: Callable[[dict], bool]) -> list[dict]:
@@ -76,8 +94,14 @@ class RunLog:
         self._mark = (now, done)
         return (done - d0) / max(now - t0, 1e-9)
 
-    def record(self, entry: Mapping[str, Any] | None, *, step: int, scalars: Mapping[str, float] | None = None,
-               split: str | None = None) -> None:
+    def record(
+        self,
+        entry: Mapping[str, Any] | None,
+        *,
+        step: int,
+        scalars: Mapping[str, float] | None = None,
+        split: str | None = None,
+    ) -> None:
         """Appends ``entry`` to metrics.jsonl and writes ``scalars`` (default: the entry's numbers) to TensorBoard."""
         if not self.chief:
             return
@@ -86,7 +110,9 @@ class RunLog:
         if entry is not None:
             self.metrics.write(entry)
         if scalars is None:
-            scalars = {k: v for k, v in (entry or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            scalars = {
+                k: v for k, v in (entry or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
         with self.writers[split].as_default(step=step):
             for k, v in scalars.items():
                 if v is not None:

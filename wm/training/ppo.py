@@ -56,8 +56,12 @@ class TrainPPOConfig:
     clip_ratio: float = option(_H.clip_ratio, help="PPO clip epsilon.", above=0)
     entropy_coef: float = option(_H.entropy_coef, help="Entropy bonus weight.", min=0)
     value_coef: float = option(_H.value_coef, help="Value loss weight.", min=0)
-    max_grad_norm: float = option(_H.max_grad_norm, help="Gradient clipping (global norm, actor and critic separately).", above=0)
-    reward_scale: float = option(0.1, help="Rewards are multiplied by this for learning (reported returns are not).", above=0)
+    max_grad_norm: float = option(
+        _H.max_grad_norm, help="Gradient clipping (global norm, actor and critic separately).", above=0
+    )
+    reward_scale: float = option(
+        0.1, help="Rewards are multiplied by this for learning (reported returns are not).", above=0
+    )
     hidden: str = option("64,64", help="Hidden tanh layer sizes of the actor and of the critic.")
     workers: int = option(0, help="Environment worker processes (0: one per core).", min=0)
     max_steps: int = option(1000, help="Maximum steps per episode.", min=1)
@@ -98,8 +102,13 @@ def run(cfg: TrainPPOConfig) -> dict:
     """Trains (or resumes) the PPO controller; returns ``{"env_steps", "updates", "records"}``."""
     validate(cfg)
     keep = {"spec": cfg.spec(), "vae": fileio.abspath(cfg.vae), "mdnrnn": fileio.abspath(cfg.mdnrnn)}
-    workdir.guard(cfg.workdir, {"model": "controller", "algorithm": "ppo"}, keep, "PPO controller",
-                  has_state=bool(workdir.latest_checkpoint(cfg.workdir)))
+    workdir.guard(
+        cfg.workdir,
+        {"model": "controller", "algorithm": "ppo"},
+        keep,
+        "PPO controller",
+        has_state=bool(workdir.latest_checkpoint(cfg.workdir)),
+    )
     import keras
     import numpy as np
     import tensorflow as tf
@@ -108,20 +117,43 @@ def run(cfg: TrainPPOConfig) -> dict:
     from wm.agents import ppo
 
     keras.utils.set_random_seed(cfg.seed)
-    policy = loading.build_ppo_policy(cfg.vae, cfg.mdnrnn, cfg.hidden_sizes(), seed=cfg.seed, precision=cfg.inference_precision)
+    policy = loading.build_ppo_policy(
+        cfg.vae, cfg.mdnrnn, cfg.hidden_sizes(), seed=cfg.seed, precision=cfg.inference_precision
+    )
     trainer = ppo.PPOTrainer(policy.model, cfg.hyper(), seed=cfg.seed + 1)
     counters = {k: tf.Variable(0, dtype=tf.int64, name=k) for k in ("env_steps", "updates", "episodes")}
-    ckpt = tf.train.Checkpoint(model=policy.model, optimizer=trainer.optimizer, policy_rng=policy.rng, train_rng=trainer.rng, **counters)
+    ckpt = tf.train.Checkpoint(
+        model=policy.model, optimizer=trainer.optimizer, policy_rng=policy.rng, train_rng=trainer.rng, **counters
+    )
     manager = tf.train.CheckpointManager(ckpt, workdir.checkpoint_dir(cfg.workdir), max_to_keep=2)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f"train_ppo: resuming at {int(counters['env_steps'])} env steps (update {int(counters['updates'])})", file=sys.stderr)
-    workdir.write_config(cfg.workdir, {
-        "model": "controller", "algorithm": "ppo", "arch": policy.model.arch(), "env_id": cfg.env_id,
-        "inference_precision": cfg.inference_precision, "flags": dataclasses.asdict(cfg), **keep,
-    })
+        print(
+            f"train_ppo: resuming at {int(counters['env_steps'])} env steps (update {int(counters['updates'])})",
+            file=sys.stderr,
+        )
+    workdir.write_config(
+        cfg.workdir,
+        {
+            "model": "controller",
+            "algorithm": "ppo",
+            "arch": policy.model.arch(),
+            "env_id": cfg.env_id,
+            "inference_precision": cfg.inference_precision,
+            "flags": dataclasses.asdict(cfg),
+            **keep,
+        },
+    )
     env_steps = lambda: int(counters["env_steps"])  # noqa: E731
-    log = RunLog("ppo", cfg.workdir, total=cfg.env_steps, initial=env_steps(), unit="step", unit_scale=True, progress=cfg.progress)
+    log = RunLog(
+        "ppo",
+        cfg.workdir,
+        total=cfg.env_steps,
+        initial=env_steps(),
+        unit="step",
+        unit_scale=True,
+        progress=cfg.progress,
+    )
     # exactly the checkpointed updates (a killed run may have left more)
     records = log.keep_only(lambda r: r.get("update", 0) <= int(counters["updates"]))
     if env_steps() >= cfg.env_steps:
@@ -131,8 +163,16 @@ def run(cfg: TrainPPOConfig) -> dict:
 
     with log, stopping(), EnvPool(cfg.env_id, cfg.envs, cfg.workers or os.cpu_count() or 1, cfg.max_steps) as pool:
         seed_of = lambda k: loading.track_seeds(cfg.seed, loading.TRAIN_STREAM, 1, offset=k)[0]  # noqa: E731
-        collector = ppo.RolloutCollector(pool, policy, cfg.max_steps, seed_of, cfg.gamma, cfg.gae_lambda, cfg.reward_scale,
-                                         episodes=int(counters["episodes"]))
+        collector = ppo.RolloutCollector(
+            pool,
+            policy,
+            cfg.max_steps,
+            seed_of,
+            cfg.gamma,
+            cfg.gae_lambda,
+            cfg.reward_scale,
+            episodes=int(counters["episodes"]),
+        )
         while env_steps() < cfg.env_steps:
             t0 = time.perf_counter()
             ro = collector.collect(cfg.rollout_len)
@@ -146,19 +186,31 @@ def run(cfg: TrainPPOConfig) -> dict:
             wall = time.perf_counter() - t0
             rets = ro.episode_returns
             record = {
-                "update": update, "env_steps": env_steps(), "episodes": len(rets),
+                "update": update,
+                "env_steps": env_steps(),
+                "episodes": len(rets),
                 "mean_return": float(np.mean(rets)) if rets else None,
                 "mean_length": float(np.mean(ro.episode_lengths)) if rets else None,
-                "dropped_steps": ro.dropped_steps, "steps_per_sec": ro.env_steps / wall,
-                "collect_time": t1 - t0, "update_time": wall - (t1 - t0), **stats,
+                "dropped_steps": ro.dropped_steps,
+                "steps_per_sec": ro.env_steps / wall,
+                "collect_time": t1 - t0,
+                "update_time": wall - (t1 - t0),
+                **stats,
             }
             records.append(record)
-            scalars = {("return/mean" if k == "mean_return" else k): v for k, v in record.items()
-                       if k not in ("update", "env_steps") and v is not None}
+            scalars = {
+                ("return/mean" if k == "mean_return" else k): v
+                for k, v in record.items()
+                if k not in ("update", "env_steps") and v is not None
+            }
             log.record(record, step=record["env_steps"], scalars=scalars)
             shown = record["mean_return"] if rets else float("nan")
             log.advance(ro.env_steps, f"return={shown:.1f} {record['steps_per_sec']:.0f} steps/s")
     done = [r["mean_return"] for r in records if r["mean_return"] is not None]
-    print(f"train_ppo: {env_steps()} env steps in {int(counters['updates'])} updates"
-          + (f", last mean return {done[-1]:.1f}" if done else "") + f"; checkpoints in {manager.directory}", file=sys.stderr)
+    print(
+        f"train_ppo: {env_steps()} env steps in {int(counters['updates'])} updates"
+        + (f", last mean return {done[-1]:.1f}" if done else "")
+        + f"; checkpoints in {manager.directory}",
+        file=sys.stderr,
+    )
     return {"env_steps": env_steps(), "updates": int(counters["updates"]), "records": records}

@@ -46,6 +46,7 @@ from tfrecords import fileio
 from tfrecords.cli import option
 from tfrecords.errors import UsageError
 from wm.core import distribute
+from wm.core import workdir as workdir_lib
 from wm.core.distribute import Setup
 from wm.core.workdir import (  # noqa: F401  (re-exported: the V/M workdir API)
     CHECKPOINT_DIR,
@@ -58,7 +59,6 @@ from wm.core.workdir import (  # noqa: F401  (re-exported: the V/M workdir API)
     restore_model,
     write_config,
 )
-from wm.core import workdir as workdir_lib
 from wm.training.loop import RunLog, due, stopping
 
 LossFn = Callable[[keras.Model, Any, bool], Mapping[str, tf.Tensor]]
@@ -129,7 +129,9 @@ class TrainFlags:
     learning_rate: float = option(1e-4, help="Adam learning rate.", above=0)
     steps: int = option(0, help="Total training steps (overrides --epochs; rerun with more to continue).", min=0)
     epochs: int = option(10, help="Epochs over the training shards, if --steps is 0.", min=0)
-    mixed_precision: str = option("auto", help="auto: float16 on GPU, bfloat16 on TPU, off on CPU.", choices=distribute.PRECISIONS)
+    mixed_precision: str = option(
+        "auto", help="auto: float16 on GPU, bfloat16 on TPU, off on CPU.", choices=distribute.PRECISIONS
+    )
     jit_compile: str = option("auto", help="XLA; auto: on for GPU/TPU, off on CPU.", choices=distribute.JIT_MODES)
     steps_per_loop: int = option(10, help="Steps per compiled call.", min=1)
     profile_steps: str = option("", help="Profile steps FIRST,LAST (e.g. 10,15) into TensorBoard.")
@@ -177,8 +179,15 @@ def validate_loop(cfg: LoopConfig) -> None:
 
 def check_workdir(workdir: str, name: str, arch: dict) -> None:
     """Refuses a workdir made for another model type or another architecture (UsageError)."""
-    workdir_lib.guard(workdir, {"model": name}, {"arch": arch}, name, has_state=bool(latest_checkpoint(workdir)),
-                      per_key="arch", not_what=repr(name))
+    workdir_lib.guard(
+        workdir,
+        {"model": name},
+        {"arch": arch},
+        name,
+        has_state=bool(latest_checkpoint(workdir)),
+        per_key="arch",
+        not_what=repr(name),
+    )
 
 
 # ---------------------------------------------------------------- model, optimizer, update step
@@ -199,7 +208,9 @@ class Trainer:
             raise UsageError(f"--batch_size {cfg.batch_size} is not divisible by the {setup.num_replicas} replicas")
         with self.strategy.scope():
             self.model = task.model_fn(setup.dtype_policy)
-            opt = task.optimizer_fn(cfg.learning_rate) if task.optimizer_fn else keras.optimizers.Adam(cfg.learning_rate)
+            opt = (
+                task.optimizer_fn(cfg.learning_rate) if task.optimizer_fn else keras.optimizers.Adam(cfg.learning_rate)
+            )
             if setup.loss_scaling:
                 opt = keras.optimizers.LossScaleOptimizer(opt)
             # Slots must exist before the first strategy.run (lazy creation fails under Mirrored).
@@ -289,7 +300,7 @@ def _next_boundary(step: int, cfg: LoopConfig, every: list[int], marks: list[int
     return nxt
 
 
-def _save_on_interrupt(name: str, setup: Setup, trainer: "Trainer", manager, step: int, start: int) -> None:
+def _save_on_interrupt(name: str, setup: Setup, trainer: Trainer, manager, step: int, start: int) -> None:
     """Ctrl-C: checkpoints the steps done since the last checkpoint, so that a rerun loses none.
 
     The interrupt arrives between Python statements, so the weights are at a step boundary
@@ -302,7 +313,9 @@ def _save_on_interrupt(name: str, setup: Setup, trainer: "Trainer", manager, ste
         return
     if last and last.endswith(f"-{step}"):
         return
-    if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in trainer.model.weights if tf.as_dtype(v.dtype).is_floating):
+    if not all(
+        bool(tf.reduce_all(tf.math.is_finite(v))) for v in trainer.model.weights if tf.as_dtype(v.dtype).is_floating
+    ):
         print(f"{name}: interrupted with non-finite weights; not saving them", file=sys.stderr)
         return
     trainer.step.assign(step)
@@ -322,7 +335,13 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
     chief = setup.is_chief
 
     # ---- config.json
-    config = {"model": task.name, "arch": task.arch, "loop": dataclasses.asdict(cfg), "setup": setup.describe(), **(extra_config or {})}
+    config = {
+        "model": task.name,
+        "arch": task.arch,
+        "loop": dataclasses.asdict(cfg),
+        "setup": setup.describe(),
+        **(extra_config or {}),
+    }
     if chief:
         write_config(workdir, config)
 
@@ -330,17 +349,23 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
     trainer = Trainer(task, setup, cfg)
     ckpt = tf.train.Checkpoint(step=trainer.step, model=trainer.model, optimizer=trainer.optimizer)
     worker_dir = None if chief else fileio.join(workdir, "tmp", f"worker_{setup.strategy.cluster_resolver.task_id}")
-    manager = tf.train.CheckpointManager(ckpt, worker_dir or workdir_lib.checkpoint_dir(workdir), max_to_keep=cfg.keep_checkpoints)
+    manager = tf.train.CheckpointManager(
+        ckpt, worker_dir or workdir_lib.checkpoint_dir(workdir), max_to_keep=cfg.keep_checkpoints
+    )
     if manager.latest_checkpoint:
         try:
             ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
             first = str(e).strip().splitlines()[0][:200]
-            raise UsageError(f"cannot resume from {manager.latest_checkpoint}: incompatible checkpoint ({first})") from None
+            raise UsageError(
+                f"cannot resume from {manager.latest_checkpoint}: incompatible checkpoint ({first})"
+            ) from None
     start = int(trainer.step.numpy())
     result = {"step": start, "train": {}, "eval": {}}
     if start >= cfg.steps:
-        print(f"{task.name}: {workdir} is already at step {start} >= --steps {cfg.steps}; nothing to do", file=sys.stderr)
+        print(
+            f"{task.name}: {workdir} is already at step {start} >= --steps {cfg.steps}; nothing to do", file=sys.stderr
+        )
         return result
     if start:
         print(f"{task.name}: resuming from step {start}", file=sys.stderr)
@@ -351,8 +376,17 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
     eval_ds = setup.strategy.distribute_datasets_from_function(task.eval_data) if task.eval_data else None
 
     # ---- summaries, progress
-    log = RunLog(task.name, workdir, total=cfg.steps * cfg.batch_size, initial=start * cfg.batch_size, unit="item",
-                 unit_scale=True, splits=("train", "eval"), chief=chief, progress=cfg.progress)
+    log = RunLog(
+        task.name,
+        workdir,
+        total=cfg.steps * cfg.batch_size,
+        initial=start * cfg.batch_size,
+        unit="item",
+        unit_scale=True,
+        splits=("train", "eval"),
+        chief=chief,
+        progress=cfg.progress,
+    )
     log.keep_only(lambda e: e.get("step", 0) <= start)
     profile = cfg.profile_steps
     marks = [profile[0] - 1, profile[1]] if profile else []
@@ -385,9 +419,13 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
                 step += n
                 if not math.isfinite(terms["loss"]):
                     last = manager.latest_checkpoint
-                    kept = f"the last checkpoint ({os.path.basename(last)}) is kept" if last else "no checkpoint was saved"
-                    raise DivergedError(f"loss is {terms['loss']} at step {step}: training diverged; stopped without saving, "
-                                        f"{kept}; try a lower --learning_rate")
+                    kept = (
+                        f"the last checkpoint ({os.path.basename(last)}) is kept" if last else "no checkpoint was saved"
+                    )
+                    raise DivergedError(
+                        f"loss is {terms['loss']} at step {step}: training diverged; stopped without saving, "
+                        f"{kept}; try a lower --learning_rate"
+                    )
                 trainer.step.assign(step)
                 log.advance(n * cfg.batch_size)
                 if profiling and step >= profile[1]:
@@ -398,8 +436,12 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
                     rate = log.rate(step * cfg.batch_size)
                     result["train"] = terms
                     log.advance(0, f"loss={terms['loss']:.4g}")
-                    log.record({"step": step, "split": "train", "items_per_sec": rate, **terms}, step=step,
-                               scalars={**terms, "items_per_sec": rate}, split="train")
+                    log.record(
+                        {"step": step, "split": "train", "items_per_sec": rate, **terms},
+                        step=step,
+                        scalars={**terms, "items_per_sec": rate},
+                        split="train",
+                    )
                 if due(step, cfg.eval_every) or finished:
                     do_eval(step)
                 if due(step, cfg.checkpoint_every, finished):
