@@ -108,12 +108,7 @@ def _static_polygons() -> np.ndarray:
     for x in range(-20, 20, 2):
         for y in range(-20, 20, 2):
             polys.append(
-                [
-                    (g * x + g, g * y + 0),
-                    (g * x + 0, g * y + 0),
-                    (g * x + 0, g * y + g),
-                    (g * x + g, g * y + g),
-                ]
+                [(g * x + g, g * y + 0), (g * x + 0, g * y + 0), (g * x + 0, g * y + g), (g * x + g, g * y + g)]
             )
     return np.array(polys, dtype=np.float64)
 
@@ -242,15 +237,11 @@ class FastCarRacing(_cr.CarRacing):
             if any(len(poly) != 4 for poly, _ in road_poly):
                 self._geom = None
             else:
-                road = np.array(
-                    [[(p[0], p[1]) for p in poly] for poly, _ in road_poly],
-                    dtype=np.float64,
-                ).reshape(-1, 4, 2)
-                geom = np.concatenate([_get_static_polygons(), road])
-                self._geom = (
-                    np.ascontiguousarray(geom[:, :, 0].T),
-                    np.ascontiguousarray(geom[:, :, 1].T),
+                road = np.array([[(p[0], p[1]) for p in poly] for poly, _ in road_poly], dtype=np.float64).reshape(
+                    -1, 4, 2
                 )
+                geom = np.concatenate([_get_static_polygons(), road])
+                self._geom = (np.ascontiguousarray(geom[:, :, 0].T), np.ascontiguousarray(geom[:, :, 1].T))
         return self._geom
 
     def _mapped_color(self, color) -> int:
@@ -267,11 +258,7 @@ class FastCarRacing(_cr.CarRacing):
         return scratch.get_at_mapped((0, 0))
 
     def _screen_polygons(
-        self,
-        geom: tuple[np.ndarray, np.ndarray],
-        zoom: float,
-        translation,
-        angle: float,
+        self, geom: tuple[np.ndarray, np.ndarray], zoom: float, translation, angle: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Transform all polygons to screen coordinates and select them.
 
@@ -413,13 +400,7 @@ class FastCarRacing(_cr.CarRacing):
         trans = (_cr.WINDOW_W / 2 + trans[0], _cr.WINDOW_H / 4 + trans[1])
 
         self._render_road(zoom, trans, angle)
-        self.car.draw(
-            self.surf,
-            zoom,
-            trans,
-            angle,
-            mode not in ["state_pixels_list", "state_pixels"],
-        )
+        self.car.draw(self.surf, zoom, trans, angle, mode not in ["state_pixels_list", "state_pixels"])
 
         # Same pixels as pygame.transform.flip(self.surf, False, True), but
         # copied into a persistent surface instead of a fresh allocation.

@@ -60,10 +60,7 @@ class GenerateConfig:
 def validate(cfg: GenerateConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
     check(cfg)
-    try:
-        rollout.check_env_id(cfg.env_id)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    rollout.check_env_id(cfg.env_id)
     if cfg.writer == "isal" and not fast_reader.available():
         raise UsageError(f"--writer=isal needs the isal and google-crc32c packages: {fast_reader.unavailable_reason()}")
 

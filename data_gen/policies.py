@@ -64,10 +64,7 @@ class BrownianPolicy:
         return out
 
 
-POLICIES: dict[str, Callable[[gym.Space], Policy]] = {
-    "random": RandomPolicy,
-    "brownian": BrownianPolicy,
-}
+POLICIES: dict[str, Callable[[gym.Space], Policy]] = {"random": RandomPolicy, "brownian": BrownianPolicy}
 
 
 def register_policy(name: str, factory: Callable[[gym.Space], Policy]) -> None:

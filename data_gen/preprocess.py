@@ -20,8 +20,3 @@ def preprocess_frame(obs: np.ndarray, full_frame: bool = False) -> np.ndarray:
         return obs.copy()
     img = Image.fromarray(obs[:CROP_ROWS])
     return np.asarray(img.resize((SIZE, SIZE), Image.BILINEAR), np.uint8)
-
-
-def preprocess_batch(obs: np.ndarray, full_frame: bool = False) -> np.ndarray:
-    """``preprocess_frame`` over a leading batch axis."""
-    return np.stack([preprocess_frame(o, full_frame) for o in obs])

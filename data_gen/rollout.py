@@ -7,6 +7,7 @@ import numpy as np
 
 from data_gen.policies import Policy
 from data_gen.preprocess import preprocess_frame
+from tfrecords.errors import UsageError
 from tfrecords.schema import Episode
 
 
@@ -24,13 +25,13 @@ DEFAULT_ENV_ID = "CarRacingFast-v3"  # registered by this package; "CarRacing-v3
 
 
 def check_env_id(env_id: str) -> None:
-    """Raises ValueError with a one-line message if gymnasium does not know ``env_id``."""
+    """Raises UsageError (a ValueError) with a one-line message if gymnasium does not know ``env_id``."""
     import data_gen  # noqa: F401  (registers this package's environments)
 
     try:
         gym.spec(env_id)
     except gym.error.Error as e:
-        raise ValueError(f"unknown environment {env_id!r}: {e}") from None
+        raise UsageError(f"unknown environment {env_id!r}: {e}") from None
 
 
 def make_env(env_id: str, max_steps: int, **kwargs) -> gym.Env:
@@ -44,12 +45,7 @@ PREPROCESS_BLOCK = 64  # observations kept raw before resizing (~1.8 MB)
 
 
 def run_episode(
-    env: gym.Env,
-    policy: Policy,
-    env_seed: int,
-    rng: np.random.Generator,
-    max_steps: int,
-    full_frame: bool = False,
+    env: gym.Env, policy: Policy, env_seed: int, rng: np.random.Generator, max_steps: int, full_frame: bool = False
 ) -> Episode:
     """Plays one episode and returns it in storage form.
 

@@ -117,8 +117,7 @@ def _shard_records(path: tf.Tensor, expected: tf.Tensor, skip_corrupt: bool, cou
             )
             return record
         ok = tf.debugging.Assert(
-            tf.logical_not(bad),
-            ["corrupted or truncated shard", path, "read", count, "of", expected, "episodes"],
+            tf.logical_not(bad), ["corrupted or truncated shard", path, "read", count, "of", expected, "episodes"]
         )
         with tf.control_dependencies([ok]):
             return tf.identity(record)

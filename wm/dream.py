@@ -19,15 +19,14 @@ import sys
 
 from tfrecords import fileio
 from tfrecords.cli import UsageError, check, option, run_binary
+from wm.agents.loading import WorldFlags
 from wm.core import video, workdir
 
 
 @dataclasses.dataclass
-class DreamConfig:
+class DreamConfig(WorldFlags):
     """Everything ``run`` needs (the flags of ``python -m wm.dream``)."""
 
-    vae: str = option(help="A train_vae workdir.", required=True)
-    mdnrnn: str = option(help="A train_mdnrnn workdir.", required=True)
     out: str = option(help="Output video: FILE.gif or FILE.mp4.", required=True)
     data: str = option("", help="Rollouts to take the real episode from (default: the VAE's training data).")
     episode: int = option(0, help="Which episode of --data (in shard order).", min=0)

@@ -71,10 +71,7 @@ def validate(cfg: EvaluateConfig) -> list[int]:
     if cfg.env_id:
         from data_gen import rollout
 
-        try:
-            rollout.check_env_id(cfg.env_id)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        rollout.check_env_id(cfg.env_id)
     return videos
 
 

@@ -184,26 +184,16 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
         eval_data=data(eval_files, False) if eval_files else None,
         optimizer_fn=lambda lr: keras.optimizers.Adam(lr),
     )
-    loop = train_lib.LoopConfig(
-        workdir=cfg.workdir,
+    result = train_lib.run_stage(
+        task,
+        setup,
+        cfg,
         steps=steps,
-        batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        steps_per_loop=cfg.steps_per_loop,
-        log_every=cfg.log_every,
-        checkpoint_every=cfg.checkpoint_every,
-        eval_every=steps_per_epoch if eval_files else 0,
+        steps_per_epoch=steps_per_epoch,
+        train_files=train_files,
+        eval_files=eval_files,
         clip_norm=cfg.grad_clip or None,
-        profile_steps=train_lib.parse_profile_steps(cfg.profile_steps),
-        progress=cfg.progress,
     )
-    extra = {
-        "flags": dataclasses.asdict(cfg),
-        "train_shards": train_files,
-        "eval_shards": eval_files,
-        "steps_per_epoch": steps_per_epoch,
-    }
-    result = train_lib.run(task, setup, loop, extra)
     print(f"train_mdnrnn: step {result['step']} in {cfg.workdir}", file=sys.stderr)
     return result
 

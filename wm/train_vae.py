@@ -125,26 +125,16 @@ def run(cfg: TrainVaeConfig) -> dict:
         eval_data=data(eval_files, False) if eval_files else None,
         summary_fn=summaries,
     )
-    loop = train_lib.LoopConfig(
-        workdir=cfg.workdir,
+    result = train_lib.run_stage(
+        task,
+        setup,
+        cfg,
         steps=steps,
-        batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        steps_per_loop=cfg.steps_per_loop,
-        log_every=cfg.log_every,
-        checkpoint_every=cfg.checkpoint_every,
-        eval_every=steps_per_epoch if eval_files else 0,
+        steps_per_epoch=steps_per_epoch,
+        train_files=train_files,
+        eval_files=eval_files,
         eval_batches=cfg.eval_batches or None,
-        profile_steps=train_lib.parse_profile_steps(cfg.profile_steps),
-        progress=cfg.progress,
     )
-    extra = {
-        "flags": dataclasses.asdict(cfg),
-        "train_shards": train_files,
-        "eval_shards": eval_files,
-        "steps_per_epoch": steps_per_epoch,
-    }
-    result = train_lib.run(task, setup, loop, extra)
     if setup.is_chief:
         export(load_vae(cfg.workdir), fileio.join(cfg.workdir, "export"))
         print(f"train_vae: exported {cfg.workdir}/export/{{encoder,decoder}}.keras", file=sys.stderr)

@@ -109,10 +109,7 @@ def run_episode(
     return t + 1, out_s[2], out_s[3], out_s[4]
 
 
-@pytest.mark.parametrize(
-    "seed, policy",
-    [(0, "drive"), (7, "drive")],
-)
+@pytest.mark.parametrize("seed, policy", [(0, "drive"), (7, "drive")])
 def test_full_episodes_identical(seed: int, policy: str) -> None:
     """Full 1000-step episodes in the default configuration."""
     stock, fast = make_pair()

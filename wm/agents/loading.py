@@ -7,11 +7,13 @@ whichever algorithm trained it, for ``wm.evaluate``.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
 
 from tfrecords import fileio
+from tfrecords.cli import option
 from tfrecords.errors import UsageError
 from wm.core import workdir
 from wm.models.controller import Controller
@@ -21,6 +23,14 @@ CONTROLLERS = ("linear", "hidden")  # linear on [z, h] (867 params) | hidden: 40
 
 # Seed streams of the tracks: disjoint, so evaluation tracks are never trained on.
 TRAIN_STREAM, IN_TRAINING_EVAL_STREAM, EVAL_STREAM = 1, 2, 3
+
+
+@dataclasses.dataclass
+class WorldFlags:
+    """The V and M workdirs an agent is built on (``--vae``, ``--mdnrnn``), for the binaries that need them."""
+
+    vae: str = option(help="A train_vae workdir.", required=True)
+    mdnrnn: str = option(help="A train_mdnrnn workdir.", required=True)
 
 
 def track_seeds(seed: int, purpose: int, n: int, offset: int = 0) -> list[int]:

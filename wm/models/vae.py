@@ -110,10 +110,6 @@ class ConvVAE(keras.Model):
         z = self.sample(mu, logvar) if training else mu
         return self.decode(z, training=training), mu, logvar
 
-    def loss_terms(self, frames: tf.Tensor, training: bool = True, sample: bool = True) -> dict[str, tf.Tensor]:
-        """Per-example float32 loss terms, each ``[B]``; see :func:`loss_terms`."""
-        return loss_terms(self, frames, training=training, sample=sample)
-
 
 def loss_terms(model: ConvVAE, frames: tf.Tensor, training: bool = True, sample: bool = True) -> dict[str, tf.Tensor]:
     """The VAE loss of each example, the function the training loop averages.

@@ -25,7 +25,7 @@ import time
 
 from data_gen import rollout
 from tfrecords import fileio
-from tfrecords.cli import UsageError, check, option
+from tfrecords.cli import check, option
 from wm.agents import loading
 from wm.core import distribute, workdir
 from wm.training.loop import RunLog, due, stopping
@@ -37,11 +37,9 @@ METRICS_NAME = workdir.METRICS_NAME
 
 
 @dataclasses.dataclass
-class TrainControllerConfig:
+class TrainControllerConfig(loading.WorldFlags):
     """Everything :func:`run` needs (the flags of ``python -m wm.train_controller``)."""
 
-    vae: str = option(help="A train_vae workdir.", required=True)
-    mdnrnn: str = option(help="A train_mdnrnn workdir.", required=True)
     workdir: str = option(help="Run directory (CMA-ES state, controller.npz, metrics, TensorBoard).", required=True)
     popsize: int = option(64, help="CMA-ES population size.", min=2)
     trials: int = option(16, help="Episodes per population member; fitness is their mean return.", min=1)
@@ -78,10 +76,7 @@ class TrainControllerConfig:
 def validate(cfg: TrainControllerConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
     check(cfg)
-    try:
-        rollout.check_env_id(cfg.env_id)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    rollout.check_env_id(cfg.env_id)
 
 
 def _guard(cfg: TrainControllerConfig) -> None:

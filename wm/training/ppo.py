@@ -39,11 +39,9 @@ _H = PPOHyper()  # the update's defaults are written once, in PPOHyper
 
 
 @dataclasses.dataclass
-class TrainPPOConfig:
+class TrainPPOConfig(loading.WorldFlags):
     """Everything :func:`run` needs (the flags of ``python -m wm.train_ppo``)."""
 
-    vae: str = option(help="A train_vae workdir.", required=True)
-    mdnrnn: str = option(help="A train_mdnrnn workdir.", required=True)
     workdir: str = option(help="Run directory (checkpoints, metrics, TensorBoard).", required=True)
     envs: int = option(16, help="Parallel environments.", min=1)
     env_steps: int = option(1_000_000, help="TOTAL environment steps (rerun with more to continue).", min=1)
@@ -92,10 +90,7 @@ def validate(cfg: TrainPPOConfig) -> None:
         sizes = ()
     if not sizes or min(sizes) <= 0:
         raise UsageError(f"--hidden must be comma-separated positive layer sizes, got {cfg.hidden!r}")
-    try:
-        rollout.check_env_id(cfg.env_id)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    rollout.check_env_id(cfg.env_id)
 
 
 def run(cfg: TrainPPOConfig) -> dict:

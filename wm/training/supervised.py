@@ -454,3 +454,39 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
         log.close()
         if worker_dir is not None and tf.io.gfile.exists(worker_dir):
             tf.io.gfile.rmtree(worker_dir)
+
+
+def run_stage(
+    task: Task,
+    setup: Setup,
+    cfg: TrainFlags,
+    *,
+    steps: int,
+    steps_per_epoch: int,
+    train_files: list[str],
+    eval_files: list[str],
+    **loop: Any,
+) -> dict:
+    """:func:`run` with the loop settings of a V/M binary's flags (evaluating once an epoch when there is a
+    held-out split); ``config.json`` also records the flags and the split. ``loop`` sets the other
+    :class:`LoopConfig` fields (``eval_batches``, ``clip_norm``)."""
+    loop_cfg = LoopConfig(
+        workdir=cfg.workdir,
+        steps=steps,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        steps_per_loop=cfg.steps_per_loop,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        eval_every=steps_per_epoch if eval_files else 0,
+        profile_steps=parse_profile_steps(cfg.profile_steps),
+        progress=cfg.progress,
+        **loop,
+    )
+    extra = {
+        "flags": dataclasses.asdict(cfg),
+        "train_shards": train_files,
+        "eval_shards": eval_files,
+        "steps_per_epoch": steps_per_epoch,
+    }
+    return run(task, setup, loop_cfg, extra)
