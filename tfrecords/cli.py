@@ -214,7 +214,7 @@ def define_flags(config_cls: type, flag_values: Any = None) -> None:
     so that several binaries can be imported into one process)."""
     from absl import flags
 
-    fv = flag_values or flags.FLAGS
+    fv = flags.FLAGS if flag_values is None else flag_values
     kw = {"flag_values": fv, "module_name": sys.argv[0]}  # absl's --help lists the main module's flags
     for f, base in _options(config_cls):
         name, help_, default = _flag_name(f), f.metadata["help"], _default(f)
@@ -239,7 +239,7 @@ def config_from_flags(config_cls: type, flag_values: Any = None) -> Any:
     """The config dataclass built from parsed absl flags (an unset required flag gives "")."""
     from absl import flags
 
-    fv = flag_values or flags.FLAGS
+    fv = flags.FLAGS if flag_values is None else flag_values
     values = {}
     for f, base in _options(config_cls):
         v = getattr(fv, _flag_name(f))
@@ -252,7 +252,7 @@ def config_from_flags(config_cls: type, flag_values: Any = None) -> Any:
 
 
 def run_binary(config_cls: type, run: Callable[[Any], object], prog: str) -> None:
-    """The whole ``__main__`` of a binary: flags from ``config_cls``, parse, ``run(config)``, exit."""
+    """The whole ``__main__`` of a binary: flags from ``config_cls``, parse, :func:`check`, ``run(config)``, exit."""
     from absl import app
 
     define_flags(config_cls)
@@ -260,7 +260,13 @@ def run_binary(config_cls: type, run: Callable[[Any], object], prog: str) -> Non
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        run_main(lambda: run(config_from_flags(config_cls)), prog)
+
+        def checked_run() -> object:
+            cfg = config_from_flags(config_cls)
+            check(cfg)
+            return run(cfg)
+
+        run_main(checked_run, prog)
 
     app.run(main)
 

@@ -89,3 +89,13 @@ def test_non_agent_workdirs_and_out_of_range_video_episodes_are_refused(agent_di
         ev.run(ev.EvaluateConfig(agent=tiny_world["vae"]))
     with pytest.raises(UsageError, match="out of range"):
         ev.run(ev.EvaluateConfig(agent=agent_dir, episodes=2, video_dir=str(tmp_path), video_episodes="5"))
+
+
+def test_out_that_is_a_directory_is_refused_before_evaluating(tmp_path):
+    with pytest.raises(UsageError, match="is a directory"):
+        ev.validate(ev.EvaluateConfig(agent=str(tmp_path), out=str(tmp_path)))
+    from tfrecords import fileio
+
+    with pytest.raises(UsageError, match="is a directory"):
+        fileio.write_text_atomic(str(tmp_path), "x")
+    assert tmp_path.is_dir()
