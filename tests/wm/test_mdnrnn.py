@@ -64,6 +64,42 @@ def test_loss_is_finite_and_masked():
     np.testing.assert_allclose(full, want, rtol=1e-4)
 
 
+def test_reward_and_terminal_heads_train_on_every_real_step_including_the_last():
+    """A toy window: episode 0 ends at step 4 (terminal, reward -100); its z_5 is padding. The reward and
+    terminal terms must count steps 0..4 (the current step's mask), so the only positive terminal
+    target and the -100 are in the loss; steps past the end are not."""
+    model = MDNRNN(hidden=16, reward_head=True, terminal_head=True)
+    rng = np.random.default_rng(1)
+    T = 8
+    z = tf.constant(rng.normal(size=(2, T + 1, 32)), tf.float32)
+    a = tf.constant(rng.uniform(-1, 1, size=(2, T + 1, 3)), tf.float32)
+    mask = np.ones((2, T + 1), np.float32)
+    mask[0, 5:] = 0  # steps 0..4 are real
+    rewards = np.zeros((2, T + 1), np.float32)
+    terminals = np.zeros((2, T + 1), np.float32)
+    rewards[0, 4], terminals[0, 4] = -100.0, 1.0  # the last step leaves the playfield
+    rewards[0, 6], terminals[0, 6] = 55.0, 1.0  # padding: must not count
+    terms = mdnrnn.sequence_loss_terms(
+        model, z, a, tf.constant(mask), tf.constant(rewards), tf.constant(terminals), training=False
+    )
+    x = tf.concat([z[:, :-1], a[:, :-1]], -1)
+    _, _, extras = model(x, training=False)
+    r_hat = extras["reward"].numpy().astype(np.float64)
+    logit = extras["terminal_logit"].numpy().astype(np.float64)
+    now = mask[:, :-1].astype(np.float64)  # step t is real
+    want_mse = ((r_hat - rewards[:, :-1]) ** 2 * now).sum(1) / T
+    y = terminals[:, :-1].astype(np.float64)
+    ce = np.maximum(logit, 0) - logit * y + np.log1p(np.exp(-np.abs(logit)))
+    want_ce = (ce * now).sum(1) / T
+    np.testing.assert_allclose(terms["reward_mse"].numpy(), want_mse, rtol=1e-5)
+    np.testing.assert_allclose(terms["terminal_ce"].numpy(), want_ce, rtol=1e-5)
+    # the last real step is in: its -100 alone is most of episode 0's squared error
+    assert terms["reward_mse"].numpy()[0] > (100.0 - abs(r_hat[0, 4])) ** 2 / T * 0.99
+    # and the next-step mask (the old bug) would have given a different number
+    old = ((r_hat - rewards[:, :-1]) ** 2 * mask[:, 1:]).sum(1) / T
+    assert abs(old[0] - want_mse[0]) > 100
+
+
 def test_temperature_semantics():
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(2, 32, 5)).astype(np.float32)

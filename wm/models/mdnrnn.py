@@ -185,14 +185,17 @@ def sequence_loss_terms(
 ) -> dict[str, tf.Tensor]:
     """Per-sequence loss terms [B] for windows of T + 1 steps (z [B, T+1, Z], actions [B, T+1, A], mask [B, T+1]).
 
-    Inputs are (z_t, a_t) for t < T, targets z_{t+1}; a step counts where its target is a real
-    step (``mask[:, t+1]``). ``z_nll`` is the negative log-likelihood per latent dimension,
-    averaged over dimensions and over the window's T steps (padding contributes zero).
-    ``reward``/``terminal`` targets are those of step t (they follow a_t).
+    Inputs are (z_t, a_t) for t < T, targets z_{t+1}. For ``z_nll`` a step counts where its
+    target z_{t+1} is a real step (``mask[:, t+1]``); the reward and terminal targets are those of
+    step t (they follow a_t), so they count where step t is real (``mask[:, t]``): an episode's
+    last step, whose z_{t+1} does not exist, still trains the reward head (the -100 of leaving the
+    playfield) and the terminal head (its only positive). Each term is averaged over the window's
+    T steps (padding contributes zero); ``z_nll`` is per latent dimension.
     """
     x = tf.concat([z[:, :-1], tf.cast(actions[:, :-1], z.dtype)], axis=-1)
     target = z[:, 1:]
-    m = tf.cast(mask[:, 1:], tf.float32)
+    m = tf.cast(mask[:, 1:], tf.float32)  # z_{t+1} is real
+    m_now = tf.cast(mask[:, :-1], tf.float32)  # step t is real
     steps = tf.cast(tf.shape(m)[1], tf.float32)
     _, mix, extras = model(x, training=training)
     nll = -tf.reduce_mean(mixture_log_prob(mix, target), axis=-1)  # [B, T]
@@ -200,11 +203,11 @@ def sequence_loss_terms(
     loss = terms["z_nll"]
     if model.reward is not None and rewards is not None:
         err = tf.square(extras["reward"] - tf.cast(rewards[:, :-1], tf.float32))
-        terms["reward_mse"] = tf.reduce_sum(err * m, axis=1) / steps
+        terms["reward_mse"] = tf.reduce_sum(err * m_now, axis=1) / steps
         loss = loss + reward_weight * terms["reward_mse"]
     if model.terminal is not None and terminals is not None:
         ce = tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(terminals[:, :-1], tf.float32), extras["terminal_logit"])
-        terms["terminal_ce"] = tf.reduce_sum(ce * m, axis=1) / steps
+        terms["terminal_ce"] = tf.reduce_sum(ce * m_now, axis=1) / steps
         loss = loss + terminal_weight * terms["terminal_ce"]
     terms["loss"] = loss
     return terms
