@@ -204,8 +204,11 @@ class Trainer:
     def __init__(self, task: Task, setup: Setup, cfg: LoopConfig):
         self.task, self.setup, self.cfg = task, setup, cfg
         self.strategy = setup.strategy
-        if cfg.batch_size % setup.num_replicas:
-            raise UsageError(f"--batch_size {cfg.batch_size} is not divisible by the {setup.num_replicas} replicas")
+        n = setup.num_replicas
+        if cfg.batch_size % n:
+            lower = cfg.batch_size - cfg.batch_size % n
+            near = " or ".join(str(b) for b in (lower, lower + n) if b > 0)
+            raise UsageError(f"--batch_size {cfg.batch_size} is not divisible by the {n} replicas; use {near}")
         with self.strategy.scope():
             self.model = task.model_fn(setup.dtype_policy)
             opt = (
@@ -245,8 +248,24 @@ class Trainer:
         factor = tf.minimum(1.0, limit / tf.maximum(norm, 1e-30))
         return [None if g is None else g * tf.cast(factor, g.dtype) for g in grads]
 
+    def _agree_on_finite(self, grads):
+        """float16 with several replicas: if any replica's gradient is not finite, makes every replica's so.
+
+        Keras' LossScaleOptimizer decides "finite, apply" or "overflow, skip and halve the scale" from
+        the first replica's gradients, before they are summed: an overflow on another replica would
+        then reach the weights through the all-reduce. With the flag all-reduced first, every replica
+        skips the step and the scale drops once.
+        """
+        local = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+        ctx = tf.distribute.get_replica_context()
+        overflows = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(local, tf.float32))  # replicas
+        everywhere = tf.equal(overflows, 0.0)
+        return [None if g is None else tf.where(everywhere, g, tf.constant(float("inf"), g.dtype)) for g in grads]
+
     def _replica_step(self, batch):
         means, grads = self._grads(batch)
+        if self.setup.loss_scaling and self.setup.num_replicas > 1:
+            grads = self._agree_on_finite(grads)
         if self.cfg.clip_norm:
             grads = self._clip(grads)
         self.optimizer.apply(grads, self.model.trainable_variables)
