@@ -12,10 +12,10 @@ for representative numbers.
 
 import argparse
 import os
-import statistics
 import time
 
 import tensorflow as tf
+from rounds import latest, medians  # benchmarks/ is on sys.path when run as a script
 
 import tfrecords
 from tfrecords import schema
@@ -60,13 +60,8 @@ def main():
         for r in readers:
             ds = tfrecords.frames_dataset(a.data, a.batch, shuffle_buffer=a.shuffle_buffer, reader=r)
             ours[r].append(rate(ds, a.frames, a.batch, a.shuffle_buffer))
-        print(
-            f"round {i}: naive {base[-1]:,.0f} frames/s, "
-            + ", ".join(f"frames_dataset[{r}] {ours[r][-1]:,.0f}" for r in readers)
-        )
-    b = statistics.median(base)
-    for r in readers:
-        o = statistics.median(ours[r])
+        print(f"round {i}: naive {base[-1]:,.0f} frames/s, " + latest("frames_dataset", readers, ours, ",.0f"))
+    for r, o, b in medians(base, readers, ours):
         print(
             f"frames_dataset[{r}]: {o:,.0f} frames/s; naive: {b:,.0f} frames/s; ratio {o / b:.2f}x "
             f"({len(files)} GZIP shards, batch {a.batch}, shuffle buffer {a.shuffle_buffer}, {os.cpu_count()} cores)"

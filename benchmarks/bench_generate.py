@@ -14,6 +14,8 @@ import statistics
 import tempfile
 import time
 
+from rounds import latest, medians  # benchmarks/ is on sys.path when run as a script
+
 from data_gen import policies, rollout
 from tfrecords import writer
 
@@ -63,13 +65,8 @@ def main():
                 stats = writer.write_shard(out, plan, episodes(), writer=kind)
                 ours[kind].append(steps[0] / (time.perf_counter() - t))
                 size[kind].append(stats["bytes"] / stats["frames"])
-            print(
-                f"episode {i}: bare {bare[-1]:.0f} steps/s, "
-                + ", ".join(f"data_gen[{k}] {ours[k][-1]:.0f}" for k in kinds)
-            )
-    b = statistics.median(bare)
-    for k in kinds:
-        o = statistics.median(ours[k])
+            print(f"episode {i}: bare {bare[-1]:.0f} steps/s, " + latest("data_gen", kinds, ours, ".0f"))
+    for k, o, b in medians(bare, kinds, ours):
         print(
             f"data_gen[{k}]: {o:.0f} env steps/s per worker; bare gymnasium loop: {b:.0f} steps/s; "
             f"overhead {100 * (1 - o / b):.1f}%; {statistics.mean(size[k]):.0f} shard bytes/frame "

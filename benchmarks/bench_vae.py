@@ -75,32 +75,19 @@ def torch_vae():
     import torch
     from torch import nn
 
+    def conv_relu(conv, layers):
+        """Each (in, out, kernel) as a stride-2 ``conv`` followed by a ReLU."""
+        return [m for i, o, k in layers for m in (conv(i, o, k, 2), nn.ReLU())]
+
     class VAE(nn.Module):
         def __init__(self, z: int = 32):
             super().__init__()
-            self.enc = nn.Sequential(
-                nn.Conv2d(3, 32, 4, 2),
-                nn.ReLU(),
-                nn.Conv2d(32, 64, 4, 2),
-                nn.ReLU(),
-                nn.Conv2d(64, 128, 4, 2),
-                nn.ReLU(),
-                nn.Conv2d(128, 256, 4, 2),
-                nn.ReLU(),
-                nn.Flatten(),
-            )
+            enc = [(3, 32, 4), (32, 64, 4), (64, 128, 4), (128, 256, 4)]  # (in, out, kernel), stride 2
+            dec = [(1024, 128, 5), (128, 64, 5), (64, 32, 6), (32, 3, 6)]
+            self.enc = nn.Sequential(*conv_relu(nn.Conv2d, enc), nn.Flatten())
             self.mu, self.logvar = nn.Linear(1024, z), nn.Linear(1024, z)
             self.fc = nn.Linear(z, 1024)
-            self.dec = nn.Sequential(
-                nn.ConvTranspose2d(1024, 128, 5, 2),
-                nn.ReLU(),
-                nn.ConvTranspose2d(128, 64, 5, 2),
-                nn.ReLU(),
-                nn.ConvTranspose2d(64, 32, 6, 2),
-                nn.ReLU(),
-                nn.ConvTranspose2d(32, 3, 6, 2),
-                nn.Sigmoid(),
-            )
+            self.dec = nn.Sequential(*conv_relu(nn.ConvTranspose2d, dec)[:-1], nn.Sigmoid())
 
         def forward(self, frames):
             x = frames.permute(0, 3, 1, 2).float() / 255.0

@@ -12,6 +12,8 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 TINY = dict(episodes=4, max_steps=40, workers=1, episodes_per_shard=2, seed=0, policy="brownian")
+# V's and M's training loop in tiny_world: two steps, a checkpoint at the end, no held-out shards.
+TINY_LOOP = dict(steps=2, steps_per_loop=1, log_every=1, checkpoint_every=2, eval_shards=0, seed=0, progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -36,35 +38,7 @@ def tiny_world(tmp_path_factory, tiny_rollouts) -> dict:
 
     root = tmp_path_factory.mktemp("world")
     vae, series, m = str(root / "vae"), str(root / "series"), str(root / "mdnrnn")
-    train_v(
-        TrainVaeConfig(
-            data=tiny_rollouts,
-            workdir=vae,
-            batch_size=8,
-            steps=2,
-            steps_per_loop=1,
-            log_every=1,
-            checkpoint_every=2,
-            eval_shards=0,
-            seed=0,
-            progress=False,
-        )
-    )
+    train_v(TrainVaeConfig(data=tiny_rollouts, workdir=vae, batch_size=8, **TINY_LOOP))
     encode(EncodeConfig(vae=vae, data=tiny_rollouts, out_dir=series, progress=False))
-    train_m(
-        TrainMdnrnnConfig(
-            series=series,
-            workdir=m,
-            seq_len=10,
-            batch_size=2,
-            steps=2,
-            steps_per_loop=1,
-            log_every=1,
-            checkpoint_every=2,
-            eval_shards=0,
-            hidden=32,
-            seed=0,
-            progress=False,
-        )
-    )
+    train_m(TrainMdnrnnConfig(series=series, workdir=m, seq_len=10, batch_size=2, hidden=32, **TINY_LOOP))
     return {"rollouts": tiny_rollouts, "vae": vae, "series": series, "mdnrnn": m}

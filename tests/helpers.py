@@ -1,4 +1,4 @@
-"""Test-only helpers that used to live in library modules."""
+"""Test-only helpers (some used to live in library modules) and settings that several test files share."""
 
 from __future__ import annotations
 
@@ -7,6 +7,32 @@ import signal
 import time
 
 import numpy as np
+
+# What the pipeline's smoke preset leaves in its workdir (besides pipeline.json and the controller's bookkeeping).
+SMOKE_OUTPUTS = (
+    "rollouts/manifest.json",
+    "vae/export/encoder.keras",
+    "series/manifest.json",
+    "mdnrnn/config.json",
+    "dream.gif",
+    "controller/controller.npz",
+    "controller/evaluation.csv",
+    "report.html",
+)
+
+# The loop the train_vae and train_mdnrnn tests run: 5 steps a call, a log every 5 and a checkpoint every 10.
+TRAIN_LOOP = dict(steps_per_loop=5, log_every=5, checkpoint_every=10, seed=0, progress=False)
+
+
+def make_config(cls, defaults: dict, **overrides):
+    """A config ``cls`` from a dict of (tiny) default settings with ``overrides`` replacing some of them."""
+    return cls(**{**defaults, **overrides})
+
+
+def world_config(cls, world: dict, workdir, defaults: dict, **overrides):
+    """A controller-training config on the session's tiny V and M (``world``), writing to ``workdir``."""
+    base = {"vae": world["vae"], "mdnrnn": world["mdnrnn"], "workdir": str(workdir), **defaults}
+    return make_config(cls, base, **overrides)
 
 
 def crash_worker(pool, w: int, timeout: float = 10.0) -> None:

@@ -5,29 +5,21 @@ import json
 import os
 
 import pytest
+from helpers import make_config, world_config
 
 from tfrecords.cli import UsageError
 from wm import evaluate as ev
 from wm import train_controller as tc
 
+# A CMA-ES agent trained one generation of two candidates, and the evaluation the tests repeat.
+TINY_AGENT = dict(popsize=2, trials=1, generations=1, workers=1, max_steps=10, eval_every=0, progress=False)
+EVAL = dict(episodes=3, seed=5, max_steps=12, progress=False)
+
 
 @pytest.fixture(scope="module")
 def agent_dir(tiny_world, tmp_path_factory):
     wd = str(tmp_path_factory.mktemp("agent") / "controller")
-    tc.run(
-        tc.TrainControllerConfig(
-            vae=tiny_world["vae"],
-            mdnrnn=tiny_world["mdnrnn"],
-            workdir=wd,
-            popsize=2,
-            trials=1,
-            generations=1,
-            workers=1,
-            max_steps=10,
-            eval_every=0,
-            progress=False,
-        )
-    )
+    tc.run(world_config(tc.TrainControllerConfig, tiny_world, wd, TINY_AGENT))
     return wd
 
 
@@ -37,32 +29,11 @@ def _rows(path):
 
 
 def test_evaluation_is_deterministic_and_writes_csv_and_videos(agent_dir, tmp_path):
-    a = ev.run(
-        ev.EvaluateConfig(
-            agent=agent_dir,
-            episodes=3,
-            seed=5,
-            max_steps=12,
-            workers=2,
-            progress=False,
-            video_dir=str(tmp_path / "videos"),
-            video_episodes="1",
-        )
-    )
+    recording = dict(video_dir=str(tmp_path / "videos"), video_episodes="1")
+    a = ev.run(make_config(ev.EvaluateConfig, EVAL, agent=agent_dir, workers=2, **recording))
     rows = _rows(os.path.join(agent_dir, "evaluation.csv"))
     assert [int(r["steps"]) for r in rows] == [12, 12, 12] and len({r["seed"] for r in rows}) == 3
-    b = ev.run(
-        ev.EvaluateConfig(
-            agent=agent_dir,
-            episodes=3,
-            seed=5,
-            max_steps=12,
-            workers=1,
-            envs=1,
-            progress=False,
-            out=str(tmp_path / "b.csv"),
-        )
-    )
+    b = ev.run(make_config(ev.EvaluateConfig, EVAL, agent=agent_dir, workers=1, envs=1, out=str(tmp_path / "b.csv")))
     assert _rows(tmp_path / "b.csv") == rows  # same tracks, same returns, whatever the parallelism
     assert a["mean"] == b["mean"] and a["std"] == b["std"]
     with open(tmp_path / "b.json") as f:
@@ -73,11 +44,7 @@ def test_evaluation_is_deterministic_and_writes_csv_and_videos(agent_dir, tmp_pa
 
     frames = imageio.mimread(str(tmp_path / "videos" / videos[0]))
     assert len(frames) == 12 and frames[0].shape[:2] == (192, 192 + 192 + 96)
-    c = ev.run(
-        ev.EvaluateConfig(
-            agent=agent_dir, episodes=3, seed=6, max_steps=12, workers=1, progress=False, out=str(tmp_path / "c.csv")
-        )
-    )
+    c = ev.run(make_config(ev.EvaluateConfig, EVAL, agent=agent_dir, seed=6, workers=1, out=str(tmp_path / "c.csv")))
     assert [r["seed"] for r in _rows(tmp_path / "c.csv")] != [r["seed"] for r in rows]
     assert c["episodes"] == 3
 

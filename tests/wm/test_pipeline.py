@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from helpers import SMOKE_OUTPUTS
 
 from tfrecords.cli import UsageError
 from wm import pipeline
@@ -25,16 +26,7 @@ def test_smoke_end_to_end_then_every_stage_is_skipped(tmp_path):
     pipeline.run(cfg)
     st = _status(wd)
     assert [st[n]["status"] for n in pipeline.STAGES] == ["done"] * len(pipeline.STAGES)
-    for name in (
-        "rollouts/manifest.json",
-        "vae/export/encoder.keras",
-        "series/manifest.json",
-        "mdnrnn/config.json",
-        "dream.gif",
-        "controller/controller.npz",
-        "controller/evaluation.csv",
-        "report.html",
-    ):
+    for name in SMOKE_OUTPUTS:
         assert os.path.exists(os.path.join(wd, name)), name
     assert st["train_vae"]["command"].startswith("python -m wm.train_vae --data=")
     assert all(st[n]["wall_time"] > 0 for n in pipeline.STAGES)

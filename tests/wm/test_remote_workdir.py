@@ -7,6 +7,7 @@ import os
 
 import pytest
 import tensorflow as tf
+from helpers import SMOKE_OUTPUTS
 
 from wm import pipeline
 
@@ -19,21 +20,8 @@ def test_smoke_pipeline_on_ram_filesystem(tmp_path, monkeypatch):
     cfg = pipeline.PipelineConfig(workdir=wd, preset="smoke", progress=False)
     pipeline.run(cfg)
     gfile = tf.io.gfile
-    for name in (
-        "pipeline.json",
-        "rollouts/manifest.json",
-        "vae/export/encoder.keras",
-        "series/manifest.json",
-        "mdnrnn/config.json",
-        "dream.gif",
-        "controller/controller.npz",
-        "controller/config.json",
-        "controller/cma_state.pkl",
-        "controller/metrics.jsonl",
-        "controller/evaluation.csv",
-        "controller/evaluation.json",
-        "report.html",
-    ):
+    controller_state = ("config.json", "cma_state.pkl", "metrics.jsonl", "evaluation.json")
+    for name in ("pipeline.json", *SMOKE_OUTPUTS, *(f"controller/{n}" for n in controller_state)):
         assert gfile.exists(f"{wd}/{name}"), name
     assert gfile.listdir(f"{wd}/videos"), "evaluate's video"
     with gfile.GFile(f"{wd}/pipeline.json") as f:

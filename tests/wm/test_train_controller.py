@@ -5,30 +5,21 @@ import os
 
 import numpy as np
 import pytest
+from helpers import world_config
 
 from tfrecords.cli import UsageError
 from wm import train_controller as tc
 from wm.agents import agent as agent_lib
 from wm.agents.loading import track_seeds
 
+# Two generations of 3 candidates x 2 trials of 15 steps, evaluated every generation.
+TINY_CMA = dict(
+    popsize=3, trials=2, generations=2, workers=2, max_steps=15, eval_every=1, eval_episodes=2, seed=0, progress=False
+)
+
 
 def _cfg(world, workdir, **kw):
-    base = dict(
-        vae=world["vae"],
-        mdnrnn=world["mdnrnn"],
-        workdir=str(workdir),
-        popsize=3,
-        trials=2,
-        generations=2,
-        workers=2,
-        max_steps=15,
-        eval_every=1,
-        eval_episodes=2,
-        seed=0,
-        progress=False,
-    )
-    base.update(kw)
-    return tc.TrainControllerConfig(**base)
+    return world_config(tc.TrainControllerConfig, world, workdir, TINY_CMA, **kw)
 
 
 def _records(workdir):

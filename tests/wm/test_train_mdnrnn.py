@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import TRAIN_LOOP, make_config
 
 from tfrecords import schema, writer
 from tfrecords.cli import UsageError
@@ -53,23 +54,12 @@ def series(tmp_path_factory):
     return _series(str(tmp_path_factory.mktemp("series") / "series"))
 
 
+# A small M (32 units) trained 30 steps at batch 4 on 12-step windows.
+TINY_M = dict(seq_len=12, batch_size=4, steps=30, learning_rate=3e-3, hidden=32, **TRAIN_LOOP)
+
+
 def _cfg(series, workdir, **kw):
-    base = dict(
-        series=series,
-        workdir=str(workdir),
-        seq_len=12,
-        batch_size=4,
-        steps=30,
-        learning_rate=3e-3,
-        steps_per_loop=5,
-        log_every=5,
-        checkpoint_every=10,
-        seed=0,
-        progress=False,
-        hidden=32,
-    )
-    base.update(kw)
-    return TrainMdnrnnConfig(**base)
+    return make_config(TrainMdnrnnConfig, TINY_M, series=series, workdir=str(workdir), **kw)
 
 
 def test_tiny_run_learns_and_writes_metrics(series, tmp_path):

@@ -7,30 +7,22 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import make_config, world_config
 
 from tfrecords.cli import UsageError
 from wm import evaluate as ev
 from wm import train_ppo as tp
 from wm.agents.loading import load_policy
 
+# Three updates of 2 envs x 16 steps, 20-step episodes.
+TINY_PPO = dict(
+    envs=2, workers=1, env_steps=96, rollout_len=16, epochs=2, minibatch_size=16, max_steps=20, seed=0, progress=False
+)
+EVAL = dict(episodes=2, seed=3, max_steps=12, workers=1, progress=False)
+
 
 def _cfg(world, workdir, **kw):
-    base = dict(
-        vae=world["vae"],
-        mdnrnn=world["mdnrnn"],
-        workdir=str(workdir),
-        envs=2,
-        workers=1,
-        env_steps=96,
-        rollout_len=16,
-        epochs=2,
-        minibatch_size=16,
-        max_steps=20,
-        seed=0,
-        progress=False,
-    )
-    base.update(kw)
-    return tp.TrainPPOConfig(**base)
+    return world_config(tp.TrainPPOConfig, world, workdir, TINY_PPO, **kw)
 
 
 def _records(workdir):
@@ -79,23 +71,8 @@ def test_run_writes_config_metrics_checkpoints_then_resumes_to_a_larger_budget(p
 
 
 def test_evaluate_plays_the_ppo_agent_deterministically(ppo_dir, tmp_path):
-    a = ev.run(
-        ev.EvaluateConfig(
-            agent=ppo_dir, episodes=2, seed=3, max_steps=12, workers=1, progress=False, out=str(tmp_path / "a.csv")
-        )
-    )
-    b = ev.run(
-        ev.EvaluateConfig(
-            agent=ppo_dir,
-            episodes=2,
-            seed=3,
-            max_steps=12,
-            workers=1,
-            envs=1,
-            progress=False,
-            out=str(tmp_path / "b.csv"),
-        )
-    )
+    a = ev.run(make_config(ev.EvaluateConfig, EVAL, agent=ppo_dir, out=str(tmp_path / "a.csv")))
+    b = ev.run(make_config(ev.EvaluateConfig, EVAL, agent=ppo_dir, envs=1, out=str(tmp_path / "b.csv")))
     assert a["episodes"] == 2 and a["env_steps"] == 24
     assert a["mean"] == pytest.approx(b["mean"], abs=1e-4)  # deterministic policy: same tracks, same returns
     policy, params, config = load_policy(ppo_dir)

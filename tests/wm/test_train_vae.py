@@ -9,6 +9,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import TRAIN_LOOP, make_config
 
 import tfrecords
 from tfrecords.cli import UsageError
@@ -16,20 +17,12 @@ from wm import encode, train_vae
 from wm.models.loading import load_vae
 from wm.training import supervised as train_lib
 
+# A VAE trained 20 steps at batch 8.
+TINY_V = dict(batch_size=8, learning_rate=1e-3, steps=20, **TRAIN_LOOP)
+
 
 def _cfg(data, workdir, **kw):
-    base = dict(
-        batch_size=8,
-        learning_rate=1e-3,
-        steps=20,
-        log_every=5,
-        checkpoint_every=10,
-        steps_per_loop=5,
-        progress=False,
-        seed=0,
-    )
-    base.update(kw)
-    return train_vae.TrainVaeConfig(data=data, workdir=str(workdir), **base)
+    return make_config(train_vae.TrainVaeConfig, TINY_V, data=data, workdir=str(workdir), **kw)
 
 
 def _train_losses(workdir):
