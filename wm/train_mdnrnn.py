@@ -134,15 +134,8 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
     z_size = int((manifest or {}).get("latent_dim", schema.LATENT_DIM))
     window = cfg.seq_len + 1
     steps_per_epoch = max(1, (windows_in(train_files, manifest, window) or 0) // cfg.batch_size)
-    steps = cfg.steps
-    if not steps:
-        if manifest is None:
-            raise UsageError(f"{cfg.series} has no manifest to size an epoch; pass --steps")
-        steps = cfg.epochs * steps_per_epoch
-    setup = distribute.setup(cfg.strategy, cfg.tpu or None, cfg.mixed_precision, cfg.jit_compile)
-    setup, use_cudnn = resolve_device_choices(setup, cfg.jit_compile)
-    if cfg.seed is not None:
-        keras.utils.set_random_seed(cfg.seed)
+    steps = train_lib.total_steps(cfg, steps_per_epoch, cfg.series, sized=manifest is not None)
+    setup, use_cudnn = resolve_device_choices(train_lib.setup_from_flags(cfg), cfg.jit_compile)
     arch = {
         "z_size": z_size,
         "action_size": schema.ACTION_DIM,
@@ -184,16 +177,8 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
         eval_data=data(eval_files, False) if eval_files else None,
         optimizer_fn=lambda lr: keras.optimizers.Adam(lr),
     )
-    result = train_lib.run_stage(
-        task,
-        setup,
-        cfg,
-        steps=steps,
-        steps_per_epoch=steps_per_epoch,
-        train_files=train_files,
-        eval_files=eval_files,
-        clip_norm=cfg.grad_clip or None,
-    )
+    split = (train_files, eval_files)
+    result = train_lib.run_stage(task, setup, cfg, steps, steps_per_epoch, split, clip_norm=cfg.grad_clip or None)
     print(f"train_mdnrnn: step {result['step']} in {cfg.workdir}", file=sys.stderr)
     return result
 

@@ -18,7 +18,6 @@ import sys
 
 from tfrecords import fast_reader, fileio
 from tfrecords.cli import UsageError, check, option, run_binary
-from wm.core import distribute
 from wm.models.loading import load_vae
 from wm.training import supervised as train_lib
 
@@ -71,7 +70,6 @@ def split_shards(cfg: TrainVaeConfig) -> tuple[list[str], list[str], int | None]
 def run(cfg: TrainVaeConfig) -> dict:
     """Trains (or resumes) the VAE, then exports encoder and decoder; returns train_lib.run's result."""
     validate(cfg)
-    import keras
     import tensorflow as tf
 
     import tfrecords
@@ -79,14 +77,8 @@ def run(cfg: TrainVaeConfig) -> dict:
 
     train_files, eval_files, train_frames = split_shards(cfg)
     steps_per_epoch = max(1, (train_frames or 0) // cfg.batch_size)
-    steps = cfg.steps
-    if not steps:
-        if train_frames is None:
-            raise UsageError(f"{cfg.data} has no manifest to size an epoch; pass --steps")
-        steps = cfg.epochs * steps_per_epoch
-    setup = distribute.setup(cfg.strategy, cfg.tpu or None, cfg.mixed_precision, cfg.jit_compile)
-    if cfg.seed is not None:
-        keras.utils.set_random_seed(cfg.seed)
+    steps = train_lib.total_steps(cfg, steps_per_epoch, cfg.data, sized=train_frames is not None)
+    setup = train_lib.setup_from_flags(cfg)
     arch = {"z_size": cfg.z_size, "kl_tolerance": cfg.kl_tolerance, "frame_shape": list(vae.FRAME_SHAPE)}
 
     def data(files, train):
@@ -125,16 +117,8 @@ def run(cfg: TrainVaeConfig) -> dict:
         eval_data=data(eval_files, False) if eval_files else None,
         summary_fn=summaries,
     )
-    result = train_lib.run_stage(
-        task,
-        setup,
-        cfg,
-        steps=steps,
-        steps_per_epoch=steps_per_epoch,
-        train_files=train_files,
-        eval_files=eval_files,
-        eval_batches=cfg.eval_batches or None,
-    )
+    split = (train_files, eval_files)
+    result = train_lib.run_stage(task, setup, cfg, steps, steps_per_epoch, split, eval_batches=cfg.eval_batches or None)
     if setup.is_chief:
         export(load_vae(cfg.workdir), fileio.join(cfg.workdir, "export"))
         print(f"train_vae: exported {cfg.workdir}/export/{{encoder,decoder}}.keras", file=sys.stderr)

@@ -142,6 +142,24 @@ class TrainFlags:
     progress: bool = option(True, help="Show a progress bar.")
 
 
+def total_steps(cfg: TrainFlags, steps_per_epoch: int, source: str, sized: bool) -> int:
+    """``--steps``, or ``--epochs`` epochs of ``steps_per_epoch``; UsageError if ``source`` has no
+    manifest to size an epoch with (``sized`` False)."""
+    if cfg.steps:
+        return cfg.steps
+    if not sized:
+        raise UsageError(f"{source} has no manifest to size an epoch; pass --steps")
+    return cfg.epochs * steps_per_epoch
+
+
+def setup_from_flags(cfg: TrainFlags) -> Setup:
+    """The strategy, precision and XLA choice the flags ask for; seeds Keras when ``--seed`` is set."""
+    setup = distribute.setup(cfg.strategy, cfg.tpu or None, cfg.mixed_precision, cfg.jit_compile)
+    if cfg.seed is not None:
+        keras.utils.set_random_seed(cfg.seed)
+    return setup
+
+
 def check_train_flags(cfg: TrainFlags) -> None:
     """The cross-field checks V and M share (after ``tfrecords.cli.check``)."""
     if not cfg.steps and not cfg.epochs:
@@ -479,16 +497,15 @@ def run_stage(
     task: Task,
     setup: Setup,
     cfg: TrainFlags,
-    *,
     steps: int,
     steps_per_epoch: int,
-    train_files: list[str],
-    eval_files: list[str],
+    split: tuple[list[str], list[str]],
     **loop: Any,
 ) -> dict:
-    """:func:`run` with the loop settings of a V/M binary's flags (evaluating once an epoch when there is a
-    held-out split); ``config.json`` also records the flags and the split. ``loop`` sets the other
-    :class:`LoopConfig` fields (``eval_batches``, ``clip_norm``)."""
+    """:func:`run` with the loop settings of a V/M binary's flags, evaluating once an epoch when there
+    is a held-out split. ``split`` is (training shards, held-out shards); ``config.json`` records it
+    with the flags. ``loop`` sets the other :class:`LoopConfig` fields (``eval_batches``, ``clip_norm``)."""
+    train_files, eval_files = split
     loop_cfg = LoopConfig(
         workdir=cfg.workdir,
         steps=steps,
