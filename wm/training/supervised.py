@@ -389,14 +389,15 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
     manager = tf.train.CheckpointManager(
         ckpt, worker_dir or workdir_lib.checkpoint_dir(workdir), max_to_keep=cfg.keep_checkpoints
     )
-    if manager.latest_checkpoint:
+    # Every worker resumes from the chief's checkpoints (non-chief workers only write to their own
+    # temporary directories, which are removed at the end): all replicas start at the same step.
+    resume_from = workdir_lib.latest_checkpoint(workdir)
+    if resume_from:
         try:
-            ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            ckpt.restore(resume_from).assert_existing_objects_matched()
         except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
             first = str(e).strip().splitlines()[0][:200]
-            raise UsageError(
-                f"cannot resume from {manager.latest_checkpoint}: incompatible checkpoint ({first})"
-            ) from None
+            raise UsageError(f"cannot resume from {resume_from}: incompatible checkpoint ({first})") from None
     start = int(trainer.step.numpy())
     result = {"step": start, "train": {}, "eval": {}}
     if start >= cfg.steps:
