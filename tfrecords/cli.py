@@ -66,10 +66,10 @@ __all__ = [
 def option(
     default: Any = dataclasses.MISSING,
     *,
-    help: str,  # noqa: A002 (the absl and argparse name)
+    help: str,  # the absl and argparse name
     choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
-    min: float | None = None,  # noqa: A002
-    max: float | None = None,  # noqa: A002
+    min: float | None = None,
+    max: float | None = None,
     above: float | None = None,
     required: bool = False,
     flag: str | None = None,

@@ -446,16 +446,8 @@ def episode_frames_dataset(
     frame_bytes = int(np.prod(shape))
 
     def generate():
-        feed = _Feed(
-            shards,
-            frame_bytes,
-            threads=threads,
-            shuffle=shuffle,
-            seed=seed,
-            repeat=repeat,
-            skip_corrupt=skip_corrupt,
-            keep=keep,
-        )
+        opts = dict(threads=threads, shuffle=shuffle, seed=seed, repeat=repeat, skip_corrupt=skip_corrupt, keep=keep)
+        feed = _Feed(shards, frame_bytes, **opts)
         try:
             for flat in feed:
                 yield flat.reshape(-1, *shape)

@@ -44,23 +44,16 @@ def _cpu_bf16() -> bool:
     return distribute.cpu_has_bfloat16()
 
 
+# A table, one stage per line, laid out by hand:
+# fmt: off
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "generate": dict(episodes=4, max_steps=40, episodes_per_shard=2, workers=1),
-        "train_vae": dict(
-            batch_size=8, steps=4, steps_per_loop=2, log_every=2, checkpoint_every=4, eval_shards=1, eval_batches=2
-        ),
+        "train_vae": dict(batch_size=8, steps=4, steps_per_loop=2, log_every=2, checkpoint_every=4, eval_shards=1,
+                          eval_batches=2),
         "encode": dict(),
-        "train_mdnrnn": dict(
-            seq_len=15,
-            batch_size=2,
-            steps=4,
-            steps_per_loop=2,
-            log_every=2,
-            checkpoint_every=4,
-            eval_shards=0,
-            hidden=32,
-        ),
+        "train_mdnrnn": dict(seq_len=15, batch_size=2, steps=4, steps_per_loop=2, log_every=2, checkpoint_every=4,
+                             eval_shards=0, hidden=32),
         "dream": dict(steps=10, scale=2),
         "train_controller": dict(popsize=2, trials=1, generations=2, workers=1, max_steps=20, eval_every=0),
         "evaluate": dict(episodes=2, max_steps=20, workers=1),
@@ -68,23 +61,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quickstart": {
         "generate": dict(episodes=120, max_steps=1000, episodes_per_shard=10, workers=os.cpu_count() or 1),
         # bfloat16 where the CPU has bfloat16 units: ~1.7x faster V training on this project's CPU machines
-        "train_vae": dict(
-            batch_size=100,
-            steps=2000,
-            log_every=100,
-            checkpoint_every=250,
-            eval_shards=1,
-            eval_batches=20,
-            mixed_precision="bfloat16" if _cpu_bf16() else "auto",
-        ),
+        "train_vae": dict(batch_size=100, steps=2000, log_every=100, checkpoint_every=250, eval_shards=1,
+                          eval_batches=20, mixed_precision="bfloat16" if _cpu_bf16() else "auto"),
         "encode": dict(),
-        "train_mdnrnn": dict(
-            seq_len=999, batch_size=16, steps=300, log_every=25, checkpoint_every=100, eval_shards=1, learning_rate=1e-3
-        ),
+        "train_mdnrnn": dict(seq_len=999, batch_size=16, steps=300, log_every=25, checkpoint_every=100, eval_shards=1,
+                             learning_rate=1e-3),
         "dream": dict(steps=200, temperature=1.15),
-        "train_controller": dict(
-            popsize=16, trials=2, generations=50, max_steps=1000, eval_every=10, eval_episodes=4, early_stop=50
-        ),
+        "train_controller": dict(popsize=16, trials=2, generations=50, max_steps=1000, eval_every=10, eval_episodes=4,
+                                 early_stop=50),
         "evaluate": dict(episodes=20, max_steps=1000),
     },
     "paper": {
@@ -97,6 +81,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "evaluate": dict(episodes=100, max_steps=1000),
     },
 }
+# fmt: on
 
 
 # ---------------------------------------------------------------- stages

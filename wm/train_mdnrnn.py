@@ -41,8 +41,10 @@ class TrainMdnrnnConfig(train_lib.TrainFlags):
     )
     log_every: int = option(50, help="Log metrics every N steps.", min=1)
     checkpoint_every: int = option(500, help="Checkpoint every N steps.", min=1)
+    # data and optimization
     seq_len: int = option(999, help="Steps per training sequence (windows hold seq_len + 1).", min=1)
     grad_clip: float = option(1.0, help="Global-norm gradient clipping (0: off).", min=0)
+    # the model and its loss
     hidden: int = option(256, help="LSTM units.", min=1)
     mixtures: int = option(5, help="Gaussians per latent dimension.", min=1)
     reward_head: bool = option(False, help="Also predict the reward (squared error).")

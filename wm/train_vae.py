@@ -28,8 +28,10 @@ class TrainVaeConfig(train_lib.TrainFlags):
 
     data: str = option(help="Rollout shards: a directory, glob or comma-separated list.", required=True)
     eval_batches: int = option(0, help="Cap on eval batches (0: the whole held-out split).", min=0)
+    # the model
     z_size: int = option(32, help="Latent size of V.", min=1)
     kl_tolerance: float = option(0.5, help="Free bits per latent dimension of the KL term (the paper: 0.5).", min=0)
+    # input
     shuffle_buffer: int = option(10_000, help="Frames in the shuffle buffer.", min=1)
     reader: str = option(
         "auto",

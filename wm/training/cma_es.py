@@ -41,16 +41,20 @@ class TrainControllerConfig(loading.WorldFlags):
     """Everything :func:`run` needs (the flags of ``python -m wm.train_controller``)."""
 
     workdir: str = option(help="Run directory (CMA-ES state, controller.npz, metrics, TensorBoard).", required=True)
+    # CMA-ES
     popsize: int = option(64, help="CMA-ES population size.", min=2)
     trials: int = option(16, help="Episodes per population member; fitness is their mean return.", min=1)
     sigma0: float = option(0.1, help="CMA-ES initial step size.", above=0)
     generations: int = option(100, help="Total generations (rerun with more to continue).", min=1)
+    # episodes
     workers: int = option(0, help="Environment worker processes (0: one per core).", min=0)
     envs: int = option(0, help="Environments in flight (0: popsize x trials, at most 256).", min=0)
     max_steps: int = option(1000, help="Maximum steps per episode.", min=1)
+    # evaluation of the CMA-ES mean
     eval_every: int = option(25, help="Evaluate the CMA-ES mean every N generations (0: never).", min=0)
     eval_episodes: int = option(16, help="Tracks per in-training evaluation.", min=1)
     early_stop: int = option(0, help="End an episode after N steps without a new tile (0: off).", min=0)
+    # the agent
     controller: str = option("linear", help="linear on [z, h] or 40 tanh units on z.", choices=loading.CONTROLLERS)
     inference_precision: str = option(
         "auto",

@@ -43,14 +43,18 @@ class TrainPPOConfig(loading.WorldFlags):
     """Everything :func:`run` needs (the flags of ``python -m wm.train_ppo``)."""
 
     workdir: str = option(help="Run directory (checkpoints, metrics, TensorBoard).", required=True)
+    # collection
     envs: int = option(16, help="Parallel environments.", min=1)
     env_steps: int = option(1_000_000, help="TOTAL environment steps (rerun with more to continue).", min=1)
     rollout_len: int = option(128, help="Steps per environment per update.", min=1)
+    # the update
     epochs: int = option(_H.epochs, help="Passes over each rollout.", min=1)
     minibatch_size: int = option(_H.minibatch_size, help="Steps per gradient step.", min=1)
     learning_rate: float = option(_H.learning_rate, help="Adam learning rate.", above=0)
+    # returns and advantages
     gamma: float = option(0.99, help="Discount.", above=0, max=1)
     gae_lambda: float = option(0.95, help="GAE lambda.", min=0, max=1)
+    # the losses
     clip_ratio: float = option(_H.clip_ratio, help="PPO clip epsilon.", above=0)
     entropy_coef: float = option(_H.entropy_coef, help="Entropy bonus weight.", min=0)
     value_coef: float = option(_H.value_coef, help="Value loss weight.", min=0)
@@ -61,6 +65,7 @@ class TrainPPOConfig(loading.WorldFlags):
         0.1, help="Rewards are multiplied by this for learning (reported returns are not).", above=0
     )
     hidden: str = option("64,64", help="Hidden tanh layer sizes of the actor and of the critic.")
+    # environments
     workers: int = option(0, help="Environment worker processes (0: one per core).", min=0)
     max_steps: int = option(1000, help="Maximum steps per episode.", min=1)
     env_id: str = option(rollout.DEFAULT_ENV_ID, help="Gymnasium environment id (CarRacing-v3 for the stock one).")
