@@ -52,3 +52,30 @@ def test_sigterm_checkpoints_the_steps_done_and_the_rerun_resumes(tiny_rollouts,
     # can leave out that one line, never a trained step), and the resumed ones follow the checkpoint
     assert set(range(1, saved + 3)) - set(steps) <= {saved} and steps[-2:] == [saved + 1, saved + 2], steps
     assert json.loads(open(os.path.join(wd, "config.json")).read())["model"] == "vae"
+
+
+@pytest.mark.slow
+def test_sigterm_during_cma_es_keeps_the_finished_generations_and_the_rerun_continues(tiny_world, tmp_path):
+    from wm import train_controller as tc
+
+    wd = str(tmp_path / "controller")
+    common = dict(vae=tiny_world["vae"], mdnrnn=tiny_world["mdnrnn"], workdir=wd, popsize=2, trials=1, workers=1)
+    common.update(max_steps=15, eval_every=0, seed=0)
+    args = [sys.executable, "-m", "wm.train_controller", *(f"--{k}={v}" for k, v in common.items())]
+    proc = subprocess.Popen([*args, "--generations=1000", "--noprogress"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while len(workdir.read_metrics(wd)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "train_controller: terminated; rerun the same command to resume" in err
+    done = len(workdir.read_metrics(wd))
+    assert done >= 2
+
+    result = tc.run(tc.TrainControllerConfig(**common, generations=done + 1, progress=False))
+    assert [r["generation"] for r in result["records"]] == list(range(1, done + 2))  # none repeated or lost
+    uninterrupted = tc.run(tc.TrainControllerConfig(**{**common, "workdir": str(tmp_path / "u")}, generations=done + 1,
+                                                    progress=False))  # fmt: skip
+    assert [r["mean"] for r in result["records"]] == [r["mean"] for r in uninterrupted["records"]]
