@@ -33,7 +33,7 @@ if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
   "$PYTHON" -m pip install -e . --no-deps
   "$PYTHON" -m pip install 'tensorflow-probability>=0.25,<0.26' 'tf-keras>=2.21,<2.22' \
       'tensorboard>=2.21,<2.22' 'gymnasium[box2d]>=1.1,<2' absl-py numpy pillow tqdm \
-      'imageio>=2.31' 'cma>=3.3' 'matplotlib>=3.7'
+      'imageio>=2.31' 'cma>=3.3' 'matplotlib>=3.7' 'isal>=1.7' 'google-crc32c>=1.5'
 fi
 
 echo "+ $PYTHON -m wm.pipeline --preset=paper --strategy=tpu --tpu=local --workdir=$WORKDIR $*" >&2

@@ -122,3 +122,23 @@ def test_colab_notebook_is_nbformat_4():
         assert cell["cell_type"] in ("markdown", "code") and isinstance(cell["source"], list)
     code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "wm.pipeline" in code and "--strategy=tpu" in code and "report.html" in code
+
+
+def test_tpu_install_paths_install_every_requirement_but_the_preinstalled_tensorflow():
+    """tpu_vm.sh and the Colab notebook install the package with --no-deps (the image's TensorFlow stays),
+    so they must list the other requirements themselves: without isal and google-crc32c the reader and
+    writer would silently fall back to the slower TensorFlow ones."""
+    import configparser
+    import re
+
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(os.path.dirname(LAUNCH), "setup.cfg"))
+    names = [re.split(r"[\[<>=!~ ]", r.strip())[0] for r in cfg["options"]["install_requires"].split("\n") if r.strip()]
+    wanted = {n for n in names if n not in ("tensorflow",)}
+    with open(os.path.join(LAUNCH, "colab_tpu.ipynb")) as f:
+        notebook = "".join("".join(c["source"]) for c in json.load(f)["cells"] if c["cell_type"] == "code")
+    with open(os.path.join(LAUNCH, "tpu_vm.sh")) as f:
+        script = f.read()
+    for where, text in (("tpu_vm.sh", script), ("colab_tpu.ipynb", notebook)):
+        missing = sorted(n for n in wanted if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text))
+        assert not missing, f"{where} does not install {missing}"
