@@ -60,8 +60,10 @@ def test_loss_is_finite_and_masked():
     x = tf.concat([z[:, :-1], a[:, :-1]], -1)
     _, mix, _ = model(x)
     lp = np_log_prob(*(t.numpy() for t in mix), z.numpy()[:, 1:])  # [3, 8, 32]
-    want = (-lp.mean(-1) * mask[:, 1:]).sum(1) / 8
-    np.testing.assert_allclose(full, want, rtol=1e-4)
+    nll = -lp.mean(-1) * mask[:, 1:]
+    np.testing.assert_allclose(full, nll.sum(1) / mask[:, 1:].sum(1), rtol=1e-4)  # reported: per real step
+    loss = mdnrnn.sequence_loss_terms(model, z, a, tf.constant(mask))["loss"].numpy()
+    np.testing.assert_allclose(loss, nll.sum(1) / 8, rtol=1e-4)  # optimized: over the window length
 
 
 def test_reward_and_terminal_heads_train_on_every_real_step_including_the_last():
@@ -120,6 +122,17 @@ def test_temperature_semantics():
     assert s2.std(0).mean() > s1.std(0).mean()
     with pytest.raises(ValueError):
         mdnrnn.sample_z(mix, -1.0)
+
+
+def test_temperature_scales_the_standard_deviation_by_its_square_root():
+    """Five identical components (so the component draw does not matter), sigma = 0.5: at tau = 4 the
+    paper's sampling gives std sigma * sqrt(tau) = 1.0, not sigma * tau = 2.0."""
+    n, sigma = 20_000, 0.5
+    mix = Mixture(tf.zeros([n, 32, 5]), tf.fill([n, 32, 5], 3.0), tf.fill([n, 32, 5], float(np.log(sigma))))
+    for tau in (0.25, 1.0, 4.0):
+        z = mdnrnn.sample_z(mix, tau, seed=tf.constant([5, 6])).numpy()
+        np.testing.assert_allclose(z.mean(), 3.0, atol=0.01)
+        np.testing.assert_allclose(z.std(), sigma * np.sqrt(tau), rtol=0.01)
 
 
 def test_step_api_equals_full_sequence():

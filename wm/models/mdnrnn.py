@@ -189,8 +189,9 @@ def sequence_loss_terms(
     target z_{t+1} is a real step (``mask[:, t+1]``); the reward and terminal targets are those of
     step t (they follow a_t), so they count where step t is real (``mask[:, t]``): an episode's
     last step, whose z_{t+1} does not exist, still trains the reward head (the -100 of leaving the
-    playfield) and the terminal head (its only positive). Each term is averaged over the window's
-    T steps (padding contributes zero); ``z_nll`` is per latent dimension.
+    playfield) and the terminal head (its only positive). ``loss`` averages each term over the
+    window's T steps (padding contributes zero); the reported ``z_nll`` (per latent dimension) is
+    the mean over the window's real steps instead.
     """
     x = tf.concat([z[:, :-1], tf.cast(actions[:, :-1], z.dtype)], axis=-1)
     target = z[:, 1:]
@@ -199,8 +200,10 @@ def sequence_loss_terms(
     steps = tf.cast(tf.shape(m)[1], tf.float32)
     _, mix, extras = model(x, training=training)
     nll = -tf.reduce_mean(mixture_log_prob(mix, target), axis=-1)  # [B, T]
-    terms = {"z_nll": tf.reduce_sum(nll * m, axis=1) / steps}
-    loss = terms["z_nll"]
+    # optimized: summed over the real steps, over the window length (a padded window weighs less);
+    # reported: the mean over the real steps, so that padding does not pull it toward 0
+    loss = tf.reduce_sum(nll * m, axis=1) / steps
+    terms = {"z_nll": tf.reduce_sum(nll * m, axis=1) / tf.maximum(tf.reduce_sum(m, axis=1), 1.0)}
     if model.reward is not None and rewards is not None:
         err = tf.square(extras["reward"] - tf.cast(rewards[:, :-1], tf.float32))
         terms["reward_mse"] = tf.reduce_sum(err * m_now, axis=1) / steps
