@@ -102,6 +102,20 @@ def test_reward_and_terminal_heads_train_on_every_real_step_including_the_last()
     assert abs(old[0] - want_mse[0]) > 100
 
 
+def test_under_bfloat16_the_lstm_is_16_bit_and_the_heads_float32():
+    model = MDNRNN(hidden=16, reward_head=True, terminal_head=True, dtype_policy="mixed_bfloat16")
+    assert model.lstm.compute_dtype == "bfloat16"
+    for head in (model.mdn, model.reward, model.terminal):
+        assert head.compute_dtype == "float32" and head.kernel.dtype == "float32"
+    x = tf.random.stateless_normal([2, 5, 35], seed=[0, 1])
+    h, mix, extras = model(x)
+    assert all(t.dtype == tf.float32 for t in (*mix, extras["reward"], extras["terminal_logit"]))
+    # the head is exactly a float32 affine map of the (16-bit) LSTM output
+    want = tf.cast(h, tf.float32) @ model.mdn.kernel + model.mdn.bias
+    got = tf.cast(model.mdn(h), tf.float32)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_temperature_semantics():
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(2, 32, 5)).astype(np.float32)

@@ -12,7 +12,10 @@ Optional heads, off by default, let M stand in for the environment: a reward reg
 
 Numerics: log standard deviations are clipped to [LOG_STD_MIN, LOG_STD_MAX] and the mixture
 likelihood is a log-sum-exp of log-softmax weights plus Gaussian log-densities, so extreme
-logits and tiny sigmas give finite losses. Loss and outputs are float32 under mixed precision.
+logits and tiny sigmas give finite losses. Under a mixed policy (bfloat16 on TPUs and bfloat16
+CPUs, float16 on GPUs) the LSTM computes in the policy's 16-bit type with float32 weights; the
+mixture, reward and terminal heads, the loss and every output are float32. Acting (``step``) is
+float32 throughout.
 """
 
 from __future__ import annotations
@@ -78,9 +81,11 @@ class MDNRNN(keras.Model):
             dtype=dtype_policy,
             name="lstm",
         )
-        self.mdn = keras.layers.Dense(3 * mixtures * z_size, dtype=dtype_policy, name="mdn")
-        self.reward = keras.layers.Dense(1, dtype=dtype_policy, name="reward") if reward_head else None
-        self.terminal = keras.layers.Dense(1, dtype=dtype_policy, name="terminal") if terminal_head else None
+        # The heads compute in float32 under any policy (as V's do): the mixture's logits, means and
+        # log standard deviations, the reward and the terminal logit keep float32's precision.
+        self.mdn = keras.layers.Dense(3 * mixtures * z_size, dtype="float32", name="mdn")
+        self.reward = keras.layers.Dense(1, dtype="float32", name="reward") if reward_head else None
+        self.terminal = keras.layers.Dense(1, dtype="float32", name="terminal") if terminal_head else None
         self.build((None, None, z_size + action_size))
 
     def build(self, input_shape):
