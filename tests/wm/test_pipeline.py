@@ -114,3 +114,9 @@ def test_presets_build_valid_configs(tmp_path):
         and paper["train_controller"].trials == 16
     )
     assert paper["evaluate"].episodes == 100 and paper["train_mdnrnn"].seq_len == 999
+
+
+def test_the_paper_preset_batches_split_over_8_replicas(tmp_path):
+    paper = pipeline.build_configs(pipeline.PipelineConfig(workdir=str(tmp_path), preset="paper"))
+    for stage in ("train_vae", "train_mdnrnn"):
+        assert paper[stage].batch_size % 8 == 0, (stage, paper[stage].batch_size)
