@@ -264,7 +264,8 @@ def run_binary(config_cls: type, run: Callable[[Any], object], prog: str) -> Non
         def checked_run() -> object:
             cfg = config_from_flags(config_cls)
             check(cfg)
-            return run(cfg)
+            with stop_signals():  # SIGTERM stops every binary like Ctrl-C: one line, exit 143, resumable
+                return run(cfg)
 
         run_main(checked_run, prog)
 

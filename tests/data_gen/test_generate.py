@@ -110,7 +110,8 @@ def test_crash_mid_run_resumes_without_duplicates(tmp_path, tiny_rollouts, monke
 
 
 @pytest.mark.slow
-def test_kill_9_then_rerun_completes_the_same_data(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_killed_then_rerun_completes_the_same_data(tmp_path, sig):
     out = str(tmp_path / "killed")
     args = [f"--out_dir={out}", "--episodes=6", "--max_steps=60", "--episodes_per_shard=1", "--workers=1"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -123,8 +124,9 @@ def test_kill_9_then_rerun_completes_the_same_data(tmp_path):
     deadline = time.time() + 120
     while len(_shards(out)) < 2 and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
+    p.send_signal(sig)
     p.wait()
+    assert p.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 143)  # SIGTERM: a clean stop
     n_before = len(_shards(out))
     assert 2 <= n_before < 6, "the kill should land mid-run"
     r = _cli(*args)
