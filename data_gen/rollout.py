@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from data_gen import fast_car_racing
 from data_gen.policies import Policy
 from data_gen.preprocess import preprocess_frame
 from tfrecords.errors import UsageError
@@ -21,7 +22,7 @@ def episode_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
     return env_seed, np.random.default_rng(ss.spawn(1)[0])
 
 
-DEFAULT_ENV_ID = "CarRacingFast-v3"  # registered by this package; "CarRacing-v3" for the stock one
+DEFAULT_ENV_ID = fast_car_racing.ENV_ID  # registered by this package; "CarRacing-v3" for the stock one
 
 
 def check_env_id(env_id: str) -> None:

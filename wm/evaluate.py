@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from data_gen.rollout import DEFAULT_ENV_ID
+from data_gen import rollout
 from tfrecords import fileio
 from tfrecords.cli import UsageError, check, option, run_binary
 from wm.agents import loading
@@ -69,8 +69,6 @@ def validate(cfg: EvaluateConfig) -> list[int]:
     if cfg.out and fileio.gfile().isdir(cfg.out):
         raise UsageError(f"--out {cfg.out} is a directory; give the CSV's file name")
     if cfg.env_id:
-        from data_gen import rollout
-
         rollout.check_env_id(cfg.env_id)
     return videos
 
@@ -88,7 +86,7 @@ def run(cfg: EvaluateConfig) -> dict:
     workers = min(cfg.workers or os.cpu_count() or 1, envs)
     distribute.set_inference_threads(workers, cfg.inference_threads)  # before TensorFlow's first op
     agent, params, config = loading.load_policy(cfg.agent, cfg.inference_precision)
-    env_id = cfg.env_id or config.get("env_id", DEFAULT_ENV_ID)
+    env_id = cfg.env_id or config.get("env_id", rollout.DEFAULT_ENV_ID)
     seeds = loading.track_seeds(cfg.seed, EVAL_SEED_STREAM, cfg.episodes)
     jobs = [(0, s) for s in seeds]
     recorded: dict[int, dict] = {j: {"raw": [], "z": [], "a": []} for j in videos}

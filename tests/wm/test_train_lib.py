@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from wm.core import distribute
+from wm.core import workdir as wdir
 from wm.models import vae
 from wm.training import supervised as train_lib
 
@@ -82,8 +83,8 @@ def test_nan_loss_stops_without_checkpoint(tmp_path):
     )
     with pytest.raises(train_lib.DivergedError, match="diverged.*ckpt-6"):
         train_lib.run(task, setup, cfg)
-    assert train_lib.latest_checkpoint(str(tmp_path)).endswith("ckpt-6")
-    assert max(m["step"] for m in train_lib.read_metrics(str(tmp_path))) == 6
+    assert wdir.latest_checkpoint(str(tmp_path)).endswith("ckpt-6")
+    assert max(m["step"] for m in wdir.read_metrics(str(tmp_path))) == 6
 
 
 def test_inference_threads_one_only_when_workers_fill_a_cpu_only_machine():

@@ -11,10 +11,10 @@ from helpers import TRAIN_LOOP, make_config
 from tfrecords import schema, writer
 from tfrecords.cli import UsageError
 from wm.core import distribute
+from wm.core import workdir as wdir
 from wm.models import mdnrnn
 from wm.models.loading import load_mdnrnn as load
 from wm.train_mdnrnn import TrainMdnrnnConfig, make_loss_fn, resolve_device_choices, run
-from wm.training import supervised as train_lib
 
 
 def _series(out_dir, episodes=6, steps=30, per_shard=2, seed=0):
@@ -64,12 +64,12 @@ def _cfg(series, workdir, **kw):
 
 def test_tiny_run_learns_and_writes_metrics(series, tmp_path):
     res = run(_cfg(series, tmp_path / "m", steps=60, hidden=64))
-    logs = [m for m in train_lib.read_metrics(str(tmp_path / "m")) if m["split"] == "train"]
+    logs = [m for m in wdir.read_metrics(str(tmp_path / "m")) if m["split"] == "train"]
     assert [m["step"] for m in logs] == list(range(5, 65, 5))
     first, last = np.mean([m["loss"] for m in logs[:2]]), np.mean([m["loss"] for m in logs[-2:]])
     assert last < first - 0.3, (first, last)
     assert "z_nll" in logs[0] and np.isfinite(res["eval"]["loss"])
-    evals = [m for m in train_lib.read_metrics(str(tmp_path / "m")) if m["split"] == "eval"]
+    evals = [m for m in wdir.read_metrics(str(tmp_path / "m")) if m["split"] == "eval"]
     assert evals and evals[0]["step"] == 3  # one epoch: 4 training episodes x 3 windows / batch 4
     model = load(str(tmp_path / "m"))
     assert model.hidden == 64 and os.path.isdir(tmp_path / "m" / "tensorboard" / "train")
@@ -107,7 +107,7 @@ def test_mirrored_first_step_gradients_match_single_device(series):
 def test_mirrored_run_trains(series, tmp_path):
     res = run(_cfg(series, tmp_path / "mir", strategy="mirrored", steps=10))
     assert res["step"] == 10 and np.isfinite(res["train"]["loss"])
-    assert train_lib.read_config(str(tmp_path / "mir"))["setup"]["replicas"] == 2
+    assert wdir.read_config(str(tmp_path / "mir"))["setup"]["replicas"] == 2
 
 
 def test_resume_continues_to_the_new_total(series, tmp_path):
@@ -115,7 +115,7 @@ def test_resume_continues_to_the_new_total(series, tmp_path):
     run(_cfg(series, wd, steps=10))
     res = run(_cfg(series, wd, steps=20))
     assert res["step"] == 20
-    steps = [m["step"] for m in train_lib.read_metrics(str(wd)) if m["split"] == "train"]
+    steps = [m["step"] for m in wdir.read_metrics(str(wd)) if m["split"] == "train"]
     assert steps == [5, 10, 15, 20]
     assert sorted(os.listdir(wd / "checkpoints")).count("checkpoint") == 1
     assert tf.train.latest_checkpoint(str(wd / "checkpoints")).endswith("-20")

@@ -14,8 +14,8 @@ from helpers import TRAIN_LOOP, make_config
 import tfrecords
 from tfrecords.cli import UsageError
 from wm import encode, train_vae
+from wm.core import workdir as wdir
 from wm.models.loading import load_vae
-from wm.training import supervised as train_lib
 
 # A VAE trained 20 steps at batch 8.
 TINY_V = dict(batch_size=8, learning_rate=1e-3, steps=20, **TRAIN_LOOP)
@@ -26,7 +26,7 @@ def _cfg(data, workdir, **kw):
 
 
 def _train_losses(workdir):
-    return [m["loss"] for m in train_lib.read_metrics(str(workdir)) if m["split"] == "train"]
+    return [m["loss"] for m in wdir.read_metrics(str(workdir)) if m["split"] == "train"]
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +41,11 @@ def test_default_run_learns_and_writes_its_workdir(trained):
     losses = _train_losses(trained)
     # each logged loss is a 5-step mean at batch 8: compare the last two logs, 40 steps in, to the first
     assert len(losses) == 8 and np.mean(losses[-2:]) < 0.8 * losses[0]
-    evals = [m for m in train_lib.read_metrics(trained) if m["split"] == "eval"]
+    evals = [m for m in wdir.read_metrics(trained) if m["split"] == "eval"]
     assert [m["step"] for m in evals] == [10, 20, 30, 40]  # one epoch = 80 training frames / 8
     config = json.load(open(os.path.join(trained, "config.json")))
     assert config["model"] == "vae" and config["arch"]["z_size"] == 32 and len(config["eval_shards"]) == 1
-    assert train_lib.latest_checkpoint(trained).endswith("ckpt-40")
+    assert wdir.latest_checkpoint(trained).endswith("ckpt-40")
     assert os.listdir(os.path.join(trained, "tensorboard", "train"))
     enc = keras.models.load_model(os.path.join(trained, "export", "encoder.keras"))
     dec = keras.models.load_model(os.path.join(trained, "export", "decoder.keras"))
@@ -57,54 +57,54 @@ def test_mirrored_run_learns(tiny_rollouts, tmp_path):
     assert json.load(open(tmp_path / "config.json"))["setup"]["replicas"] == 2
     losses = _train_losses(tmp_path)
     assert result["step"] == 40 and np.mean(losses[-2:]) < 0.8 * losses[0]
-    assert [m["step"] for m in train_lib.read_metrics(str(tmp_path)) if m["split"] == "eval"] == [10, 20, 30, 40]
+    assert [m["step"] for m in wdir.read_metrics(str(tmp_path)) if m["split"] == "eval"] == [10, 20, 30, 40]
 
 
 def test_rerun_with_more_steps_continues(tiny_rollouts, tmp_path, capsys):
     train_vae.run(_cfg(tiny_rollouts, tmp_path, steps=5, checkpoint_every=100, eval_shards=0))
-    assert train_lib.latest_checkpoint(str(tmp_path)).endswith("ckpt-5")
+    assert wdir.latest_checkpoint(str(tmp_path)).endswith("ckpt-5")
     result = train_vae.run(_cfg(tiny_rollouts, tmp_path, steps=10, checkpoint_every=100, eval_shards=0))
     assert "resuming from step 5" in capsys.readouterr().err
     assert result["step"] == 10
-    assert [m["step"] for m in train_lib.read_metrics(str(tmp_path))] == [5, 10]
+    assert [m["step"] for m in wdir.read_metrics(str(tmp_path))] == [5, 10]
     train_vae.run(_cfg(tiny_rollouts, tmp_path, steps=10, eval_shards=0))  # already done: no-op
     assert "already at step 10" in capsys.readouterr().err
 
 
 def test_crash_in_the_middle_resumes_from_last_checkpoint(tiny_rollouts, tmp_path, monkeypatch, capsys):
-    write = train_lib.MetricsLog.write
+    write = wdir.MetricsLog.write
 
     def crashing_write(self, entry):
         if entry["step"] == 15:
             raise RuntimeError("simulated crash")
         write(self, entry)
 
-    monkeypatch.setattr(train_lib.MetricsLog, "write", crashing_write)
+    monkeypatch.setattr(wdir.MetricsLog, "write", crashing_write)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_vae.run(_cfg(tiny_rollouts, tmp_path, eval_shards=0, checkpoint_every=5, log_every=5))
-    monkeypatch.setattr(train_lib.MetricsLog, "write", write)
-    assert train_lib.latest_checkpoint(str(tmp_path)).endswith("ckpt-10")
+    monkeypatch.setattr(wdir.MetricsLog, "write", write)
+    assert wdir.latest_checkpoint(str(tmp_path)).endswith("ckpt-10")
     # A kill between the step-10 checkpoint and a later one: the run goes on from step 10.
     result = train_vae.run(_cfg(tiny_rollouts, tmp_path, eval_shards=0, checkpoint_every=5, log_every=5))
     assert "resuming from step 10" in capsys.readouterr().err
     assert result["step"] == 20
-    assert [m["step"] for m in train_lib.read_metrics(str(tmp_path))] == [5, 10, 15, 20]
+    assert [m["step"] for m in wdir.read_metrics(str(tmp_path))] == [5, 10, 15, 20]
 
 
 def test_ctrl_c_saves_the_steps_since_the_last_checkpoint(tiny_rollouts, tmp_path, monkeypatch, capsys):
-    write = train_lib.MetricsLog.write
+    write = wdir.MetricsLog.write
 
     def interrupted_write(self, entry):
         if entry["step"] == 15:
             raise KeyboardInterrupt
         write(self, entry)
 
-    monkeypatch.setattr(train_lib.MetricsLog, "write", interrupted_write)
+    monkeypatch.setattr(wdir.MetricsLog, "write", interrupted_write)
     with pytest.raises(KeyboardInterrupt):
         train_vae.run(_cfg(tiny_rollouts, tmp_path, eval_shards=0, checkpoint_every=10, log_every=5))
-    monkeypatch.setattr(train_lib.MetricsLog, "write", write)
+    monkeypatch.setattr(wdir.MetricsLog, "write", write)
     assert "interrupted; saved a checkpoint at step 15" in capsys.readouterr().err
-    assert train_lib.latest_checkpoint(str(tmp_path)).endswith("ckpt-15")
+    assert wdir.latest_checkpoint(str(tmp_path)).endswith("ckpt-15")
     saved = load_vae(str(tmp_path)).get_weights()
     result = train_vae.run(_cfg(tiny_rollouts, tmp_path, eval_shards=0, checkpoint_every=10, log_every=5, steps=15))
     assert result["step"] == 15 and "already at step 15" in capsys.readouterr().err  # nothing left to redo

@@ -120,7 +120,7 @@ def load_policy(agent_dir: str, precision: str = ""):
     if config.get("algorithm") == "ppo":
         return _load_ppo(agent_dir, config, precision)
     ppath = fileio.join(agent_dir, PARAMS_NAME)
-    if not fileio.exists(ppath):
+    if not fileio.exists(ppath):  # before loading V and M, which takes seconds
         raise UsageError(f"{agent_dir} has no {PARAMS_NAME} yet: train at least one generation")
     agent = load_agent(
         config["vae"],

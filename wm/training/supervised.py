@@ -48,17 +48,7 @@ from tfrecords.errors import UsageError
 from wm.core import distribute
 from wm.core import workdir as workdir_lib
 from wm.core.distribute import Setup
-from wm.core.workdir import (  # noqa: F401  (re-exported: the V/M workdir API)
-    CHECKPOINT_DIR,
-    CONFIG_NAME,
-    METRICS_NAME,
-    MetricsLog,
-    latest_checkpoint,
-    read_config,
-    read_metrics,
-    restore_model,
-    write_config,
-)
+from wm.core.workdir import latest_checkpoint, write_config
 from wm.training.loop import RunLog, due, stopping
 
 LossFn = Callable[[keras.Model, Any, bool], Mapping[str, tf.Tensor]]
