@@ -20,6 +20,8 @@ from wm.core import distribute
 from wm.models import mdnrnn, vae
 from wm.training import supervised as train_lib
 
+VAE_BATCH, M_BATCH, SEQ_LEN = 32, 8, 100  # V: frames; M: sequences of SEQ_LEN + 1 steps
+
 
 def vae_task(batch: int) -> train_lib.Task:
     frames = np.random.default_rng(0).integers(0, 256, (4 * batch, 64, 64, 3), dtype=np.uint8)
@@ -66,13 +68,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=5, help="train steps per timed call (--steps_per_loop)")
-    p.add_argument("--vae_batch", type=int, default=32)
-    p.add_argument("--mdnrnn_batch", type=int, default=8)
-    p.add_argument("--seq_len", type=int, default=100)
     p.add_argument("--policy", default="float32", help="Keras dtype policy: float32 or mixed_bfloat16")
     a = p.parse_args()
     keras.utils.set_random_seed(0)
-    cases = {"V": (vae_task(a.vae_batch), a.vae_batch), "M": (mdnrnn_task(a.mdnrnn_batch, a.seq_len), a.mdnrnn_batch)}
+    cases = {"V": (vae_task(VAE_BATCH), VAE_BATCH), "M": (mdnrnn_task(M_BATCH, SEQ_LEN), M_BATCH)}
     for name, (task, batch) in cases.items():
         fns = {jit: timed_step(task, batch, a.policy, jit, a.steps) for jit in (False, True)}
         times: dict[bool, list[float]] = {False: [], True: []}

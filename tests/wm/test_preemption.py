@@ -16,6 +16,20 @@ from wm.core import workdir
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _terminate_when(args: list[str], ready, prog: str) -> str:
+    """Starts the binary, sends SIGTERM once ``ready()``, checks the clean stop (exit 143, one line); returns stderr."""
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not ready() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert f"{prog}: terminated; rerun the same command to resume" in err
+    return err
+
+
 def _steps(wd: str) -> list[int]:
     return [e["step"] for e in workdir.read_metrics(wd) if e.get("split") == "train"]
 
@@ -26,15 +40,7 @@ def test_sigterm_checkpoints_the_steps_done_and_the_rerun_resumes(tiny_rollouts,
     flags = ["--batch_size=8", "--steps_per_loop=1", "--log_every=1", "--eval_shards=0", "--seed=0", "--noprogress"]
     args = [sys.executable, "-m", "wm.train_vae", f"--data={tiny_rollouts}", f"--workdir={wd}", "--steps=100000"]
     args += ["--checkpoint_every=100000", *flags]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while len(_steps(wd)) < 3 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-2000:]
-    assert "train_vae: terminated; rerun the same command to resume" in err
+    err = _terminate_when(args, lambda: len(_steps(wd)) >= 3, "train_vae")
     last = workdir.latest_checkpoint(wd)
     assert last is not None, err[-2000:]
     saved = int(last.rsplit("-", 1)[1])
@@ -62,15 +68,8 @@ def test_sigterm_during_cma_es_keeps_the_finished_generations_and_the_rerun_cont
     common = dict(vae=tiny_world["vae"], mdnrnn=tiny_world["mdnrnn"], workdir=wd, popsize=2, trials=1, workers=1)
     common.update(max_steps=15, eval_every=0, seed=0)
     args = [sys.executable, "-m", "wm.train_controller", *(f"--{k}={v}" for k, v in common.items())]
-    proc = subprocess.Popen([*args, "--generations=1000", "--noprogress"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while len(workdir.read_metrics(wd)) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-2000:]
-    assert "train_controller: terminated; rerun the same command to resume" in err
+    _terminate_when([*args, "--generations=1000", "--noprogress"], lambda: len(workdir.read_metrics(wd)) >= 2,
+                    "train_controller")  # fmt: skip
     done = len(workdir.read_metrics(wd))
     assert done >= 2
 
