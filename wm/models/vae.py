@@ -8,8 +8,8 @@ transposed convolutions (128 5x5, 64 5x5, 32 6x6, 3 6x6, stride 2; ReLU, sigmoid
 
 Both halves are plain functional Keras models made of standard layers, so
 ``model.encoder.save("encoder.keras")`` loads with ``keras.models.load_model`` and nothing
-from this package. The heads and the final sigmoid run in float32 under any mixed-precision
-policy, so outputs and losses are float32.
+from this package. The heads, the last transposed convolution and the final sigmoid run in
+float32 under any mixed-precision policy, so outputs and losses are float32.
 """
 
 from __future__ import annotations
@@ -45,8 +45,11 @@ def build_decoder(z_size: int = Z_SIZE, dtype_policy=None) -> keras.Model:
     x = keras.layers.Reshape((1, 1, 1024), name="reshape", dtype=dtype_policy)(x)
     specs = ((128, 5, "relu"), (64, 5, "relu"), (32, 6, "relu"), (3, 6, None))
     for i, (filters, kernel, act) in enumerate(specs):
+        # The last one computes in float32: its bias gradient sums 64 x 64 x B pixel gradients, which a
+        # 16-bit accumulation (bfloat16 on CPUs without XLA) gets several times too small.
+        policy = "float32" if i == len(specs) - 1 else dtype_policy
         x = keras.layers.Conv2DTranspose(
-            filters, kernel, strides=2, padding="valid", activation=act, name=f"deconv{i + 1}", dtype=dtype_policy
+            filters, kernel, strides=2, padding="valid", activation=act, name=f"deconv{i + 1}", dtype=policy
         )(x)
     images = keras.layers.Activation("sigmoid", name="sigmoid", dtype="float32")(x)
     return keras.Model(z, images, name="decoder")
