@@ -86,7 +86,7 @@ def read_json(path: str) -> Any:
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Writes ``data`` under a temporary name next to ``path``, then renames it over ``path``
     (local files are also fsynced first)."""
-    if _gfile().isdir(path):
+    if os.path.isdir(path) if not is_url(path) else _gfile().isdir(path):  # local writes need no TensorFlow
         raise UsageError(f"{path} is a directory; give a file name")
     tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     if not is_url(path):
