@@ -51,6 +51,12 @@ class TrainMdnrnnConfig(train_lib.TrainFlags):
     terminal_head: bool = option(False, help="Also predict termination (Bernoulli).")
     reward_weight: float = option(1.0, help="Weight of the reward loss.", min=0)
     terminal_weight: float = option(1.0, help="Weight of the terminal loss.", min=0)
+    dropout: float = option(
+        0.0,
+        help="Dropout rate on the LSTM's input [z, a] and on h where the heads read it; one mask per sequence.",
+        min=0,
+        max=0.95,
+    )
     shuffle_buffer: int = option(1000, help="Episodes in the shuffle buffer.", min=1)
 
 
@@ -145,6 +151,7 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
         "mixtures": cfg.mixtures,
         "reward_head": cfg.reward_head,
         "terminal_head": cfg.terminal_head,
+        "dropout": cfg.dropout,
     }
 
     eval_windows = windows_in(eval_files, manifest, window) or 0

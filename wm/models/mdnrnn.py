@@ -10,6 +10,12 @@ Optional heads, off by default, let M stand in for the environment: a reward reg
 (squared error, weight ``reward_weight``, 1.0 by default) and a terminal Bernoulli logit
 (cross-entropy, weight ``terminal_weight``, 1.0 by default).
 
+Dropout (``dropout`` > 0, off by default; "Dropout's Dream Land", Wellmer & Kwok 2021) drops
+units of the LSTM's input [z_t, a_t] and of its output h_t where the heads read it (the mixture,
+reward and terminal heads; the LSTM's recurrent state and the h the controller sees are never
+dropped). Masks are drawn once per sequence and held for all its steps, as the dream holds one
+mask per dream episode (:mod:`wm.agents.dream`).
+
 Numerics: log standard deviations are clipped to [LOG_STD_MIN, LOG_STD_MAX] and the mixture
 likelihood is a log-sum-exp of log-softmax weights plus Gaussian log-densities, so extreme
 logits and tiny sigmas give finite losses. Under a mixed policy (bfloat16 on TPUs and bfloat16
@@ -61,6 +67,7 @@ class MDNRNN(keras.Model):
         mixtures: int = MIXTURES,
         reward_head: bool = False,
         terminal_head: bool = False,
+        dropout: float = 0.0,
         dtype_policy=None,
         use_cudnn: bool | str = "auto",
         **kwargs,
@@ -68,6 +75,12 @@ class MDNRNN(keras.Model):
         super().__init__(**kwargs)
         self.z_size, self.action_size, self.hidden, self.mixtures = z_size, action_size, hidden, mixtures
         self.reward_head, self.terminal_head = reward_head, terminal_head
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        # one mask per sequence: the noise shape broadcasts over time
+        self.input_dropout = keras.layers.Dropout(dropout, noise_shape=(None, 1, z_size + action_size))
+        self.output_dropout = keras.layers.Dropout(dropout, noise_shape=(None, 1, hidden))
         self.lstm = keras.layers.LSTM(
             hidden,
             activation="tanh",
@@ -106,6 +119,7 @@ class MDNRNN(keras.Model):
             "mixtures": self.mixtures,
             "reward_head": self.reward_head,
             "terminal_head": self.terminal_head,
+            "dropout": self.dropout,
         }
 
     def get_config(self) -> dict:
@@ -125,8 +139,10 @@ class MDNRNN(keras.Model):
         return mix, extras
 
     def call(self, inputs: tf.Tensor, initial_state=None, training: bool = False):
+        if self.dropout:
+            inputs = self.input_dropout(inputs, training=training)
         h, state_h, state_c = self.lstm(inputs, initial_state=initial_state, training=training)
-        mix, extras = self.heads(h)
+        mix, extras = self.heads(self.output_dropout(h, training=training) if self.dropout else h)
         return h, mix, extras
 
     # ------------------------------------------------------------ step API
@@ -229,19 +245,29 @@ def sample_z(mix: Mixture, temperature: float = 1.0, seed: tf.Tensor | None = No
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if temperature == 0:
-        k = tf.argmax(mix.logits, axis=-1)
-        return tf.gather(mix.mu, k, axis=-1, batch_dims=len(mix.mu.shape) - 1)
-    logits = mix.logits / temperature
-    flat = tf.reshape(logits, [-1, tf.shape(logits)[-1]])
+    shape = tf.shape(mix.mu)[:-1]
     if seed is None:
-        k = tf.random.categorical(flat, 1)
-        eps = tf.random.normal(tf.shape(mix.mu)[:-1])
+        u, eps = tf.random.uniform(shape), tf.random.normal(shape)
     else:
         seeds = tf.random.experimental.stateless_split(seed, 2)
-        k = tf.random.stateless_categorical(flat, 1, seeds[0])
-        eps = tf.random.stateless_normal(tf.shape(mix.mu)[:-1], seeds[1])
-    k = tf.reshape(k, tf.shape(logits)[:-1])
-    mu = tf.gather(mix.mu, k, axis=-1, batch_dims=len(mix.mu.shape) - 1)
-    log_std = tf.gather(mix.log_std, k, axis=-1, batch_dims=len(mix.mu.shape) - 1)
-    return mu + tf.exp(log_std) * math.sqrt(temperature) * eps
+        u, eps = tf.random.stateless_uniform(shape, seeds[0]), tf.random.stateless_normal(shape, seeds[1])
+    return sample_z_from_noise(mix, temperature, u, eps)
+
+
+def sample_z_from_noise(mix: Mixture, temperature: float, u: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
+    """:func:`sample_z` given its noise: u ~ U[0, 1) [..., Z] picks the component (inverse CDF of the
+    tempered weights), eps ~ N(0, 1) [..., Z] the Gaussian draw. Deterministic in (mix, u, eps), so a
+    compiled dream and a step-by-step reference fed the same noise agree; XLA-compilable.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    batch_dims = len(mix.mu.shape) - 1
+    if temperature == 0:
+        k = tf.argmax(mix.logits, axis=-1)
+        return tf.gather(mix.mu, k, axis=-1, batch_dims=batch_dims)
+    cdf = tf.cumsum(tf.nn.softmax(mix.logits / temperature, axis=-1), axis=-1)
+    k = tf.reduce_sum(tf.cast(cdf <= tf.cast(u, tf.float32)[..., None], tf.int32), axis=-1)
+    k = tf.minimum(k, tf.shape(mix.logits)[-1] - 1)  # cdf[-1] may round below u
+    mu = tf.gather(mix.mu, k, axis=-1, batch_dims=batch_dims)
+    log_std = tf.gather(mix.log_std, k, axis=-1, batch_dims=batch_dims)
+    return mu + tf.exp(log_std) * math.sqrt(temperature) * tf.cast(eps, tf.float32)

@@ -1,0 +1,280 @@
+"""The dream: N episodes of C acting inside M at once, as one compiled call.
+
+Each dream episode starts from a real z (V's mean of a real frame, from a latent series) with
+M's state at zero, as a real episode does. Per step t, for every row at once:
+
+1. C acts on [z_t, h] (or z_t alone) with the row's own parameters (the batched matmul of the
+   real agent);
+2. M's LSTM reads [z_t, a_t]; its heads read the new h_t and give the mixture of z_{t+1}, the
+   reward r_t and the terminal logit;
+3. r_t is added to the row's return while the row is alive; the episode ends after step t when
+   the terminal head's probability is above 1/2 (**thresholded**, not sampled: an ending is M's
+   prediction, not a coin flip), or at ``max_steps``. With no terminal head, episodes run to
+   ``max_steps``;
+4. z_{t+1} is sampled with temperature tau (:func:`wm.models.mdnrnn.sample_z_from_noise`: the
+   paper's logits / tau, standard deviations * sqrt(tau); tau = 0 is the deterministic dream).
+
+The whole rollout is one ``tf.while_loop`` inside a ``tf.function`` (no Python per step), which
+XLA can compile (``jit_compile=True``), so the same call runs on GPUs and TPUs.
+
+Noise and dropout are **per dream world**: each row names a world (``worlds[i]``, an index into
+the start latents), and all rows of one world share its start z, its sampling noise at every
+step and its dropout masks. CMA-ES gives every population member the same worlds (common random
+numbers, as real training gives them the same tracks), and a row's episode does not depend on
+which other rows share the batch. Dropout (``dropout`` > 0): masks on M's LSTM input and on h
+where the heads read it, drawn once per world and held for its whole episode ("Dropout's Dream
+Land", Wellmer & Kwok 2021), the same places M trains them (:class:`wm.models.mdnrnn.MDNRNN`).
+Everything random is a stateless function of ``seed``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from tfrecords.errors import UsageError
+from wm.models.controller import Controller
+
+START_MODES = ("first", "random")
+ALG = "philox"
+
+
+def uniform(shape, seed):
+    """U[0, 1) float32 from stateless random bits.
+
+    TensorFlow's float stateless samplers give other numbers under XLA than without it (the same
+    seed and algorithm); their integer bits agree, so the dream builds its floats from those and
+    the compiled rollout equals the uncompiled one.
+    """
+    import tensorflow as tf
+
+    bits = tf.random.stateless_uniform(shape, seed, minval=None, maxval=None, dtype=tf.uint32, alg=ALG)
+    return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * (1.0 / (1 << 24))
+
+
+def normal(shape, seed):
+    """N(0, 1) float32 from :func:`uniform` bits (Box-Muller)."""
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(seed, 2, alg=ALG)
+    u1 = 1.0 - uniform(shape, seeds[0])  # (0, 1]: the log is finite
+    u2 = uniform(shape, seeds[1])
+    return tf.sqrt(-2.0 * tf.math.log(u1)) * tf.cos(2.0 * np.pi * u2)
+
+
+class DreamResult(NamedTuple):
+    """Per row: the dream return, the steps played, whether M ended it (terminal head) before ``max_steps``."""
+
+    returns: np.ndarray
+    steps: np.ndarray
+    terminated: np.ndarray
+
+
+class DreamEnv:
+    """Plays controllers in M's dream, many rows at once.
+
+    Args:
+      mdnrnn: a trained ``wm.models.mdnrnn.MDNRNN`` with a reward head.
+      controller: the controller's shape (on [z, h] or z).
+      max_steps: steps per dream episode at most.
+      temperature: tau for z_{t+1}'s sampling.
+      dropout: the dream's dropout rate (masks fixed per world); 0 for none.
+      jit_compile: compile the rollout with XLA.
+    """
+
+    def __init__(
+        self,
+        mdnrnn,
+        controller: Controller,
+        max_steps: int,
+        temperature: float = 1.0,
+        dropout: float = 0.0,
+        jit_compile: bool = False,
+    ):
+        import tensorflow as tf
+
+        if mdnrnn.reward is None:
+            raise UsageError("M has no reward head: train it with python -m wm.train_mdnrnn --reward_head")
+        if temperature < 0:
+            raise UsageError(f"the dream's temperature must be >= 0, got {temperature}")
+        if not 0.0 <= dropout < 1.0:
+            raise UsageError(f"the dream's dropout must be in [0, 1), got {dropout}")
+        if max_steps < 1:
+            raise UsageError(f"max_steps must be at least 1, got {max_steps}")
+        self.m, self.controller = mdnrnn, controller
+        self.z_size, self.hidden = int(mdnrnn.z_size), int(mdnrnn.hidden)
+        self.action_size = int(mdnrnn.action_size)
+        if controller.input_dim not in (self.z_size, self.z_size + self.hidden):
+            raise UsageError(
+                f"controller input_dim {controller.input_dim} is neither z ({self.z_size}) nor z + h "
+                f"({self.z_size + self.hidden})"
+            )
+        self.use_h = controller.input_dim == self.z_size + self.hidden
+        self.max_steps, self.temperature, self.dropout = int(max_steps), float(temperature), float(dropout)
+        self.jit_compile = bool(jit_compile)
+        signature = [
+            tf.TensorSpec([None, controller.num_params], tf.float32),
+            tf.TensorSpec([None, self.z_size], tf.float32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([2], tf.int64),
+        ]
+        self._play = tf.function(
+            lambda *a: self._rollout(*a, record=False), input_signature=signature, jit_compile=self.jit_compile
+        )
+        self._play_recorded = tf.function(
+            lambda *a: self._rollout(*a, record=True), input_signature=signature, jit_compile=self.jit_compile
+        )
+
+    # ------------------------------------------------------------ the pieces (also the reference's)
+
+    def masks(self, seed, worlds: int):
+        """Dropout masks per world: (input [W, Z + A], heads' h [W, H]), scaled by 1 / keep; ones without dropout."""
+        import tensorflow as tf
+
+        shapes = ([worlds, self.z_size + self.action_size], [worlds, self.hidden])
+        if not self.dropout:
+            return tuple(tf.ones(s, tf.float32) for s in shapes)
+        keep = 1.0 - self.dropout
+        seeds = tf.random.experimental.stateless_split(self._seed(seed, 0), 2, alg=ALG)
+        return tuple(tf.cast(uniform(s, seeds[i]) < keep, tf.float32) / keep for i, s in enumerate(shapes))
+
+    def noise(self, seed, t, worlds: int):
+        """Step t's sampling noise per world: (u ~ U[0, 1) [W, Z], eps ~ N(0, 1) [W, Z])."""
+        import tensorflow as tf
+
+        base = tf.random.experimental.stateless_fold_in(self._seed(seed, 1), tf.cast(t, tf.int64), alg=ALG)
+        seeds = tf.random.experimental.stateless_split(base, 2, alg=ALG)
+        shape = [worlds, self.z_size]
+        return uniform(shape, seeds[0]), normal(shape, seeds[1])
+
+    @staticmethod
+    def _seed(seed, purpose: int):
+        import tensorflow as tf
+
+        return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), purpose, alg=ALG)
+
+    def step(self, params, z, state, in_mask, head_mask, u, eps):
+        """One dream step for every row: (action, (h, c), reward, terminal, z_next)."""
+        import tensorflow as tf
+
+        from wm.agents.agent import controller_tf
+        from wm.models.mdnrnn import sample_z_from_noise
+
+        h, c = state
+        feats = tf.concat([z, h], axis=-1) if self.use_h else z
+        action = controller_tf(self.controller, params, feats)
+        h, (h, c) = self.m.cell(z * in_mask[:, : self.z_size], action * in_mask[:, self.z_size :], (h, c))
+        mix, extras = self.m.heads(h * head_mask)
+        reward = extras["reward"]
+        if "terminal_logit" in extras:
+            terminal = extras["terminal_logit"] > 0.0
+        else:
+            terminal = tf.zeros_like(reward, tf.bool)
+        z_next = sample_z_from_noise(mix, self.temperature, u, eps)
+        return action, (h, c), reward, terminal, z_next
+
+    # ------------------------------------------------------------ the compiled rollout
+
+    def _rollout(self, params, starts, worlds, seed, record: bool):
+        import tensorflow as tf
+
+        n = tf.shape(params)[0]
+        num_worlds = tf.shape(starts)[0]
+        in_masks, head_masks = self.masks(seed, num_worlds)
+        in_mask, head_mask = tf.gather(in_masks, worlds), tf.gather(head_masks, worlds)
+        z = tf.gather(starts, worlds)
+        zeros = tf.zeros([n, self.hidden], tf.float32)
+        ret = tf.zeros([n], tf.float32)
+        steps = tf.zeros([n], tf.int32)
+        done = tf.zeros([n], tf.bool)
+        terminated = tf.zeros([n], tf.bool)
+        zs = tf.TensorArray(tf.float32, size=self.max_steps if record else 0, element_shape=[None, self.z_size])
+        acts = tf.TensorArray(tf.float32, size=self.max_steps if record else 0, element_shape=[None, 3])
+
+        def body(t, z, h, c, ret, steps, done, terminated, zs, acts):
+            u, eps = self.noise(seed, t, num_worlds)
+            u, eps = tf.gather(u, worlds), tf.gather(eps, worlds)
+            action, (h, c), reward, terminal, z_next = self.step(params, z, (h, c), in_mask, head_mask, u, eps)
+            alive = tf.logical_not(done)
+            ret += tf.where(alive, reward, 0.0)
+            steps += tf.cast(alive, tf.int32)
+            terminated = tf.logical_or(terminated, tf.logical_and(alive, terminal))
+            if record:
+                zs, acts = zs.write(t, z), acts.write(t, action)
+            return t + 1, z_next, h, c, ret, steps, tf.logical_or(done, terminal), terminated, zs, acts
+
+        def cond(t, z, h, c, ret, steps, done, *_):
+            return tf.logical_and(t < self.max_steps, tf.logical_not(tf.reduce_all(done)))
+
+        out = tf.while_loop(
+            cond, body, (tf.constant(0), z, zeros, zeros, ret, steps, done, terminated, zs, acts), parallel_iterations=1
+        )
+        t, _, _, _, ret, steps, _, terminated, zs, acts = out
+        if record:
+            return ret, steps, terminated, zs.stack(), acts.stack(), t
+        return ret, steps, terminated
+
+    def rollout(self, params, starts, worlds, seed: int) -> DreamResult:
+        """Plays one dream episode per row to its end.
+
+        Args:
+          params: [N, n] controller parameters, one row per episode.
+          starts: [W, Z] start latents, one per world.
+          worlds: [N] the world (index into ``starts``) of each row.
+          seed: the stateless seed of the worlds' noise and masks.
+        """
+        ret, steps, terminated = self._play(*self._args(params, starts, worlds, seed))
+        return DreamResult(ret.numpy(), steps.numpy(), terminated.numpy())
+
+    def rollout_recorded(self, params, starts, worlds, seed: int):
+        """:meth:`rollout` plus the trajectories: (DreamResult, z [T, N, Z], actions [T, N, 3]) for the
+        T steps played (a row's steps past its end are M's continuation, not part of its episode)."""
+        ret, steps, terminated, zs, acts, t = self._play_recorded(*self._args(params, starts, worlds, seed))
+        t = int(t)
+        return DreamResult(ret.numpy(), steps.numpy(), terminated.numpy()), zs.numpy()[:t], acts.numpy()[:t]
+
+    def _args(self, params, starts, worlds, seed):
+        import tensorflow as tf
+
+        params = np.asarray(params, np.float32)
+        worlds = np.asarray(worlds, np.int32)
+        starts = np.asarray(starts, np.float32)
+        if params.ndim != 2 or len(params) != len(worlds):
+            raise ValueError(f"params {params.shape} and worlds {worlds.shape} must give one world per row")
+        if len(worlds) and (worlds.min() < 0 or worlds.max() >= len(starts)):
+            raise ValueError(f"worlds must index the {len(starts)} starts")
+        return (
+            tf.constant(params),
+            tf.constant(starts),
+            tf.constant(worlds),
+            tf.constant(np.asarray([seed & 0x7FFFFFFF, seed >> 31], np.int64)),
+        )
+
+
+def start_latents(series: str, mode: str = "first", per_episode: int = 8, seed: int = 0) -> np.ndarray:
+    """Candidate start latents [S, Z] from a latent series (V's means): every episode's first step
+    (``mode="first"``) or ``per_episode`` random steps of every episode (``"random"``, seeded)."""
+    import tfrecords
+    from tfrecords import schema
+
+    if mode not in START_MODES:
+        raise UsageError(f"dream start must be one of {START_MODES}, got {mode!r}")
+    shards = tfrecords.list_shards(series)
+    manifest = tfrecords.dataset_manifest(shards)
+    if manifest and manifest.get("kind") != schema.KIND_LATENTS:
+        raise UsageError(f"{series} holds {manifest.get('kind')}, not latent series: run python -m wm.encode first")
+    latent_dim = int((manifest or {}).get("latent_dim", schema.LATENT_DIM))
+    rng = np.random.default_rng(seed)
+    out = []
+    for ep in tfrecords.episodes_dataset(shards, kind=schema.KIND_LATENTS, latent_dim=latent_dim):
+        mu = ep["mu"].numpy()
+        if not len(mu):
+            continue
+        if mode == "first":
+            out.append(mu[:1])
+        else:
+            out.append(mu[rng.choice(len(mu), min(per_episode, len(mu)), replace=False)])
+    if not out:
+        raise UsageError(f"{series} has no episodes to start dreams from")
+    return np.concatenate(out).astype(np.float32)
