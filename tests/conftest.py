@@ -42,3 +42,26 @@ def tiny_world(tmp_path_factory, tiny_rollouts) -> dict:
     encode(EncodeConfig(vae=vae, data=tiny_rollouts, out_dir=series, progress=False))
     train_m(TrainMdnrnnConfig(series=series, workdir=m, seq_len=10, batch_size=2, hidden=32, **TINY_LOOP))
     return {"rollouts": tiny_rollouts, "vae": vae, "series": series, "mdnrnn": m}
+
+
+@pytest.fixture(scope="session")
+def dream_world(tmp_path_factory, tiny_world) -> dict:
+    """tiny_world with an M that can dream: reward and terminal heads, trained with dropout."""
+    from wm.train_mdnrnn import TrainMdnrnnConfig
+    from wm.train_mdnrnn import run as train_m
+
+    m = str(tmp_path_factory.mktemp("dream") / "mdnrnn")
+    train_m(
+        TrainMdnrnnConfig(
+            series=tiny_world["series"],
+            workdir=m,
+            seq_len=10,
+            batch_size=2,
+            hidden=32,
+            reward_head=True,
+            terminal_head=True,
+            dropout=0.2,
+            **TINY_LOOP,
+        )
+    )
+    return {**tiny_world, "mdnrnn": m}

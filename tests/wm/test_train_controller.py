@@ -116,3 +116,65 @@ def test_kill_9_mid_run_then_rerun_continues(tiny_world, tmp_path):
     )
     strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_time"} for r in rs]  # noqa: E731
     assert strip(_records(wd)) == strip(straight["records"])
+
+
+TINY_DREAM = dict(env="dream", max_steps=30, eval_every=2, eval_episodes=2, workers=1)
+
+
+def test_dream_run_then_resume_matches_an_uninterrupted_run(dream_world, tmp_path, monkeypatch):
+    from wm.agents import dream as dream_lib
+
+    cfg = lambda d, **kw: _cfg(dream_world, tmp_path / d, series=dream_world["series"], **{**TINY_DREAM, **kw})  # noqa: E731
+    straight = tc.run(cfg("a", generations=3))
+    recs = _records(tmp_path / "a")
+    assert [r["generation"] for r in recs] == [1, 2, 3]
+    assert all(r["dream_steps"] > 0 and "env_steps" not in r for r in recs)
+    assert "eval_mean" not in recs[0] and {"eval_mean", "dream_eval_mean", "best_eval"} <= set(recs[1])
+    config = json.load(open(tmp_path / "a" / "config.json"))
+    assert config["spec"]["env"] == "dream" and config["dream"]["dropout"] == pytest.approx(0.2)
+    with np.load(tmp_path / "a" / tc.PARAMS_NAME) as z:
+        assert str(z["source"]) == "eval" and float(z["score"]) == straight["best_eval"]
+
+    tc.run(cfg("b", generations=1, eval_every=0))  # (a last generation is always evaluated)
+    calls = {"n": 0}
+    real_rollout = dream_lib.DreamEnv.rollout
+
+    def dies_in_generation_3(self, *a, **k):  # generation 2: fitness, the mean's dream evaluation; 3: fitness
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_rollout(self, *a, **k)
+
+    monkeypatch.setattr(dream_lib.DreamEnv, "rollout", dies_in_generation_3)
+    with pytest.raises(KeyboardInterrupt):
+        tc.run(cfg("b", generations=3))
+    monkeypatch.undo()
+    assert [r["generation"] for r in _records(tmp_path / "b")] == [1, 2]
+    resumed = tc.run(cfg("b", generations=3))
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_time"} for r in rs]  # noqa: E731
+    assert strip(_records(tmp_path / "b")) == strip(recs)
+    assert resumed["best_eval"] == straight["best_eval"]
+
+
+def test_dream_settings_that_cannot_work_are_one_line_and_touch_nothing(tiny_world, dream_world, tmp_path):
+    out = tmp_path / "none"
+    with pytest.raises(UsageError, match="--env=dream needs --series"):
+        tc.run(_cfg(dream_world, out, **TINY_DREAM))
+    with pytest.raises(UsageError, match="no reward head"):
+        tc.run(_cfg(tiny_world, out, series=tiny_world["series"], **TINY_DREAM))
+    with pytest.raises(UsageError, match="not latent series"):
+        tc.run(_cfg(dream_world, out, series=dream_world["rollouts"], **TINY_DREAM))
+    with pytest.raises(UsageError, match="not a CMA-ES controller workdir"):
+        tc.run(_cfg(dream_world, out, series=dream_world["series"], init_from=str(tmp_path), **TINY_DREAM))
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_init_from_starts_at_the_other_runs_parameters(dream_world, tmp_path):
+    src = tmp_path / "dream"
+    tc.run(_cfg(dream_world, src, series=dream_world["series"], generations=1, **{**TINY_DREAM, "eval_every": 1}))
+    with np.load(src / tc.PARAMS_NAME) as z:
+        start = z["params"]
+    tc.run(_cfg(dream_world, tmp_path / "real", generations=1, eval_every=0, sigma0=1e-6, init_from=str(src)))
+    with np.load(tmp_path / "real" / tc.PARAMS_NAME) as z:  # the fittest member of a tiny-sigma population
+        np.testing.assert_allclose(z["params"], start, atol=1e-4)
+        assert str(z["source"]) == "fitness"

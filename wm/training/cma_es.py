@@ -1,4 +1,5 @@
-"""C trained with CMA-ES in the real environment (the paper's way): the loop behind ``python -m wm.train_controller``.
+"""C trained with CMA-ES, in the real environment (the paper's way) or in M's dream: the loop behind
+``python -m wm.train_controller``.
 
 Every generation pycma proposes ``popsize`` parameter vectors; each plays ``trials`` episodes on
 the same random tracks (common random numbers: the tracks change every generation) and its
@@ -8,6 +9,15 @@ environments in this process (see :func:`wm.agents.agent.run_episodes`). Every `
 generations the CMA-ES mean is evaluated on a fixed set of ``eval_episodes`` tracks (disjoint
 from ``wm.evaluate``'s); the best evaluated parameters (or, with evaluation off, the fittest
 member so far) go to ``WORKDIR/controller.npz``.
+
+In the dream (``env="dream"``), fitness is the mean return over ``trials`` dream episodes
+(:class:`wm.agents.dream.DreamEnv`, all popsize x trials rows in one compiled call): every
+generation draws ``trials`` dream worlds (a start z from ``series``, sampling noise and dropout
+masks), shared by all members. Evaluation of the CMA-ES mean stays in the **real** environment
+(``eval_mean``), and the same mean is also played on ``eval_episodes`` fixed dream worlds
+(``dream_eval_mean``), so the exploitation gap is logged every time it evaluates. ``init_from``
+starts a fresh run's CMA-ES mean at another controller workdir's ``controller.npz`` (a
+dream-trained C fine-tuned in the real environment, or the reverse).
 
 Resume: after every generation the CMA-ES state, NumPy's RNG state and the best parameters are
 saved atomically to ``WORKDIR/cma_state.pkl``; rerunning continues from the last finished
@@ -25,8 +35,9 @@ import time
 
 from data_gen import rollout
 from tfrecords import fileio
-from tfrecords.cli import check, option
+from tfrecords.cli import UsageError, check, option
 from wm.agents import loading
+from wm.agents.dream import START_MODES
 from wm.core import distribute, workdir
 from wm.training.loop import RunLog, due, stopping
 
@@ -34,6 +45,8 @@ STATE_NAME = "cma_state.pkl"
 PARAMS_NAME = loading.PARAMS_NAME
 CONFIG_NAME = workdir.CONFIG_NAME
 METRICS_NAME = workdir.METRICS_NAME
+ENVS = ("real", "dream")
+DREAM_STREAM = 4  # the dream worlds' seed stream (track_seeds' streams are 1-3)
 
 
 @dataclasses.dataclass
@@ -41,6 +54,21 @@ class TrainControllerConfig(loading.WorldFlags):
     """Everything :func:`run` needs (the flags of ``python -m wm.train_controller``)."""
 
     workdir: str = option(help="Run directory (CMA-ES state, controller.npz, metrics, TensorBoard).", required=True)
+    env: str = option("real", help="Where fitness episodes run: the real environment or M's dream.", choices=ENVS)
+    series: str = option("", help="Latent series (wm.encode) whose z's start dream episodes (--env=dream).")
+    temperature: float = option(1.0, help="Dream sampling temperature tau (--env=dream).", min=0)
+    dream_dropout: float = option(
+        -1.0, help="Dream dropout rate, masks fixed per dream episode (-1: M's training --dropout).", min=-1, max=0.95
+    )
+    dream_start: str = option(
+        "first", help="Dream episodes start at the series' episode starts or random steps.", choices=START_MODES
+    )
+    jit_compile: str = option(
+        "auto",
+        help="XLA for the dream rollout (--env=dream); auto: on when a GPU is visible.",
+        choices=distribute.JIT_MODES,
+    )
+    init_from: str = option("", help="A controller workdir whose controller.npz is a fresh run's CMA-ES start.")
     # CMA-ES
     popsize: int = option(64, help="CMA-ES population size.", min=2)
     trials: int = option(16, help="Episodes per population member; fitness is their mean return.", min=1)
@@ -74,6 +102,10 @@ class TrainControllerConfig(loading.WorldFlags):
     def spec(self) -> dict:
         """Settings a resumed run must share with the one it continues."""
         keys = ("popsize", "trials", "sigma0", "max_steps", "early_stop", "controller", "seed")
+        if self.env == "dream":
+            keys += ("env", "temperature", "dream_dropout", "dream_start")
+        if self.init_from:
+            keys += ("init_from",)
         return {k: getattr(self, k) for k in keys}
 
 
@@ -81,6 +113,15 @@ def validate(cfg: TrainControllerConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
     check(cfg)
     rollout.check_env_id(cfg.env_id)
+    if cfg.env == "dream" and not cfg.series:
+        raise UsageError("--env=dream needs --series=DIR (the latent series whose z's start the dream episodes)")
+    if cfg.env == "dream":
+        arch = workdir.require(cfg.mdnrnn, "mdnrnn").get("arch") or {}
+        if not arch.get("reward_head"):
+            raise UsageError(
+                f"{cfg.mdnrnn}: M has no reward head, so it cannot dream rewards: "
+                "train it with python -m wm.train_mdnrnn --reward_head --terminal_head"
+            )
 
 
 def _guard(cfg: TrainControllerConfig) -> None:
@@ -112,22 +153,76 @@ def _write_best(path: str, state: dict, ctrl) -> None:
         loading.save_params(path, state["best_member"], ctrl, "fitness", state["generation"], state["best_fitness"])
 
 
+def _init_mean(cfg: TrainControllerConfig, num_params: int):
+    """The CMA-ES start: zeros, or ``--init_from``'s parameters (UsageError if missing or of another shape)."""
+    import numpy as np
+
+    if not cfg.init_from:
+        return np.zeros(num_params)
+    config = workdir.read_config(cfg.init_from)
+    if not config or config.get("model") != "controller" or config.get("algorithm") == "ppo":
+        raise UsageError(f"--init_from={cfg.init_from} is not a CMA-ES controller workdir")
+    return loading.read_params(fileio.join(cfg.init_from, PARAMS_NAME), num_params)[0].astype(np.float64)
+
+
+class _Dream:
+    """The dream side of a run: the environment, its start latents and the worlds of each generation."""
+
+    def __init__(self, cfg: TrainControllerConfig, agent):
+        import tensorflow as tf
+
+        from wm.agents.dream import DreamEnv, start_latents
+
+        m = agent.mdnrnn
+        dropout = m.dropout if cfg.dream_dropout < 0 else cfg.dream_dropout
+        jit = distribute.resolve_jit(cfg.jit_compile, distribute.device_type(tf.distribute.get_strategy()))
+        self.env = DreamEnv(m, agent.controller, cfg.max_steps, cfg.temperature, dropout, jit)
+        self.starts = start_latents(cfg.series, cfg.dream_start, seed=cfg.seed)
+        self.cfg, self.dropout = cfg, dropout
+
+    def worlds(self, key: list[int], n: int):
+        """(start latents [n, Z], rollout seed) of ``n`` worlds named by ``key``."""
+        import numpy as np
+
+        rng = np.random.default_rng([self.cfg.seed, DREAM_STREAM, *key])
+        idx = rng.choice(len(self.starts), n, replace=len(self.starts) < n)
+        return self.starts[idx], int(rng.integers(1 << 62))
+
+    def play(self, params, trials: int, key: list[int]):
+        """Every row of ``params`` on the same ``trials`` worlds -> (returns [P, trials], steps played)."""
+        import numpy as np
+
+        starts, seed = self.worlds(key, trials)
+        rows = np.repeat(np.asarray(params, np.float32), trials, axis=0)
+        worlds = np.tile(np.arange(trials, dtype=np.int32), len(params))
+        res = self.env.rollout(rows, starts, worlds, seed)
+        return res.returns.reshape(len(params), trials), int(res.steps.sum())
+
+
 def run(cfg: TrainControllerConfig) -> dict:
     """Trains (or resumes) the controller; returns :func:`state_summary`."""
     validate(cfg)
+    import contextlib
+
     import cma
     import numpy as np
 
     from data_gen.envpool import EnvPool
-    from wm.agents.agent import run_episodes
+    from wm.agents import agent as agent_lib
 
     _guard(cfg)
-    n_jobs = cfg.popsize * cfg.trials
+    dreaming = cfg.env == "dream"
+    n_jobs = cfg.eval_episodes if dreaming else cfg.popsize * cfg.trials
     envs = cfg.envs or min(n_jobs, 256)
     workers = min(cfg.workers or os.cpu_count() or 1, envs)
     distribute.set_inference_threads(workers, cfg.inference_threads)  # before TensorFlow's first op
     agent = loading.load_agent(cfg.vae, cfg.mdnrnn, cfg.controller, cfg.inference_precision)
     ctrl = agent.controller
+    dream = _Dream(cfg, agent) if dreaming else None
+    state_path = fileio.join(cfg.workdir, STATE_NAME)
+    params_path = fileio.join(cfg.workdir, PARAMS_NAME)
+    state_bytes = fileio.read_bytes(state_path)
+    x0 = _init_mean(cfg, ctrl.num_params) if state_bytes is None else None  # checked before any write
     workdir.write_config(
         cfg.workdir,
         {
@@ -140,21 +235,17 @@ def run(cfg: TrainControllerConfig) -> dict:
             "env_id": cfg.env_id,
             "flags": dataclasses.asdict(cfg),
             "inference_precision": cfg.inference_precision,
+            **({"dream": {"dropout": dream.dropout, "starts": len(dream.starts)}} if dream else {}),
         },
     )
 
-    state_path = fileio.join(cfg.workdir, STATE_NAME)
-    params_path = fileio.join(cfg.workdir, PARAMS_NAME)
-    state_bytes = fileio.read_bytes(state_path)
     if state_bytes is not None:
         state = pickle.loads(state_bytes)
         np.random.set_state(state["np_random"])
         print(f"train_controller: resuming after generation {state['generation']}", file=sys.stderr)
     else:
         np.random.seed(cfg.seed)
-        es = cma.CMAEvolutionStrategy(
-            np.zeros(ctrl.num_params), cfg.sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9}
-        )
+        es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9})
         state = {"es": es, "generation": 0, "best_fitness": -np.inf, "best_eval": None, "records": []}
     # metrics.jsonl = exactly the finished generations' records (a killed run may have left more or fewer)
     workdir.MetricsLog(cfg.workdir).rewrite(state["records"])
@@ -168,26 +259,38 @@ def run(cfg: TrainControllerConfig) -> dict:
 
     eval_seeds = loading.track_seeds(cfg.seed, loading.IN_TRAINING_EVAL_STREAM, cfg.eval_episodes)
     log = RunLog(
-        "cma-es", cfg.workdir, total=cfg.generations, initial=state["generation"], unit="gen", progress=cfg.progress
+        "cma-es",
+        cfg.workdir,
+        total=cfg.generations,
+        initial=state["generation"],
+        unit="gen",
+        splits=(None, "dream", "real") if dreaming else (None,),
+        progress=cfg.progress,
     )
-    with log, stopping(), EnvPool(cfg.env_id, envs, workers, cfg.max_steps) as pool:
+    need_pool = not dreaming or cfg.eval_every > 0
+    pool_cm = EnvPool(cfg.env_id, envs, workers, cfg.max_steps) if need_pool else contextlib.nullcontext()
+    with log, stopping(), pool_cm as pool:
         while state["generation"] < cfg.generations:
             gen = state["generation"] + 1
             t0 = time.perf_counter()
             solutions = es.ask()
-            seeds = loading.track_seeds(cfg.seed, loading.TRAIN_STREAM, cfg.trials, offset=(gen - 1) * cfg.trials)
-            jobs = [(m, s) for m in range(cfg.popsize) for s in seeds]
-            results = run_episodes(pool, agent, np.stack(solutions), jobs, cfg.max_steps, cfg.early_stop)
-            fitness = np.array([r.ret for r in results]).reshape(cfg.popsize, cfg.trials).mean(axis=1)
+            if dreaming:
+                returns, steps = dream.play(np.stack(solutions), cfg.trials, [gen])
+                fitness = returns.mean(axis=1)
+            else:
+                seeds = loading.track_seeds(cfg.seed, loading.TRAIN_STREAM, cfg.trials, offset=(gen - 1) * cfg.trials)
+                jobs = [(m, s) for m in range(cfg.popsize) for s in seeds]
+                results = agent_lib.run_episodes(pool, agent, np.stack(solutions), jobs, cfg.max_steps, cfg.early_stop)
+                fitness = np.array([r.ret for r in results]).reshape(cfg.popsize, cfg.trials).mean(axis=1)
+                steps = sum(r.steps for r in results)
             es.tell(solutions, list(-fitness))
-            steps = sum(r.steps for r in results)
             record = {
                 "generation": gen,
                 "mean": float(fitness.mean()),
                 "max": float(fitness.max()),
                 "min": float(fitness.min()),
                 "sigma": float(es.sigma),
-                "env_steps": int(steps),
+                ("dream_steps" if dreaming else "env_steps"): int(steps),
                 "wall_time": time.perf_counter() - t0,
             }
             if fitness.max() > state["best_fitness"]:
@@ -195,9 +298,12 @@ def run(cfg: TrainControllerConfig) -> dict:
                 state["best_member"] = np.asarray(solutions[int(fitness.argmax())], np.float32)
             if cfg.eval_every and due(gen, cfg.eval_every, gen == cfg.generations):
                 mean_params = np.asarray(es.mean, np.float32)[None]
-                ev = run_episodes(pool, agent, mean_params, [(0, s) for s in eval_seeds], cfg.max_steps)
+                ev = agent_lib.run_episodes(pool, agent, mean_params, [(0, s) for s in eval_seeds], cfg.max_steps)
                 score = float(np.mean([r.ret for r in ev]))
                 record["eval_mean"] = score
+                record["eval_env_steps"] = int(sum(r.steps for r in ev))
+                if dreaming:  # the same parameters on fixed dream worlds: the dream-vs-real gap
+                    record["dream_eval_mean"] = float(dream.play(mean_params, cfg.eval_episodes, [0, 0])[0].mean())
                 if state["best_eval"] is None or score > state["best_eval"]["score"]:
                     state["best_eval"] = {"score": score, "params": mean_params[0], "generation": gen}
                 record["best_eval"] = state["best_eval"]["score"]
@@ -209,11 +315,15 @@ def run(cfg: TrainControllerConfig) -> dict:
             rate = steps / max(record["wall_time"], 1e-9)
             scalars = {
                 (f"return/{k}" if k in ("mean", "max", "min") else k): record[k]
-                for k in ("mean", "max", "min", "sigma", "eval_mean", "best_eval")
+                for k in ("mean", "max", "min", "sigma", "eval_mean", "best_eval", "dream_eval_mean")
                 if k in record
             }
-            log.record(record, step=gen, scalars={**scalars, "env_steps_per_sec": rate})
-            log.advance(1, f"mean={record['mean']:.1f} max={record['max']:.1f} {rate:.0f} steps/s")
+            log.record(record, step=gen, scalars={**scalars, ("dream" if dreaming else "env") + "_steps_per_sec": rate})
+            if "eval_mean" in record and dreaming:  # one TensorBoard chart: the mean's return, dream and real
+                log.record(None, step=gen, scalars={"mean_params_return": record["dream_eval_mean"]}, split="dream")
+                log.record(None, step=gen, scalars={"mean_params_return": record["eval_mean"]}, split="real")
+            unit = "dream steps/s" if dreaming else "steps/s"
+            log.advance(1, f"mean={record['mean']:.1f} max={record['max']:.1f} {rate:.0f} {unit}")
     summary = state_summary(state)
     print(
         f"train_controller: generation {state['generation']}, best fitness {summary['best_fitness']:.1f}"
