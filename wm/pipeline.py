@@ -12,6 +12,8 @@ unfinished one resumes, since every
 stage resumes from its own checkpoints. ``--set=STAGE.FLAG=VALUE`` overrides any flag of any
 stage; ``--strategy``/``--tpu`` go to the two training stages that use accelerators (V and M).
 ``WORKDIR/pipeline.json`` records each stage's command, status and wall time.
+``--set=train_controller.env=dream`` trains C in M's dream (on ``series/``), and M then gets its
+reward and terminal heads.
 
 Presets:
 
@@ -151,7 +153,13 @@ def _stages() -> dict[str, Stage]:
             "wm.train_controller",
             train_controller.TrainControllerConfig,
             train_controller.run,
-            lambda w: {"vae": j(w, "vae"), "mdnrnn": j(w, "mdnrnn"), "workdir": j(w, "controller")},
+            # the series starts dream episodes (--set=train_controller.env=dream); the real env ignores it
+            lambda w: {
+                "vae": j(w, "vae"),
+                "mdnrnn": j(w, "mdnrnn"),
+                "workdir": j(w, "controller"),
+                "series": j(w, "series"),
+            },
         ),
         "evaluate": Stage(
             "evaluate",
@@ -227,9 +235,13 @@ def build_configs(cfg: PipelineConfig) -> dict[str, Any]:
     stages = _stages()
     overrides = parse_overrides(cfg.overrides, stages)
     out = {}
+    controller_env = {**PRESETS[cfg.preset].get("train_controller", {}), **overrides.get("train_controller", {})}
+    dreaming = controller_env.get("env") == "dream"
     for name in STAGES:
         st = stages[name]
         values = dict(PRESETS[cfg.preset].get(name, {}))
+        if name == "train_mdnrnn" and dreaming:  # the dream needs M's reward and terminal heads
+            values.update(reward_head=True, terminal_head=True)
         values.update(st.paths(cfg.workdir))
         if name in ("train_vae", "train_mdnrnn"):
             values.update(strategy=cfg.strategy, tpu=cfg.tpu)

@@ -165,7 +165,11 @@ def _png(fig) -> bytes:
 
 
 def plot_controller(records: list[dict]) -> bytes:
-    """PNG of the CMA-ES population's mean, max and min return per generation, with eval points."""
+    """PNG of the CMA-ES population's mean, max and min return per generation, with eval points.
+
+    A dream-trained run (``dream_eval_mean`` in its records) also shows the CMA-ES mean's return in
+    the dream beside its real return: the gap between the two is what C exploits in M.
+    """
     gens = [r["generation"] for r in records]
     fig = _figure(8, 3.6)
     ax = fig.add_subplot()
@@ -178,6 +182,9 @@ def plot_controller(records: list[dict]) -> bytes:
     ev = [(r["generation"], r["eval_mean"]) for r in records if r.get("eval_mean") is not None]
     if ev:
         ax.plot(*zip(*ev), "o-", color="#d62728", ms=4, lw=1, label="eval (mean params)")
+    dream_ev = [(r["generation"], r["dream_eval_mean"]) for r in records if r.get("dream_eval_mean") is not None]
+    if dream_ev:
+        ax.plot(*zip(*dream_ev), "s--", color="#9467bd", ms=4, lw=1, label="mean params in the dream")
     top = max(r["max"] for r in records)
     if top > 0.5 * SOLVED:
         ax.axhline(SOLVED, color="#2ca02c", ls="--", lw=1, label=f"solved ({SOLVED:.0f})")
@@ -352,12 +359,13 @@ def _controller(page: _Page, workdir: str) -> None:
         )
         return
     last = records[-1]
-    steps = sum(r.get("env_steps", 0) for r in records)
+    steps = sum(r.get("env_steps", 0) + r.get("eval_env_steps", 0) for r in records)
+    dream_steps = sum(r.get("dream_steps", 0) for r in records)
     wall = sum(r.get("wall_time", 0.0) for r in records)
     best = max(records, key=lambda r: r["max"])
     facts = [
-        f"{len(records)} generations",
-        f"{steps:,} environment steps",
+        f"{len(records)} generations" + (" in the dream" if dream_steps else ""),
+        f"{steps:,} environment steps" + (f" and {dream_steps:,} dream steps" if dream_steps else ""),
         f"{_duration(wall)} of training",
         f"best member {best['max']:.1f} (generation {best['generation']})",
         f"final population mean {last['mean']:.1f}",

@@ -120,3 +120,16 @@ def test_the_paper_preset_batches_split_over_8_replicas(tmp_path):
     paper = pipeline.build_configs(pipeline.PipelineConfig(workdir=str(tmp_path), preset="paper"))
     for stage in ("train_vae", "train_mdnrnn"):
         assert paper[stage].batch_size % 8 == 0, (stage, paper[stage].batch_size)
+
+
+def test_a_dreaming_controller_gives_m_its_reward_and_terminal_heads(tmp_path):
+    build = lambda *o: pipeline.build_configs(  # noqa: E731
+        pipeline.PipelineConfig(workdir=str(tmp_path), preset="smoke", overrides=list(o))
+    )
+    real = build()
+    assert not real["train_mdnrnn"].reward_head and real["train_controller"].env == "real"
+    dream = build("train_controller.env=dream")
+    assert dream["train_mdnrnn"].reward_head and dream["train_mdnrnn"].terminal_head
+    assert dream["train_controller"].series == os.path.join(str(tmp_path), "series")
+    # an explicit setting still wins (and train_controller then refuses it with one line)
+    assert not build("train_controller.env=dream", "train_mdnrnn.reward_head=false")["train_mdnrnn"].reward_head

@@ -160,3 +160,17 @@ def test_empty_workdir_builds_and_missing_workdir_is_an_error(tmp_path):
     assert "pipeline.json" in text and "<html" in text
     with pytest.raises(UsageError, match="no such workdir"):
         report.build_report(str(tmp_path / "nope"))
+
+
+def test_a_dream_trained_controller_shows_its_dream_and_real_returns_on_one_plot(tmp_path):
+    rows = [
+        {"generation": g, "mean": 50.0 * g, "max": 60.0 * g, "min": 40.0 * g, "sigma": 0.1, "dream_steps": 1000}
+        for g in range(1, 5)
+    ]
+    for r in rows[1::2]:
+        r.update(eval_mean=10.0 * r["generation"], dream_eval_mean=55.0 * r["generation"], eval_env_steps=50)
+    _write_jsonl(str(tmp_path / "controller" / "metrics.jsonl"), rows)
+    text = _strip_tags(open(report.build_report(str(tmp_path))).read())
+    assert "4 generations in the dream" in text and "100 environment steps and 4,000 dream steps" in text
+    real_only = [{k: v for k, v in r.items() if k != "dream_eval_mean"} for r in rows]
+    assert report.plot_controller(rows) != report.plot_controller(real_only)
