@@ -52,3 +52,100 @@ def test_bad_flags(tiny_world, kw, msg):
     cfg.update(kw)
     with pytest.raises(UsageError, match=msg):
         dream.run(dream.DreamConfig(**cfg))
+
+
+# ---------------------------------------------------------------- --agent: a controller's real episode beside its dream
+
+# One generation of 2 candidates x 1 dream episode of at most 20 steps, no evaluation (it needs real episodes).
+TINY_AGENT = dict(
+    env="dream", popsize=2, trials=1, generations=1, workers=1, max_steps=20, eval_every=0, seed=0, progress=False
+)
+STEPS = 20
+
+
+@pytest.fixture(scope="module")
+def dream_agent(dream_world, tmp_path_factory) -> str:
+    """A CMA-ES controller workdir trained (barely) in dream_world's M."""
+    from helpers import world_config
+
+    from wm import train_controller as tc
+
+    wd = tmp_path_factory.mktemp("dream_agent") / "controller"
+    tc.run(world_config(tc.TrainControllerConfig, dream_world, wd, TINY_AGENT, series=dream_world["series"]))
+    return str(wd)
+
+
+def test_agent_plays_the_real_track_and_the_dream_side_by_side(dream_agent, dream_world, tmp_path, capsys):
+    from data_gen.envpool import EnvPool
+    from wm.agents import loading
+    from wm.agents.agent import run_episodes
+    from wm.agents.dream import DreamEnv
+
+    out = str(tmp_path / "gap.gif")
+    summary = dream.run(dream.DreamConfig(agent=dream_agent, out=out, track=1, max_steps=STEPS, scale=1, seed=3))
+    assert set(summary) >= {"real_return", "real_steps", "dream_return", "dream_steps", "out"}
+    assert summary["out"] == out and 1 <= summary["real_steps"] <= STEPS and 1 <= summary["dream_steps"] <= STEPS
+    frames = imageio.mimread(out)
+    assert len(frames) == max(summary["real_steps"], summary["dream_steps"]) and frames[0].shape[:2] == (64, 129)
+    assert os.listdir(os.path.join(dream_agent, "tensorboard", "dream_vs_real"))
+    line = capsys.readouterr().err
+    assert f"real {summary['real_return']:.1f} in {summary['real_steps']} steps" in line
+    assert f"dream {summary['dream_return']:.1f} in {summary['dream_steps']} steps" in line
+
+    # the same track as wm.evaluate --seed=3's episode 1, played as wm.evaluate plays it
+    agent, params, config = loading.load_policy(dream_agent)
+    seed = loading.track_seeds(3, loading.EVAL_STREAM, 2)[1]
+    assert summary["track_seed"] == seed
+    with EnvPool(config["env_id"], 1, 1, STEPS) as pool:
+        first = pool.reset({0: seed})[0].frame
+        (real,) = run_episodes(pool, agent, params, [(0, seed)], STEPS)
+    assert summary["real_return"] == pytest.approx(real.ret, abs=1e-6) and summary["real_steps"] == real.steps
+    # the dream: the same parameters from V's mean of the first frame, M's own dropout (0.2), seed 3
+    env = DreamEnv(agent.mdnrnn, agent.controller, STEPS, temperature=1.15, dropout=0.2)
+    res = env.rollout(params, agent.encode(first[None]).numpy(), np.zeros(1, np.int32), seed=3)
+    assert summary["dream_return"] == pytest.approx(float(res.returns[0]), rel=1e-5, abs=1e-6)
+    assert summary["dream_steps"] == int(res.steps[0]) and summary["dream_terminated"] == bool(res.terminated[0])
+
+
+def _fake_workdir(path, config: dict) -> str:
+    import json
+
+    os.makedirs(path)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+    return str(path)
+
+
+def test_agent_settings_that_cannot_work_are_one_line_and_write_nothing(dream_agent, tiny_world, tmp_path):
+    out = tmp_path / "none.gif"
+    ppo = _fake_workdir(tmp_path / "ppo", {"model": "controller", "algorithm": "ppo"})
+    unfinished = _fake_workdir(tmp_path / "unfinished", {"model": "controller", "algorithm": "cma-es"})
+    cases = [
+        ({"agent": ppo}, "is a PPO agent; wm.dream plays CMA-ES controllers"),
+        ({"agent": tiny_world["vae"]}, r"is not a CMA-ES controller workdir \(a 'vae' run\)"),
+        ({"agent": str(tmp_path)}, r"is not a CMA-ES controller workdir \(no config.json\)"),
+        ({"agent": unfinished}, "has no controller.npz yet"),
+        ({"agent": dream_agent, "mdnrnn": tiny_world["mdnrnn"]}, "M has no reward head"),
+        ({"agent": dream_agent, "dream_dropout": 0.99}, "--dream_dropout must be in"),
+        ({"agent": dream_agent, "out": str(tmp_path / "x.png")}, "must end in .gif or .mp4"),
+        ({"mdnrnn": tiny_world["mdnrnn"]}, "--vae is required"),  # without --agent, V and M stay required
+        ({"vae": tiny_world["vae"]}, "--mdnrnn is required"),
+    ]
+    for kw, msg in cases:
+        with pytest.raises(UsageError, match=msg):
+            dream.run(dream.DreamConfig(**{"out": str(out), "max_steps": STEPS, **kw}))
+    assert not out.exists() and not (tmp_path / "x.png").exists()
+
+
+def test_the_binary_says_what_is_missing_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "wm.dream", f"--out={tmp_path / 'd.gif'}"],
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("dream: error: --vae is required")
