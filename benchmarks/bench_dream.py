@@ -162,6 +162,11 @@ def real_agent_rate(episodes: int, max_steps: int) -> tuple[float, int, str]:
     return total, episodes * max_steps, out.strip()
 
 
+def busy() -> int:
+    """How many pytest processes are running on the machine now (other jobs sharing the cores)."""
+    return len(subprocess.run(["pgrep", "-f", "pytest"], capture_output=True, text=True).stdout.split())
+
+
 def fmt_time(seconds: float) -> str:
     return f"{seconds:,.1f} s" if seconds < 120 else f"{seconds / 60:,.1f} min"
 
@@ -181,8 +186,7 @@ def main() -> None:
     )
     p.add_argument("--real_max_steps", type=int, default=300, help="steps per bench_evaluate.py episode")
     a = p.parse_args()
-    busy = subprocess.run(["pgrep", "-f", "pytest"], capture_output=True, text=True).stdout.split()
-    print(f"cores: {os.cpu_count()}; TensorFlow {tf.__version__}; pytest processes running: {len(busy)}", flush=True)
+    print(f"cores: {os.cpu_count()}; TensorFlow {tf.__version__}; pytest processes running: {busy()}", flush=True)
 
     m = MDNRNN(z_size=Z, action_size=A, hidden=H, mixtures=K, reward_head=True, terminal_head=True)
     m.terminal.bias.assign([TERMINAL_BIAS])
@@ -197,7 +201,7 @@ def main() -> None:
         gemm.append(matmul_gflops())
         print(
             f"round {r}: {latest('dream', VARIANTS, rates, ',.0f')} steps/s; stock env {base[-1]:.0f} steps/s; "
-            f"matmul {gemm[-1]:.1f} GFLOP/s",
+            f"matmul {gemm[-1]:.1f} GFLOP/s; pytest processes running: {busy()}",
             flush=True,
         )
 
@@ -221,9 +225,12 @@ def main() -> None:
     per_step = sum(flops.values())
     print("matmul FLOPs per dream step (one row): " + ", ".join(f"{k} {v:,}" for k, v in flops.items()))
     print(f"  total {per_step:,} FLOPs per dream step (elementwise ops not counted)")
-    practical = statistics.median(gemm)
+    practical = max(gemm)
+    print(
+        f"practical bound: {practical:.1f} GFLOP/s ({MATMUL_N} x {MATMUL_N} float32 tf.matmul, best round; "
+        f"median {statistics.median(gemm):.1f})"
+    )
     peak, how = peak_gflops()
-    print(f"practical bound: {practical:.1f} GFLOP/s ({MATMUL_N} x {MATMUL_N} float32 tf.matmul, median of rounds)")
     print(f"theoretical peak: {f'{peak:.1f} GFLOP/s' if peak else 'unknown'} ({how})")
     if peak and practical > peak:
         ghz = practical / (peak / float(re.search(r"x ([\d.]+) GHz", how)[1]))
@@ -241,7 +248,7 @@ def main() -> None:
     print(f"  dream[{fast}]: {fmt_time(dream_gen)}{scaled}")
     if a.real_episodes:
         total, n, out = real_agent_rate(a.real_episodes, a.real_max_steps)
-        print("  " + out.replace("\n", "\n  "))
+        print("  " + out.replace("\n", "\n  ") + f"\n  pytest processes running after it: {busy()}")
         what = (
             f"extrapolated from up to {n:,} measured steps at {total:.0f} steps/s (bench_evaluate.py: V+M+C, "
             f"{a.real_episodes} envs in flight, all cores)"

@@ -190,7 +190,7 @@ class DreamEnv:
         done = tf.zeros([n], tf.bool)
         terminated = tf.zeros([n], tf.bool)
         zs = tf.TensorArray(tf.float32, size=self.max_steps if record else 0, element_shape=[None, self.z_size])
-        acts = tf.TensorArray(tf.float32, size=self.max_steps if record else 0, element_shape=[None, 3])
+        acts = tf.TensorArray(tf.float32, size=self.max_steps if record else 0, element_shape=[None, self.action_size])
 
         def body(t, z, h, c, ret, steps, done, terminated, zs, acts):
             u, eps = self.noise(seed, t, num_worlds)

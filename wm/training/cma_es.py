@@ -65,7 +65,7 @@ class TrainControllerConfig(loading.WorldFlags):
     )
     jit_compile: str = option(
         "auto",
-        help="XLA for the dream rollout (--env=dream); auto: on when a GPU is visible.",
+        help="XLA for the dream rollout (--env=dream); auto: on (1.4x faster on CPU, see BENCHMARKS.md).",
         choices=distribute.JIT_MODES,
     )
     init_from: str = option("", help="A controller workdir whose controller.npz is a fresh run's CMA-ES start.")
@@ -169,13 +169,12 @@ class _Dream:
     """The dream side of a run: the environment, its start latents and the worlds of each generation."""
 
     def __init__(self, cfg: TrainControllerConfig, agent):
-        import tensorflow as tf
-
         from wm.agents.dream import DreamEnv, start_latents
 
         m = agent.mdnrnn
         dropout = m.dropout if cfg.dream_dropout < 0 else cfg.dream_dropout
-        jit = distribute.resolve_jit(cfg.jit_compile, distribute.device_type(tf.distribute.get_strategy()))
+        # unlike V's and M's train steps, the dream loop is faster under XLA on CPUs too
+        jit = cfg.jit_compile != "off"
         self.env = DreamEnv(m, agent.controller, cfg.max_steps, cfg.temperature, dropout, jit)
         self.starts = start_latents(cfg.series, cfg.dream_start, seed=cfg.seed)
         self.cfg, self.dropout = cfg, dropout
