@@ -165,6 +165,7 @@ def run_episodes(
     | None = None,
     raw_jobs: frozenset[int] = frozenset(),
     groups: int = 2,
+    record_jobs: frozenset[int] | None = None,
 ) -> list[EpisodeResult]:
     """Plays every job (row of ``params``, environment seed) to its end; returns results in job order.
 
@@ -176,8 +177,11 @@ def run_episodes(
     ``early_stop`` > 0 ends an episode when no new road tile was reached for that many steps
     (off by default). ``on_step(steps, actions, z, slot_jobs)`` sees every step of the jobs in
     ``raw_jobs`` (their raw frames included; ``actions`` is empty for an episode's first frame),
-    e.g. to record videos. Jobs on a worker that dies start again from their beginning.
+    e.g. to record videos; ``record_jobs`` (default: ``raw_jobs``) widens what ``on_step`` sees
+    without asking the workers for raw frames. Jobs on a worker that dies start again from their
+    beginning (``on_step`` then sees their first frame again).
     """
+    seen_jobs = raw_jobs if record_jobs is None else raw_jobs | record_jobs
     params = np.asarray(params, np.float32)
     queue = list(range(len(jobs)))[::-1]  # pop() takes the next job
     results: dict[int, EpisodeResult] = {}
@@ -197,7 +201,7 @@ def run_episodes(
         for s, st in out.items():
             sl = slots[s]
             frames[s] = st.frame
-            if sl.job in raw_jobs:
+            if sl.job in seen_jobs:
                 seen[s] = st
             if sl.fresh:
                 sl.fresh, sl.best_tiles = False, st.tiles

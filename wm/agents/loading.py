@@ -106,22 +106,29 @@ def _load_ppo(agent_dir: str, config: dict, precision: str):
     return policy, np.zeros((1, 1), np.float32), config
 
 
+def load_policy_config(agent_dir: str) -> dict:
+    """The config of a trained controller workdir, checked without loading any model: UsageError
+    (one line) if it is not an agent workdir, or a CMA-ES one without ``controller.npz`` yet."""
+    config = workdir.read_config(agent_dir)
+    if config is None:
+        raise UsageError(f"{agent_dir} is not an agent workdir (no {workdir.CONFIG_NAME})")
+    if config.get("model") != "controller":
+        raise UsageError(f"{agent_dir} holds a {config.get('model')!r} run, not a trained agent")
+    if config.get("algorithm") != "ppo" and not fileio.exists(fileio.join(agent_dir, PARAMS_NAME)):
+        raise UsageError(f"{agent_dir} has no {PARAMS_NAME} yet: train at least one generation")
+    return config
+
+
 def load_policy(agent_dir: str, precision: str = ""):
     """(agent, params [1, n], config) of a trained controller workdir, CMA-ES or PPO.
 
     Both kinds have the same ``act``/``initial_state`` surface for ``run_episodes``; a PPO policy
     ignores its (dummy) parameters. ``precision`` overrides V's encoder precision while acting.
     """
-    config = workdir.read_config(agent_dir)
-    if config is None:
-        raise UsageError(f"{agent_dir} is not an agent workdir (no {workdir.CONFIG_NAME})")
-    if config.get("model") != "controller":
-        raise UsageError(f"{agent_dir} holds a {config.get('model')!r} run, not a trained agent")
+    config = load_policy_config(agent_dir)  # before loading V and M, which takes seconds
     if config.get("algorithm") == "ppo":
         return _load_ppo(agent_dir, config, precision)
     ppath = fileio.join(agent_dir, PARAMS_NAME)
-    if not fileio.exists(ppath):  # before loading V and M, which takes seconds
-        raise UsageError(f"{agent_dir} has no {PARAMS_NAME} yet: train at least one generation")
     agent = load_agent(
         config["vae"],
         config["mdnrnn"],

@@ -1,0 +1,174 @@
+"""Rollouts played by a trained agent, for iterative training (the paper's "iterative training procedure").
+
+    python -m wm.collect --agent=runs/demo/controller --out_dir=runs/demo/iter1/rollouts \\
+        --episodes=40 --param_noise=0.05 [--seed=1]
+
+The data is in the public rollout format (``data_gen.generate``'s), written by the same
+crash-safe writer: shards are renamed into place only when complete and ``manifest.json`` is
+written last, so rerunning the same command after a kill keeps the finished shards and redoes
+the rest; a directory holding another run is refused. Episode i's track and its exploration
+noise come from ``(--seed, i)`` (:mod:`wm.agents.collect`: per-episode Gaussian noise of
+standard deviation ``--param_noise`` on the controller's parameters; 0 plays the agent itself),
+so the same flags give the same episodes. The manifest records the policy: the agent's workdir,
+its algorithm, the hash and provenance of its parameters, and the noise. PPO agents play their
+mean action and take no parameter noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+import time
+
+from data_gen import rollout
+from tfrecords import fileio, schema, writer
+from tfrecords.cli import UsageError, check, option, run_binary
+from wm.agents import loading
+from wm.core import distribute
+
+SHARD_PREFIX = "rollouts"
+
+
+@dataclasses.dataclass
+class CollectConfig:
+    """Everything ``run`` needs (the flags of ``python -m wm.collect``)."""
+
+    agent: str = option(help="A trained controller workdir (wm.train_controller or wm.train_ppo).", required=True)
+    out_dir: str = option(help="Directory for the shards and manifest.json.", required=True)
+    episodes: int = option(16, help="Number of episodes.", min=1)
+    max_steps: int = option(1000, help="Maximum steps per episode.", min=1)
+    param_noise: float = option(
+        0.05, help="Standard deviation of per-episode Gaussian noise on the controller's parameters.", min=0
+    )
+    seed: int = option(1, help="Run seed; episode i's track and noise come from (seed, i).")
+    episodes_per_shard: int = option(8, help="Episodes per TFRecord shard.", min=1)
+    workers: int = option(0, help="Environment worker processes (0: one per core).", min=0)
+    envs: int = option(0, help="Environments in flight (0: all episodes, at most 16).", min=0)
+    env_id: str = option("", help="Gymnasium environment id (default: the one the agent trained on).")
+    writer: str = option("auto", help="Shard compression (as data_gen.generate's --writer).", choices=writer.WRITERS)
+    progress: bool = option(True, help="Show a progress bar.")
+
+
+def validate(cfg: CollectConfig) -> None:
+    """Raises UsageError with a one-line message for bad settings."""
+    check(cfg)
+    if cfg.env_id:
+        rollout.check_env_id(cfg.env_id)
+
+
+def _params_sha(agent_dir: str) -> str:
+    data = fileio.read_bytes(fileio.join(agent_dir, loading.PARAMS_NAME))
+    return hashlib.sha256(data).hexdigest()[:16] if data is not None else ""
+
+
+def run(cfg: CollectConfig) -> dict:
+    """Collects (or finishes) the dataset; returns its manifest."""
+    validate(cfg)
+    import numpy as np
+    from tqdm import tqdm
+
+    from data_gen.envpool import EnvPool
+    from wm.agents.agent import run_episodes
+    from wm.agents.collect import EpisodeRecorder, episode_params
+
+    config = loading.load_policy_config(cfg.agent)
+    algorithm = config.get("algorithm", "cma-es")
+    if algorithm == "ppo" and cfg.param_noise:
+        raise UsageError("--param_noise applies to CMA-ES controllers; give --param_noise=0 for a PPO agent")
+    env_id = cfg.env_id or config.get("env_id", rollout.DEFAULT_ENV_ID)
+    policy = {
+        "kind": "agent",
+        "agent": fileio.abspath(cfg.agent),
+        "algorithm": algorithm,
+        "params_sha256": _params_sha(cfg.agent),
+        "param_noise": cfg.param_noise,
+    }
+    spec = {
+        "episodes": cfg.episodes,
+        "max_steps": cfg.max_steps,
+        "policy": policy,
+        "seed": cfg.seed,
+        "episodes_per_shard": cfg.episodes_per_shard,
+        "env_id": env_id,
+        "full_frame": False,
+    }
+    plans = writer.plan_shards(cfg.episodes, cfg.episodes_per_shard, SHARD_PREFIX)
+    out = writer.ShardedRun(cfg.out_dir, schema.KIND_ROLLOUTS, spec, plans)
+    try:
+        if out.prepare():
+            manifest = fileio.read_json(out.manifest_path)
+            print(f"collect: {cfg.out_dir} is already complete ({manifest['episodes']} episodes)", file=sys.stderr)
+            return manifest
+    except writer.RunMismatchError:
+        raise
+    except Exception as e:  # gfile raises OSError or tf.errors.OpError subclasses
+        raise UsageError(f"cannot write to {cfg.out_dir}: {getattr(e, 'message', e)}") from None
+    pending = out.pending()
+    items = [i for p in pending for i in p.items]
+    envs = cfg.envs or min(len(items), 16)
+    workers = min(cfg.workers or os.cpu_count() or 1, envs)
+    distribute.set_inference_threads(workers)  # before TensorFlow's first op
+    agent, params, _ = loading.load_policy(cfg.agent)
+
+    rows, seeds = [], {}
+    for job, index in enumerate(items):
+        env_seed, p = episode_params(params, cfg.param_noise if algorithm != "ppo" else 0.0, cfg.seed, index)
+        rows.append(p)
+        seeds[job] = env_seed
+    shard_of = {index: p for p in pending for index in p.items}
+    done: dict[int, schema.Episode] = {}
+    bar = tqdm(total=cfg.episodes, initial=cfg.episodes - len(items), unit="ep", desc="collect", file=sys.stderr)
+    bar.disable = not cfg.progress
+    returns: list[float] = []
+
+    def on_episode(job: int, ep: schema.Episode) -> None:
+        index = items[job]
+        done[index] = ep
+        returns.append(ep.total_reward)
+        bar.update(1)
+        bar.set_postfix_str(f"return {np.mean(returns):.0f}")
+        plan = shard_of[index]
+        if all(i in done for i in plan.items):  # a whole shard: write it now
+            writer.write_shard(cfg.out_dir, plan, [done.pop(i) for i in plan.items], writer=cfg.writer)
+
+    recorder = EpisodeRecorder(seeds, cfg.max_steps, on_episode)
+    t0 = time.perf_counter()
+    try:
+        with EnvPool(env_id, envs, workers, cfg.max_steps) as pool:
+            results = run_episodes(
+                pool,
+                agent,
+                np.stack(rows),
+                [(job, seeds[job]) for job in range(len(items))],
+                cfg.max_steps,
+                on_step=recorder.on_step,
+                record_jobs=frozenset(range(len(items))),
+            )
+    finally:
+        bar.close()
+    steps = sum(r.steps for r in results)
+    manifest = out.finalize(
+        {
+            "env_id": env_id,
+            "frame_shape": list(schema.FRAME_SHAPE),
+            "policy": policy,
+            "agent_source": {k: config.get(k) for k in ("vae", "mdnrnn", "algorithm")},
+            "flags": dataclasses.asdict(cfg),
+            "versions": writer.package_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
+    rate = steps / max(time.perf_counter() - t0, 1e-9)
+    print(
+        f"collect: wrote {manifest['episodes']} episodes, {manifest['frames']} frames in {len(plans)} shards to "
+        f"{cfg.out_dir} (mean return {manifest['mean_return']:.1f}, noise {cfg.param_noise:g}); "
+        f"{rate:.0f} env steps/s",
+        file=sys.stderr,
+    )
+    return manifest
+
+
+if __name__ == "__main__":
+    run_binary(CollectConfig, run, "collect")
