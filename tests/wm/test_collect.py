@@ -41,7 +41,8 @@ def test_collects_the_agents_noisy_episodes_in_the_public_format(agent_dir, tiny
     assert manifest["kind"] == "rollouts" and manifest["episodes"] == 3 and len(manifest["shards"]) == 2
     assert manifest["policy"]["kind"] == "agent" and manifest["policy"]["param_noise"] == 0.1
     assert manifest["policy"]["agent"] == os.path.abspath(agent_dir) and manifest["policy"]["params_sha256"]
-    eps = {int(e["seed"]): {k: v.numpy() for k, v in e.items()} for e in tfrecords.episodes_dataset(str(tmp_path / "a"))}
+    read = tfrecords.episodes_dataset(str(tmp_path / "a"))
+    eps = {int(e["seed"]): {k: v.numpy() for k, v in e.items()} for e in read}
     # the same episodes played directly by the agent with the same per-episode parameters and tracks
     agent, params, _ = loading.load_policy(agent_dir)
     jobs = [episode_params(params, 0.1, 0, i) for i in range(3)]
