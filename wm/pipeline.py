@@ -15,6 +15,16 @@ stage; ``--strategy``/``--tpu`` go to the two training stages that use accelerat
 ``--set=train_controller.env=dream`` trains C in M's dream (on ``series/``), and M then gets its
 reward and terminal heads.
 
+Iterative training (``--iterations=K``, 0 by default): after the first pass, K iterations of
+``collect@k`` (``wm.collect``: rollouts played by the current ``controller/`` with parameter noise,
+into ``iter_k/rollouts``) -> ``encode@k`` (``iter_k/series``) -> ``train_mdnrnn@k`` (M continued
+in ``mdnrnn/`` on every series so far, ``iteration.mdnrnn_steps`` more steps) ->
+``train_controller@k`` (CMA-ES continued in ``controller/`` from its current state in the new M,
+``iteration.generations`` more, ending with a real evaluation of its mean), then ``evaluate`` and
+``report`` of the final ``controller/``. ``--set=collect.FLAG=V`` sets every ``collect@k``;
+``--set=iteration.generations=N`` / ``iteration.mdnrnn_steps=N`` the increments. Raising K later
+runs only the new iterations (and what follows them).
+
 Presets:
 
 * ``smoke``: seconds; for tests.
@@ -40,6 +50,15 @@ from tfrecords.cli import UsageError, check, option, parse_value, run_binary
 from wm.core import distribute
 
 STAGES = ("generate", "train_vae", "encode", "train_mdnrnn", "dream", "train_controller", "evaluate", "report")
+ITERATION_STAGES = ("collect", "encode", "train_mdnrnn", "train_controller")  # one iteration, in order
+
+
+def stage_names(iterations: int) -> list[str]:
+    """Every stage of a run with ``iterations`` iterations, in order (``collect@2``: iteration 2's)."""
+    names = list(STAGES[:-2])
+    for k in range(1, iterations + 1):
+        names += [f"{n}@{k}" for n in ITERATION_STAGES]
+    return names + list(STAGES[-2:])
 
 
 def _cpu_bf16() -> bool:
@@ -59,6 +78,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "dream": dict(steps=10, scale=2),
         "train_controller": dict(popsize=2, trials=1, generations=2, workers=1, max_steps=20, eval_every=0),
         "evaluate": dict(episodes=2, max_steps=20, workers=1),
+        "collect": dict(episodes=2, max_steps=20, episodes_per_shard=1, workers=1),
+        "iteration": dict(mdnrnn_steps=2, generations=1),
     },
     "quickstart": {
         "generate": dict(episodes=120, max_steps=1000, episodes_per_shard=10, workers=os.cpu_count() or 1),
@@ -72,6 +93,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train_controller": dict(popsize=16, trials=2, generations=50, max_steps=1000, eval_every=10, eval_episodes=4,
                                  early_stop=50),
         "evaluate": dict(episodes=20, max_steps=1000),
+        "collect": dict(episodes=40, max_steps=1000, episodes_per_shard=10),
+        "iteration": dict(mdnrnn_steps=100, generations=20),
     },
     "paper": {
         # batches of 104, the multiple of 8 nearest the paper's 100: 8-replica TPUs (v2-8, v3-8, Colab's,
@@ -83,9 +106,20 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "dream": dict(steps=300, temperature=1.15),
         "train_controller": dict(popsize=64, trials=16, generations=2000, eval_every=25, eval_episodes=1024),
         "evaluate": dict(episodes=100, max_steps=1000),
+        "collect": dict(episodes=1000, max_steps=1000, episodes_per_shard=50),
+        "iteration": dict(mdnrnn_epochs=2, generations=200),
     },
 }
 # fmt: on
+
+
+@dataclasses.dataclass
+class IterationConfig:
+    """How much each iteration adds (``--set=iteration.FIELD=VALUE``)."""
+
+    mdnrnn_steps: int = option(100, help="M's extra training steps per iteration (M trained by --steps).", min=0)
+    mdnrnn_epochs: int = option(2, help="M's extra epochs per iteration (M trained by --epochs).", min=0)
+    generations: int = option(20, help="CMA-ES's extra generations per iteration.", min=0)
 
 
 # ---------------------------------------------------------------- stages
@@ -104,7 +138,7 @@ class Stage:
 
 def _stages() -> dict[str, Stage]:
     from data_gen import generate
-    from wm import dream, encode, evaluate, report, train_controller, train_mdnrnn, train_vae
+    from wm import collect, dream, encode, evaluate, report, train_controller, train_mdnrnn, train_vae
 
     j = fileio.join
     return {
@@ -169,22 +203,32 @@ def _stages() -> dict[str, Stage]:
             lambda w: {"agent": j(w, "controller"), "video_dir": j(w, "videos")},
         ),
         "report": Stage("report", "wm.report", report.ReportConfig, report.run, lambda w: {"workdir": w}),
+        # the iterations' own stage (the others repeat train_mdnrnn's, encode's and train_controller's)
+        "collect": Stage(
+            "collect",
+            "wm.collect",
+            collect.CollectConfig,
+            collect.run,
+            lambda w: {"agent": j(w, "controller"), "out_dir": j(w, "iter_1", "rollouts")},
+        ),
     }
 
 
 def parse_overrides(items: list[str], stages: dict[str, Stage]) -> dict[str, dict[str, Any]]:
     """``["train_vae.batch_size=256", ...]`` -> ``{"train_vae": {"batch_size": 256}}``, typed and checked by the
-    stages' config fields (the same metadata their flags come from)."""
+    stages' config fields (the same metadata their flags come from); ``iteration.FIELD`` sets
+    :class:`IterationConfig`."""
+    classes = {name: st.config_cls for name, st in stages.items()} | {"iteration": IterationConfig}
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         stage, dot, field = key.partition(".")
         if not sep or not dot:
             raise UsageError(f"--set takes STAGE.FLAG=VALUE, got {item!r}")
-        if stage not in stages:
-            raise UsageError(f"--set: unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        if stage not in classes:
+            raise UsageError(f"--set: unknown stage {stage!r}; stages: {', '.join([*STAGES, 'collect', 'iteration'])}")
         try:
-            out.setdefault(stage, {})[field] = parse_value(stages[stage].config_cls, field, raw)
+            out.setdefault(stage, {})[field] = parse_value(classes[stage], field, raw)
         except UsageError as e:
             raise UsageError(f"--set {item!r}: {stage} {e}") from None
     return out
@@ -223,7 +267,12 @@ class PipelineConfig:
     overrides: list[str] = option(
         help="Override a stage flag: STAGE.FLAG=VALUE (repeatable).", flag="set", default_factory=list
     )
-    stages: str = option("", help="Comma-separated stages to run (default: all, in order).")
+    stages: str = option(
+        "", help="Comma-separated stages to run (default: all, in order; collect, encode... include their iterations')."
+    )
+    iterations: int = option(
+        0, help="Iterations after the first pass: collect with the agent, encode, continue M, continue C.", min=0
+    )
     progress: bool = option(True, help="Show progress bars.")
 
 
@@ -250,6 +299,30 @@ def build_configs(cfg: PipelineConfig) -> dict[str, Any]:
             values["progress"] = cfg.progress
         values.update(overrides.get(name, {}))
         out[name] = st.config_cls(**values)
+    out.update(iteration_configs(cfg, out, stages, overrides))
+    return out
+
+
+def iteration_configs(cfg: PipelineConfig, base: dict[str, Any], stages: dict[str, Stage], overrides: dict) -> dict:
+    """The configs of iterations 1..K: collect with the current agent, encode, continue M, continue C."""
+    it = IterationConfig(**{**PRESETS[cfg.preset].get("iteration", {}), **overrides.get("iteration", {})})
+    check(it)
+    j, w = fileio.join, cfg.workdir
+    out: dict[str, Any] = {}
+    for k in range(1, cfg.iterations + 1):
+        series = ",".join([j(w, "series")] + [j(w, f"iter_{i}", "series") for i in range(1, k + 1)])
+        rollouts = j(w, f"iter_{k}", "rollouts")
+        collect_values = {**PRESETS[cfg.preset].get("collect", {}), "agent": j(w, "controller"), "out_dir": rollouts}
+        collect_values.update(seed=k, progress=cfg.progress)  # seed k: tracks no other iteration (or generate) used
+        collect_values.update(overrides.get("collect", {}))
+        out[f"collect@{k}"] = stages["collect"].config_cls(**collect_values)
+        out[f"encode@{k}"] = dataclasses.replace(base["encode"], data=rollouts, out_dir=j(w, f"iter_{k}", "series"))
+        m = base["train_mdnrnn"]
+        more = {"steps": m.steps + k * it.mdnrnn_steps} if m.steps else {"epochs": m.epochs + k * it.mdnrnn_epochs}
+        out[f"train_mdnrnn@{k}"] = dataclasses.replace(m, series=series, **more)
+        c = base["train_controller"]
+        more_gens = c.generations + k * it.generations
+        out[f"train_controller@{k}"] = dataclasses.replace(c, series=series, generations=more_gens)
     return out
 
 
@@ -257,10 +330,12 @@ def run(cfg: PipelineConfig) -> dict:
     """Runs (or resumes) the pipeline; returns the contents of pipeline.json."""
     configs = build_configs(cfg)
     stages = _stages()
-    selected = [s.strip() for s in cfg.stages.split(",") if s.strip()] or list(STAGES)
-    unknown = [s for s in selected if s not in STAGES]
+    names = stage_names(cfg.iterations)
+    known = set(names) | set(STAGES) | set(ITERATION_STAGES)
+    selected = [s.strip() for s in cfg.stages.split(",") if s.strip()] or list(names)
+    unknown = [s for s in selected if s not in known]
     if unknown:
-        raise UsageError(f"--stages: unknown {unknown}; stages: {', '.join(STAGES)}")
+        raise UsageError(f"--stages: unknown {unknown}; stages: {', '.join(names)}")
     fileio.makedirs(fileio.join(cfg.workdir, ".pipeline"))
     status_path = fileio.join(cfg.workdir, "pipeline.json")
     status = fileio.read_json(status_path) or {
@@ -268,17 +343,18 @@ def run(cfg: PipelineConfig) -> dict:
         "stages": [],
     }
     status["preset"] = cfg.preset
+    status["iterations"] = cfg.iterations
     by_name = {s["name"]: s for s in status["stages"]}
-    status["stages"] = [by_name.get(n, {"name": n, "status": "pending", "wall_time": None}) for n in STAGES]
+    status["stages"] = [by_name.get(n, {"name": n, "status": "pending", "wall_time": None}) for n in names]
     entries = {s["name"]: s for s in status["stages"]}
     upstream = None  # the token of the previous stage's finished output
-    for name in STAGES:
-        st, stage_cfg = stages[name], configs[name]
+    for name in names:
+        st, stage_cfg = stages[name.split("@")[0]], configs[name]
         entry = entries[name]
         entry["command"] = command_line(st, stage_cfg)
         marker_path = fileio.join(cfg.workdir, ".pipeline", f"{name}.json")
         marker = fileio.read_json(marker_path) or {}
-        if name not in selected:
+        if name not in selected and name.split("@")[0] not in selected:
             upstream = marker.get("token")
             continue
         fingerprint = json.loads(json.dumps(dataclasses.asdict(stage_cfg), default=str))

@@ -1,5 +1,6 @@
 """wm.pipeline: the smoke preset end to end, a rerun skips every stage, a killed stage resumes."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -133,3 +134,25 @@ def test_a_dreaming_controller_gives_m_its_reward_and_terminal_heads(tmp_path):
     assert dream["train_controller"].series == os.path.join(str(tmp_path), "series")
     # an explicit setting still wins (and train_controller then refuses it with one line)
     assert not build("train_controller.env=dream", "train_mdnrnn.reward_head=false")["train_mdnrnn"].reward_head
+
+
+def test_smoke_with_one_dream_iteration_end_to_end_then_a_second_runs_only_the_new_one(tmp_path):
+    wd = str(tmp_path / "iter")
+    dream = ["train_controller.env=dream", "train_controller.eval_every=1", "train_controller.eval_episodes=1"]
+    cfg = pipeline.PipelineConfig(workdir=wd, preset="smoke", progress=False, iterations=1, overrides=dream)
+    pipeline.run(cfg)
+    st = _status(wd)
+    names = pipeline.stage_names(1)
+    assert names[6:10] == ["collect@1", "encode@1", "train_mdnrnn@1", "train_controller@1"]
+    assert [st[n]["status"] for n in names] == ["done"] * len(names)
+    manifest = json.load(open(os.path.join(wd, "iter_1", "rollouts", "manifest.json")))
+    assert manifest["policy"]["agent"] == os.path.join(wd, "controller") and manifest["episodes"] == 2
+    assert "iter_1/series" in st["train_mdnrnn@1"]["command"] and "--steps=6" in st["train_mdnrnn@1"]["command"]
+    with open(os.path.join(wd, "controller", "metrics.jsonl")) as f:
+        recs = [json.loads(line) for line in f]
+    assert [r["generation"] for r in recs] == [1, 2, 3] and all("dream_eval_mean" in r for r in recs)
+    # two iterations: the first pass and iteration 1 are skipped, iteration 2 and what follows run
+    pipeline.run(dataclasses.replace(cfg, iterations=2))
+    st = _status(wd)
+    assert all(st[n]["status"] == "skipped" for n in pipeline.stage_names(1)[:10])
+    assert all(st[n]["status"] == "done" for n in pipeline.stage_names(2)[10:])
