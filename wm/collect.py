@@ -10,8 +10,10 @@ the rest; a directory holding another run is refused. Episode i's track and its 
 noise come from ``(--seed, i)`` (:mod:`wm.agents.collect`: per-episode Gaussian noise of
 standard deviation ``--param_noise`` on the controller's parameters; 0 plays the agent itself),
 so the same flags give the same episodes. The manifest records the policy: the agent's workdir,
-its algorithm, the hash and provenance of its parameters, and the noise. PPO agents play their
-mean action and take no parameter noise.
+its algorithm, the hash and provenance of its parameters, and the noise; and ``model_errors``:
+how well the agent's M, before training on this data, predicts it (z_{t+1} NLL, reward-head
+squared error, and the error of the return M predicts along each real episode; episode means).
+PPO agents play their mean action and take no parameter noise.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def run(cfg: CollectConfig) -> dict:
 
     from data_gen.envpool import EnvPool
     from wm.agents.agent import run_episodes
-    from wm.agents.collect import EpisodeRecorder, episode_params
+    from wm.agents.collect import EpisodeRecorder, episode_params, model_errors
 
     config = loading.load_policy_config(cfg.agent)
     algorithm = config.get("algorithm", "cma-es")
@@ -119,18 +121,24 @@ def run(cfg: CollectConfig) -> dict:
         seeds[job] = env_seed
     shard_of = {index: p for p in pending for index in p.items}
     done: dict[int, schema.Episode] = {}
+    errors_path = fileio.join(cfg.out_dir, writer.INCOMPLETE_DIR, "model_errors.json")
+    errors: dict[int, dict] = {int(k): v for k, v in (fileio.read_json(errors_path) or {}).items()}
     bar = tqdm(total=cfg.episodes, initial=cfg.episodes - len(items), unit="ep", desc="collect", file=sys.stderr)
     bar.disable = not cfg.progress
     returns: list[float] = []
+    m_model = getattr(agent, "mdnrnn", None)
 
-    def on_episode(job: int, ep: schema.Episode) -> None:
+    def on_episode(job: int, ep: schema.Episode, z) -> None:
         index = items[job]
         done[index] = ep
+        if m_model is not None:
+            errors[index] = model_errors(m_model, z, ep)
         returns.append(ep.total_reward)
         bar.update(1)
         bar.set_postfix_str(f"return {np.mean(returns):.0f}")
         plan = shard_of[index]
-        if all(i in done for i in plan.items):  # a whole shard: write it now
+        if all(i in done for i in plan.items):  # a whole shard: write it now (M's errors first: they survive a kill)
+            fileio.write_json_atomic(errors_path, {str(k): v for k, v in sorted(errors.items())})
             writer.write_shard(cfg.out_dir, plan, [done.pop(i) for i in plan.items], writer=cfg.writer)
 
     recorder = EpisodeRecorder(seeds, cfg.max_steps, on_episode)
@@ -149,6 +157,11 @@ def run(cfg: CollectConfig) -> dict:
     finally:
         bar.close()
     steps = sum(r.steps for r in results)
+    extra = {}
+    if errors:  # M's error on this data before training on it, averaged over episodes
+        keys = sorted({k for e in errors.values() for k in e})
+        extra["model_errors"] = {k: float(np.mean([e[k] for e in errors.values() if k in e])) for k in keys}
+        extra["model_errors"]["mdnrnn"] = config.get("mdnrnn")
     manifest = out.finalize(
         {
             "env_id": env_id,
@@ -158,13 +171,15 @@ def run(cfg: CollectConfig) -> dict:
             "flags": dataclasses.asdict(cfg),
             "versions": writer.package_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **extra,
         }
     )
     rate = steps / max(time.perf_counter() - t0, 1e-9)
     print(
         f"collect: wrote {manifest['episodes']} episodes, {manifest['frames']} frames in {len(plans)} shards to "
         f"{cfg.out_dir} (mean return {manifest['mean_return']:.1f}, noise {cfg.param_noise:g}); "
-        f"{rate:.0f} env steps/s",
+        f"{rate:.0f} env steps/s"
+        + "".join(f"; M's {k} on it {v:.3g}" for k, v in extra.get("model_errors", {}).items() if k != "mdnrnn"),
         file=sys.stderr,
     )
     return manifest

@@ -1,6 +1,7 @@
 """wm.collect: rollouts played by a trained agent, deterministic, resumable, in the public format."""
 
 import glob
+import json
 import os
 
 import numpy as np
@@ -41,6 +42,8 @@ def test_collects_the_agents_noisy_episodes_in_the_public_format(agent_dir, tiny
     assert manifest["kind"] == "rollouts" and manifest["episodes"] == 3 and len(manifest["shards"]) == 2
     assert manifest["policy"]["kind"] == "agent" and manifest["policy"]["param_noise"] == 0.1
     assert manifest["policy"]["agent"] == os.path.abspath(agent_dir) and manifest["policy"]["params_sha256"]
+    # M's error on the new data (tiny_world's M has no reward head: z_nll only)
+    assert set(manifest["model_errors"]) == {"z_nll", "mdnrnn"} and np.isfinite(manifest["model_errors"]["z_nll"])
     read = tfrecords.episodes_dataset(str(tmp_path / "a"))
     eps = {int(e["seed"]): {k: v.numpy() for k, v in e.items()} for e in read}
     # the same episodes played directly by the agent with the same per-episode parameters and tracks
@@ -81,8 +84,9 @@ def test_a_killed_collection_resumes_and_another_run_is_refused(agent_dir, tmp_p
         collect.run(_cfg(agent_dir, tmp_path / "b"))
     monkeypatch.undo()
     assert len(_shard_bytes(tmp_path / "b")) == 1 and not os.path.exists(tmp_path / "b" / "manifest.json")
-    collect.run(_cfg(agent_dir, tmp_path / "b"))
+    resumed = collect.run(_cfg(agent_dir, tmp_path / "b"))
     assert _shard_bytes(tmp_path / "b") == _shard_bytes(straight)
+    assert resumed["model_errors"] == json.load(open(straight / "manifest.json"))["model_errors"]
     with pytest.raises(RunMismatchError, match="different settings"):
         collect.run(_cfg(agent_dir, tmp_path / "b", param_noise=0.2))
 
@@ -93,3 +97,31 @@ def test_bad_agents_are_one_line(tiny_world, tmp_path):
     with pytest.raises(UsageError, match="not a trained agent"):
         collect.run(_cfg(tiny_world["vae"], tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_model_errors_match_a_direct_reference():
+    import tensorflow as tf
+
+    from tfrecords import schema
+    from wm.agents.collect import model_errors
+    from wm.models.mdnrnn import MDNRNN, mixture_log_prob
+
+    m = MDNRNN(hidden=8, reward_head=True)
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(6, 32)).astype(np.float32)
+    ep = schema.Episode(
+        actions=rng.uniform(-1, 1, (6, 3)).astype(np.float32),
+        rewards=rng.normal(size=6).astype(np.float32),
+        terminals=np.zeros(6, np.int64),
+        seed=0,
+    )
+    got = model_errors(m, z, ep)
+    state, preds, nll = m.initial_state(1), [], []
+    for t in range(6):  # one step at a time through M's step API
+        h, state, mix = m.step(z[t : t + 1], ep.actions[t : t + 1], state)
+        preds.append(float(m.reward(h)[0, 0]))
+        if t < 5:
+            nll.append(-float(tf.reduce_mean(mixture_log_prob(mix, z[t + 1 : t + 2]))))
+    np.testing.assert_allclose(got["reward_mse"], np.mean((np.array(preds) - ep.rewards) ** 2), rtol=1e-4)
+    np.testing.assert_allclose(got["return_error"], sum(preds) - ep.total_reward, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got["z_nll"], np.mean(nll), rtol=1e-4)

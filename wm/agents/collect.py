@@ -29,13 +29,16 @@ def episode_params(params: np.ndarray, noise: float, seed: int, index: int) -> t
 
 
 class EpisodeRecorder:
-    """Assembles whole episodes from ``run_episodes``' ``on_step`` and hands each to ``on_episode``.
+    """Assembles whole episodes from ``run_episodes``' ``on_step`` and hands each to ``on_episode(job,
+    episode, z)``, z [T, Z] being the agent's z_t (V's mean) at every step.
 
     ``seeds`` maps a job to its environment seed (stored with the episode). An episode ends at
     termination, truncation or ``max_steps``; a job restarted after a lost worker starts over.
     """
 
-    def __init__(self, seeds: dict[int, int], max_steps: int, on_episode: Callable[[int, schema.Episode], None]):
+    def __init__(
+        self, seeds: dict[int, int], max_steps: int, on_episode: Callable[[int, schema.Episode, np.ndarray], None]
+    ):
         self.seeds, self.max_steps, self.on_episode = seeds, max_steps, on_episode
         self.open: dict[int, dict[str, list]] = {}
 
@@ -43,10 +46,12 @@ class EpisodeRecorder:
         for s, st in steps.items():
             job = slot_jobs[s]
             if s not in actions:  # the first frame (also of a restarted job)
-                self.open[job] = {"frames": [np.array(st.frame)], "actions": [], "rewards": [], "terminals": []}
+                self.open[job] = {k: [] for k in ("z", "actions", "rewards", "terminals")}
+                self.open[job]["frames"] = [np.array(st.frame)]
                 continue
             rec = self.open[job]
             rec["actions"].append(np.asarray(actions[s], np.float32))
+            rec["z"].append(np.asarray(zs[s], np.float32))
             rec["rewards"].append(st.reward)
             rec["terminals"].append(int(st.terminated))
             if st.terminated or st.truncated or len(rec["actions"]) >= self.max_steps:
@@ -61,6 +66,29 @@ class EpisodeRecorder:
                         seed=self.seeds[job],
                         frames=np.stack(rec["frames"][:n]),
                     ),
+                    np.stack(rec["z"]),
                 )
             else:
                 rec["frames"].append(np.array(st.frame))
+
+
+def model_errors(mdnrnn, z: np.ndarray, episode: schema.Episode) -> dict[str, float]:
+    """How well M (before it trains on this data) predicts one real episode, from the agent's z's:
+    ``z_nll`` of z_{t+1} (per dimension), ``reward_mse`` of its reward head, and ``return_error``,
+    M's predicted return along the real trajectory minus the real return (what the dream's
+    fitness gets wrong). Keys for heads M lacks are left out."""
+    import tensorflow as tf
+
+    from wm.models.mdnrnn import Mixture, mixture_log_prob
+
+    x = tf.constant(np.concatenate([z, episode.actions], -1)[None], tf.float32)
+    _, mix, extras = mdnrnn(x, training=False)
+    out = {}
+    if len(z) > 1:
+        head = Mixture(*(t[:, :-1] for t in mix))
+        out["z_nll"] = float(-tf.reduce_mean(mixture_log_prob(head, z[None, 1:])))
+    if "reward" in extras:
+        pred = extras["reward"].numpy()[0].astype(np.float64)
+        out["reward_mse"] = float(np.mean((pred - episode.rewards) ** 2))
+        out["return_error"] = float(pred.sum() - episode.total_reward)
+    return out
