@@ -50,15 +50,8 @@ from tfrecords.cli import UsageError, check, option, parse_value, run_binary
 from wm.core import distribute
 
 STAGES = ("generate", "train_vae", "encode", "train_mdnrnn", "dream", "train_controller", "evaluate", "report")
-ITERATION_STAGES = ("collect", "encode", "train_mdnrnn", "train_controller")  # one iteration, in order
-
-
-def stage_names(iterations: int) -> list[str]:
-    """Every stage of a run with ``iterations`` iterations, in order (``collect@2``: iteration 2's)."""
-    names = list(STAGES[:-2])
-    for k in range(1, iterations + 1):
-        names += [f"{n}@{k}" for n in ITERATION_STAGES]
-    return names + list(STAGES[-2:])
+# one iteration, in order (dream@k, the controller's real episode beside its dream, when M has a reward head)
+ITERATION_STAGES = ("collect", "encode", "train_mdnrnn", "train_controller", "dream")
 
 
 def _cpu_bf16() -> bool:
@@ -299,8 +292,9 @@ def build_configs(cfg: PipelineConfig) -> dict[str, Any]:
             values["progress"] = cfg.progress
         values.update(overrides.get(name, {}))
         out[name] = st.config_cls(**values)
-    out.update(iteration_configs(cfg, out, stages, overrides))
-    return out
+    iterations = iteration_configs(cfg, out, stages, overrides)
+    # in the order they run: the first pass, the iterations, then evaluation and the report of the final agent
+    return {**{n: out[n] for n in STAGES[:-2]}, **iterations, **{n: out[n] for n in STAGES[-2:]}}
 
 
 def iteration_configs(cfg: PipelineConfig, base: dict[str, Any], stages: dict[str, Stage], overrides: dict) -> dict:
@@ -323,6 +317,18 @@ def iteration_configs(cfg: PipelineConfig, base: dict[str, Any], stages: dict[st
         c = base["train_controller"]
         more_gens = c.generations + k * it.generations
         out[f"train_controller@{k}"] = dataclasses.replace(c, series=series, generations=more_gens)
+        if base["train_mdnrnn"].reward_head:
+            out[f"dream@{k}"] = dataclasses.replace(
+                base["dream"],
+                agent=j(w, "controller"),
+                out=j(w, f"iter_{k}", "dream_vs_real.gif"),
+                vae="",
+                mdnrnn="",
+                max_steps=out[f"collect@{k}"].max_steps,
+                temperature=c.temperature,
+                dream_dropout=c.dream_dropout,
+                seed=k,
+            )
     return out
 
 
@@ -330,7 +336,7 @@ def run(cfg: PipelineConfig) -> dict:
     """Runs (or resumes) the pipeline; returns the contents of pipeline.json."""
     configs = build_configs(cfg)
     stages = _stages()
-    names = stage_names(cfg.iterations)
+    names = list(configs)
     known = set(names) | set(STAGES) | set(ITERATION_STAGES)
     selected = [s.strip() for s in cfg.stages.split(",") if s.strip()] or list(names)
     unknown = [s for s in selected if s not in known]

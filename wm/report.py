@@ -23,6 +23,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -489,6 +490,77 @@ def _dream(page: _Page, workdir: str) -> None:
     page.section("Dream", "dream", body)
 
 
+def iteration_rows(workdir: str, pipeline: dict | None) -> list[dict]:
+    """Per iteration (0: the first pass): the CMA-ES generation it ended at, the real and dream
+    evaluation of the CMA-ES mean there, and (from 1) what the collected data showed of M."""
+    stages = {s.get("name"): s for s in (pipeline or {}).get("stages", [])}
+    k_max = int((pipeline or {}).get("iterations") or 0)
+    path = _join(workdir, "controller", "metrics.jsonl")
+    by_gen = {r.get("generation"): r for r in (_read_jsonl(path) if _exists(path) else [])}
+    rows = []
+    for k in range(k_max + 1):
+        name = "train_controller" if k == 0 else f"train_controller@{k}"
+        m = re.search(r"--generations=(\d+)", (stages.get(name) or {}).get("command") or "")
+        gen = int(m.group(1)) if m else None
+        rec = by_gen.get(gen) or {}
+        row = {"iteration": k, "generation": gen, "real": rec.get("eval_mean"), "dream": rec.get("dream_eval_mean")}
+        if row["real"] is not None and row["dream"] is not None:
+            row["gap"] = row["dream"] - row["real"]
+        manifest_path = _join(workdir, f"iter_{k}", "rollouts", "manifest.json")
+        if k and _exists(manifest_path):
+            man = _read_json(manifest_path)
+            row.update(collected=man.get("episodes"), collected_return=man.get("mean_return"))
+            row.update({f"m_{key}": v for key, v in (man.get("model_errors") or {}).items() if key != "mdnrnn"})
+        rows.append(row)
+    return rows
+
+
+def _iterations(page: _Page, workdir: str, pipeline: dict | None) -> None:
+    if not (pipeline or {}).get("iterations"):
+        return
+    rows = iteration_rows(workdir, pipeline)
+    head = (
+        "<tr><th>iteration</th><th>generation</th><th>real (CMA-ES mean)</th><th>dream (same)</th>"
+        "<th>dream − real</th><th>collected episodes</th><th>their mean return</th>"
+        "<th>M's reward MSE on them</th><th>M's return error on them</th><th>M's z NLL on them</th></tr>"
+    )
+    cells = [
+        "<tr>"
+        + "".join(
+            f'<td class="num">{_fmt(r.get(k), d)}</td>'
+            for k, d in (
+                ("iteration", 0),
+                ("generation", 0),
+                ("real", 1),
+                ("dream", 1),
+                ("gap", 1),
+                ("collected", 0),
+                ("collected_return", 1),
+                ("m_reward_mse", 3),
+                ("m_return_error", 1),
+                ("m_z_nll", 3),
+            )
+        )
+        + "</tr>"
+        for r in rows
+    ]
+    figs = []
+    for r in rows:
+        rel = f"iter_{r['iteration']}/dream_vs_real.gif"
+        if _exists(_join(workdir, rel)):
+            figs.append(
+                f"<figure>{_gif(workdir, rel, 'real and dream')}<figcaption>iteration {r['iteration']}: "
+                "real (left) and dream (right), the same controller</figcaption></figure>"
+            )
+    body = (
+        '<p class="note">Each iteration collects rollouts with the current controller, continues M on all data '
+        "and CMA-ES in the new dream. M's errors are measured on each iteration's new data before M trains on it; "
+        "the return error is M's predicted return along the real episodes minus their real return.</p>"
+        f"<table>{head}{''.join(cells)}</table>" + ('<div class="row">' + "".join(figs) + "</div>" if figs else "")
+    )
+    page.section("Iterations", "iterations", body)
+
+
 def _videos(page: _Page, workdir: str) -> None:
     vdir = _join(workdir, "videos")
     names = sorted(n for n in fileio.gfile().listdir(vdir) if n.endswith(".gif")) if _exists(vdir) else []
@@ -586,6 +658,7 @@ def build_report(workdir: str) -> str:
     steps: list[Callable[[], None]] = [
         lambda: _scores(page, workdir),
         lambda: _controller(page, workdir),
+        lambda: _iterations(page, workdir, pipeline),
         lambda: _vae(page, workdir),
         lambda: _mdnrnn(page, workdir),
         lambda: _dream(page, workdir),

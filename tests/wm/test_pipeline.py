@@ -129,6 +129,7 @@ def test_a_dreaming_controller_gives_m_its_reward_and_terminal_heads(tmp_path):
     )
     real = build()
     assert not real["train_mdnrnn"].reward_head and real["train_controller"].env == "real"
+    assert list(real) == list(pipeline.STAGES)  # no iterations: today's pipeline
     dream = build("train_controller.env=dream")
     assert dream["train_mdnrnn"].reward_head and dream["train_mdnrnn"].terminal_head
     assert dream["train_controller"].series == os.path.join(str(tmp_path), "series")
@@ -142,8 +143,8 @@ def test_smoke_with_one_dream_iteration_end_to_end_then_a_second_runs_only_the_n
     cfg = pipeline.PipelineConfig(workdir=wd, preset="smoke", progress=False, iterations=1, overrides=dream)
     pipeline.run(cfg)
     st = _status(wd)
-    names = pipeline.stage_names(1)
-    assert names[6:10] == ["collect@1", "encode@1", "train_mdnrnn@1", "train_controller@1"]
+    names = list(pipeline.build_configs(cfg))
+    assert names[6:11] == ["collect@1", "encode@1", "train_mdnrnn@1", "train_controller@1", "dream@1"]
     assert [st[n]["status"] for n in names] == ["done"] * len(names)
     manifest = json.load(open(os.path.join(wd, "iter_1", "rollouts", "manifest.json")))
     assert manifest["policy"]["agent"] == os.path.join(wd, "controller") and manifest["episodes"] == 2
@@ -151,8 +152,18 @@ def test_smoke_with_one_dream_iteration_end_to_end_then_a_second_runs_only_the_n
     with open(os.path.join(wd, "controller", "metrics.jsonl")) as f:
         recs = [json.loads(line) for line in f]
     assert [r["generation"] for r in recs] == [1, 2, 3] and all("dream_eval_mean" in r for r in recs)
+    assert os.path.getsize(os.path.join(wd, "iter_1", "dream_vs_real.gif")) > 0
+    assert "Iterations" in open(os.path.join(wd, "report.html")).read()
+    from wm import report
+
+    rows = report.iteration_rows(wd, json.load(open(os.path.join(wd, "pipeline.json"))))
+    assert [(r["iteration"], r["generation"]) for r in rows] == [(0, 2), (1, 3)]
+    assert all(r["gap"] == r["dream"] - r["real"] for r in rows)
+    assert rows[1]["collected"] == 2 and {"m_reward_mse", "m_return_error", "m_z_nll"} <= set(rows[1])
     # two iterations: the first pass and iteration 1 are skipped, iteration 2 and what follows run
     pipeline.run(dataclasses.replace(cfg, iterations=2))
     st = _status(wd)
-    assert all(st[n]["status"] == "skipped" for n in pipeline.stage_names(1)[:10])
-    assert all(st[n]["status"] == "done" for n in pipeline.stage_names(2)[10:])
+    assert all(st[n]["status"] == "skipped" for n in names[:11])
+    later = list(pipeline.build_configs(dataclasses.replace(cfg, iterations=2)))[11:]
+    assert later[:5] == ["collect@2", "encode@2", "train_mdnrnn@2", "train_controller@2", "dream@2"]
+    assert all(st[n]["status"] == "done" for n in later)
