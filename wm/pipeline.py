@@ -29,6 +29,8 @@ Presets:
 
 * ``smoke``: seconds; for tests.
 * ``quickstart``: about an hour on a 2-core CPU (see README for what it reaches).
+* ``dream``: about an hour on a 2-core CPU, C trained in M's dream (population 64 x 16) and two
+  iterations of collecting with the agent (see README for what it reaches).
 * ``paper``: the paper's settings (10,000 rollouts; V for 10 epochs; M for 20 epochs of 999-step
   sequences; CMA-ES with population 64 x 16 trials; evaluation over 100 tracks), for
   accelerators and many cores.
@@ -88,6 +90,22 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "evaluate": dict(episodes=20, max_steps=1000),
         "collect": dict(episodes=40, max_steps=1000, episodes_per_shard=10),
         "iteration": dict(mdnrnn_steps=100, generations=20),
+    },
+    # C in M's dream, then iterations of collecting with the agent: an hour on a 2-core CPU (README)
+    "dream": {
+        "generate": dict(episodes=120, max_steps=1000, episodes_per_shard=10, workers=os.cpu_count() or 1),
+        "train_vae": dict(batch_size=100, steps=2000, log_every=100, checkpoint_every=250, eval_shards=1,
+                          eval_batches=20, mixed_precision="bfloat16" if _cpu_bf16() else "auto"),
+        "encode": dict(),
+        "train_mdnrnn": dict(seq_len=999, batch_size=16, steps=600, log_every=25, checkpoint_every=100, eval_shards=1,
+                             learning_rate=1e-3, reward_head=True, terminal_head=True, dropout=0.05),
+        "dream": dict(steps=200, temperature=1.15),
+        "train_controller": dict(env="dream", popsize=64, trials=16, generations=60, max_steps=1000, eval_every=10,
+                                 eval_episodes=8, temperature=1.0),
+        "evaluate": dict(episodes=20, max_steps=1000),
+        "collect": dict(episodes=40, max_steps=1000, episodes_per_shard=10, param_noise=0.05),
+        "iteration": dict(mdnrnn_steps=150, generations=20),
+        "pipeline": dict(iterations=2),
     },
     "paper": {
         # batches of 104, the multiple of 8 nearest the paper's 100: 8-replica TPUs (v2-8, v3-8, Colab's,
@@ -254,7 +272,9 @@ class PipelineConfig:
     """The flags of ``python -m wm.pipeline``."""
 
     workdir: str = option(help="Root directory of the run (every stage gets a subdirectory).", required=True)
-    preset: str = option("quickstart", help="Sizes of every stage: smoke, quickstart or paper.", choices=tuple(PRESETS))
+    preset: str = option(
+        "quickstart", help="Sizes of every stage: smoke, quickstart, dream or paper.", choices=tuple(PRESETS)
+    )
     strategy: str = option("default", help="Strategy for V and M training.", choices=distribute.STRATEGIES)
     tpu: str = option("", help="TPU name or address for --strategy=tpu.")
     overrides: list[str] = option(
@@ -264,9 +284,19 @@ class PipelineConfig:
         "", help="Comma-separated stages to run (default: all, in order; collect, encode... include their iterations')."
     )
     iterations: int = option(
-        0, help="Iterations after the first pass: collect with the agent, encode, continue M, continue C.", min=0
+        -1,
+        help="Iterations after the first pass (collect with the agent, encode, continue M, continue C); "
+        "-1: the preset's (dream: 2, others: 0).",
+        min=-1,
     )
     progress: bool = option(True, help="Show progress bars.")
+
+
+def iterations_of(cfg: PipelineConfig) -> int:
+    """``--iterations``, or the preset's when it is -1."""
+    if cfg.iterations >= 0:
+        return cfg.iterations
+    return int(PRESETS.get(cfg.preset, {}).get("pipeline", {}).get("iterations", 0))
 
 
 def build_configs(cfg: PipelineConfig) -> dict[str, Any]:
@@ -303,7 +333,7 @@ def iteration_configs(cfg: PipelineConfig, base: dict[str, Any], stages: dict[st
     check(it)
     j, w = fileio.join, cfg.workdir
     out: dict[str, Any] = {}
-    for k in range(1, cfg.iterations + 1):
+    for k in range(1, iterations_of(cfg) + 1):
         series = ",".join([j(w, "series")] + [j(w, f"iter_{i}", "series") for i in range(1, k + 1)])
         rollouts = j(w, f"iter_{k}", "rollouts")
         collect_values = {**PRESETS[cfg.preset].get("collect", {}), "agent": j(w, "controller"), "out_dir": rollouts}
@@ -349,7 +379,7 @@ def run(cfg: PipelineConfig) -> dict:
         "stages": [],
     }
     status["preset"] = cfg.preset
-    status["iterations"] = cfg.iterations
+    status["iterations"] = iterations_of(cfg)
     by_name = {s["name"]: s for s in status["stages"]}
     status["stages"] = [by_name.get(n, {"name": n, "status": "pending", "wall_time": None}) for n in names]
     entries = {s["name"]: s for s in status["stages"]}
