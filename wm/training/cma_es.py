@@ -92,7 +92,7 @@ class TrainControllerConfig(loading.WorldFlags):
     inference_threads: int = option(
         0,
         help="TensorFlow CPU threads for the agent (0: one when the workers fill every core "
-        "and there is no GPU, else TF's default).",
+        "and there is no GPU, else TF's default; with --env=dream, TF's default).",
         min=0,
     )
     env_id: str = option(rollout.DEFAULT_ENV_ID, help="Gymnasium environment id (CarRacing-v3 for the stock one).")
@@ -214,7 +214,9 @@ def run(cfg: TrainControllerConfig) -> dict:
     n_jobs = cfg.eval_episodes if dreaming else cfg.popsize * cfg.trials
     envs = cfg.envs or min(n_jobs, 256)
     workers = min(cfg.workers or os.cpu_count() or 1, envs)
-    distribute.set_inference_threads(workers, cfg.inference_threads)  # before TensorFlow's first op
+    if not dreaming or cfg.inference_threads:  # before TensorFlow's first op
+        # (the dream is this process's own heavy compute: it keeps TensorFlow's full thread pool)
+        distribute.set_inference_threads(workers, cfg.inference_threads)
     agent = loading.load_agent(cfg.vae, cfg.mdnrnn, cfg.controller, cfg.inference_precision)
     ctrl = agent.controller
     dream = _Dream(cfg, agent) if dreaming else None
