@@ -178,3 +178,17 @@ def test_init_from_starts_at_the_other_runs_parameters(dream_world, tmp_path):
     with np.load(tmp_path / "real" / tc.PARAMS_NAME) as z:  # the fittest member of a tiny-sigma population
         np.testing.assert_allclose(z["params"], start, atol=1e-4)
         assert str(z["source"]) == "fitness"
+
+
+def test_a_real_run_continues_in_the_dream_and_an_old_spec_still_resumes(dream_world, tmp_path):
+    d = tmp_path / "switch"
+    tc.run(_cfg(dream_world, d, generations=1, eval_every=0))
+    more = tc.run(_cfg(dream_world, d, series=dream_world["series"], **{**TINY_DREAM, "eval_every": 0}, generations=2))
+    recs = _records(d)
+    assert more["generation"] == 2 and "env_steps" in recs[0] and "dream_steps" in recs[1]
+    # a workdir whose config.json still has the spec keys of earlier versions
+    path = d / "config.json"
+    config = json.load(open(path))
+    config["spec"]["trials"] = 2
+    path.write_text(json.dumps(config))
+    assert tc.run(_cfg(dream_world, d, generations=3, eval_every=0))["generation"] == 3

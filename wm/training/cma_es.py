@@ -101,9 +101,9 @@ class TrainControllerConfig(loading.WorldFlags):
 
     def spec(self) -> dict:
         """Settings a resumed run must share with the one it continues."""
-        keys = ("popsize", "trials", "sigma0", "max_steps", "early_stop", "controller", "seed")
-        if self.env == "dream":
-            keys += ("env", "temperature", "dream_dropout", "dream_start")
+        # Where fitness comes from (--env, --trials and the dream's settings) may change between runs:
+        # iterative training continues one CMA-ES, trained in the real environment, in M's dream.
+        keys = ("popsize", "sigma0", "max_steps", "early_stop", "controller", "seed")
         if self.init_from:
             keys += ("init_from",)
         return {k: getattr(self, k) for k in keys}
@@ -124,8 +124,14 @@ def validate(cfg: TrainControllerConfig) -> None:
             )
 
 
+# keys that earlier versions kept in the spec: a run written then still resumes
+_FORMER_SPEC_KEYS = ("trials", "env", "temperature", "dream_dropout", "dream_start")
+
+
 def _guard(cfg: TrainControllerConfig) -> None:
-    keep = {"spec": cfg.spec(), "vae": fileio.abspath(cfg.vae), "mdnrnn": fileio.abspath(cfg.mdnrnn)}
+    old_spec = (workdir.read_config(cfg.workdir) or {}).get("spec") or {}
+    spec = {**{k: v for k, v in old_spec.items() if k in _FORMER_SPEC_KEYS}, **cfg.spec()}
+    keep = {"spec": spec, "vae": fileio.abspath(cfg.vae), "mdnrnn": fileio.abspath(cfg.mdnrnn)}
     workdir.guard(
         cfg.workdir,
         {"model": "controller"},
