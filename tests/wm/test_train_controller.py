@@ -183,7 +183,8 @@ def test_init_from_starts_at_the_other_runs_parameters(dream_world, tmp_path):
 def test_a_real_run_continues_in_the_dream_and_an_old_spec_still_resumes(dream_world, tmp_path):
     d = tmp_path / "switch"
     tc.run(_cfg(dream_world, d, generations=1, eval_every=0))
-    more = tc.run(_cfg(dream_world, d, series=dream_world["series"], **{**TINY_DREAM, "eval_every": 0}, generations=2))
+    dream = {**TINY_DREAM, "eval_every": 0, "max_steps": 15}
+    more = tc.run(_cfg(dream_world, d, series=dream_world["series"], **dream, generations=2))
     recs = _records(d)
     assert more["generation"] == 2 and "env_steps" in recs[0] and "dream_steps" in recs[1]
     # a workdir whose config.json still has the spec keys of earlier versions
