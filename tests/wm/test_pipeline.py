@@ -137,7 +137,7 @@ def test_a_dreaming_controller_gives_m_its_reward_and_terminal_heads(tmp_path):
     assert not build("train_controller.env=dream", "train_mdnrnn.reward_head=false")["train_mdnrnn"].reward_head
 
 
-def test_smoke_with_one_dream_iteration_end_to_end_then_a_second_runs_only_the_new_one(tmp_path):
+def test_smoke_with_one_dream_iteration_end_to_end_then_a_killed_second_one_resumes(tmp_path, monkeypatch):
     wd = str(tmp_path / "iter")
     dream = ["train_controller.env=dream", "train_controller.eval_every=1", "train_controller.eval_episodes=1"]
     cfg = pipeline.PipelineConfig(workdir=wd, preset="smoke", progress=False, iterations=1, overrides=dream)
@@ -160,7 +160,25 @@ def test_smoke_with_one_dream_iteration_end_to_end_then_a_second_runs_only_the_n
     assert [(r["iteration"], r["generation"]) for r in rows] == [(0, 2), (1, 3)]
     assert all(r["gap"] == r["dream"] - r["real"] for r in rows)
     assert rows[1]["collected"] == 2 and {"m_reward_mse", "m_return_error", "m_z_nll"} <= set(rows[1])
-    # two iterations: the first pass and iteration 1 are skipped, iteration 2 and what follows run
+    # two iterations, killed in collect@2 after its first shard: the rerun keeps that shard and goes on
+    from tfrecords import writer
+
+    real_write, calls = writer.write_shard, {"n": 0}
+
+    def dies_on_the_second_shard(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_write(*a, **k)
+
+    monkeypatch.setattr(writer, "write_shard", dies_on_the_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(dataclasses.replace(cfg, iterations=2))
+    monkeypatch.undo()
+    assert _status(wd)["collect@2"]["status"] == "interrupted"
+    kept = os.listdir(os.path.join(wd, "iter_2", "rollouts"))
+    assert sum(n.endswith(".tfrecord.gz") for n in kept) == 1
+    # the first pass and iteration 1 are skipped, iteration 2 resumes and what follows runs
     pipeline.run(dataclasses.replace(cfg, iterations=2))
     st = _status(wd)
     assert all(st[n]["status"] == "skipped" for n in names[:11])
