@@ -75,7 +75,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train_controller": dict(popsize=2, trials=1, generations=2, workers=1, max_steps=20, eval_every=0),
         "evaluate": dict(episodes=2, max_steps=20, workers=1),
         "collect": dict(episodes=2, max_steps=20, episodes_per_shard=1, workers=1),
-        "iteration": dict(mdnrnn_steps=2, generations=1),
+        "iteration": dict(mdnrnn_steps=2, generations=1, env="dream", trials=2),
     },
     "quickstart": {
         "generate": dict(episodes=120, max_steps=1000, episodes_per_shard=10, workers=os.cpu_count() or 1),
@@ -317,7 +317,8 @@ def build_configs(cfg: PipelineConfig) -> dict[str, Any]:
     out = {}
     controller_env = {**PRESETS[cfg.preset].get("train_controller", {}), **overrides.get("train_controller", {})}
     iteration_env = {**PRESETS[cfg.preset].get("iteration", {}), **overrides.get("iteration", {})}.get("env")
-    dreaming = controller_env.get("env") == "dream" or (iterations_of(cfg) > 0 and iteration_env == "dream")
+    # whether or not iterations run yet: raising --iterations later must not change M's architecture
+    dreaming = controller_env.get("env") == "dream" or iteration_env == "dream"
     for name in STAGES:
         st = stages[name]
         values = dict(PRESETS[cfg.preset].get(name, {}))

@@ -124,12 +124,18 @@ def test_the_paper_preset_batches_split_over_8_replicas(tmp_path):
 
 
 def test_a_dreaming_controller_gives_m_its_reward_and_terminal_heads(tmp_path):
-    build = lambda *o: pipeline.build_configs(  # noqa: E731
-        pipeline.PipelineConfig(workdir=str(tmp_path), preset="smoke", overrides=list(o))
+    build = lambda *o, preset="quickstart": pipeline.build_configs(  # noqa: E731
+        pipeline.PipelineConfig(workdir=str(tmp_path), preset=preset, overrides=list(o))
     )
     real = build()
     assert not real["train_mdnrnn"].reward_head and real["train_controller"].env == "real"
     assert list(real) == list(pipeline.STAGES)  # no iterations: today's pipeline
+    # iterations in the dream (smoke's and dream's presets): M has its heads from the first pass on
+    for preset in ("smoke", "dream"):
+        assert build(preset=preset)["train_mdnrnn"].reward_head
+    two = build(preset="dream")
+    assert two["train_controller"].env == "real" and two["train_controller@2"].env == "dream"
+    assert two["train_controller@2"].trials == 16 and two["train_controller@2"].generations == 25 + 2 * 40
     dream = build("train_controller.env=dream")
     assert dream["train_mdnrnn"].reward_head and dream["train_mdnrnn"].terminal_head
     assert dream["train_controller"].series == os.path.join(str(tmp_path), "series")
