@@ -10,6 +10,7 @@ from helpers import world_config
 from tfrecords.cli import UsageError
 from wm import train_controller as tc
 from wm.agents import agent as agent_lib
+from wm.agents import loading
 from wm.agents.loading import track_seeds
 
 # Two generations of 3 candidates x 2 trials of 15 steps, evaluated every generation.
@@ -193,3 +194,29 @@ def test_a_real_run_continues_in_the_dream_and_an_old_spec_still_resumes(dream_w
     config["spec"]["trials"] = 2
     path.write_text(json.dumps(config))
     assert tc.run(_cfg(dream_world, d, generations=3, eval_every=0))["generation"] == 3
+
+
+def test_when_m_changes_the_kept_parameters_are_evaluated_again_with_it(dream_world, tmp_path, capfd):
+    import shutil
+
+    from data_gen.envpool import EnvPool
+    from wm.train_mdnrnn import TrainMdnrnnConfig
+    from wm.train_mdnrnn import run as train_m
+
+    m = tmp_path / "mdnrnn"
+    shutil.copytree(dream_world["mdnrnn"], m)
+    world = {**dream_world, "mdnrnn": str(m)}
+    first = tc.run(_cfg(world, tmp_path / "c", generations=1))
+    with np.load(tmp_path / "c" / tc.PARAMS_NAME) as z:
+        kept = z["params"][None]
+    # iterative training continues M in place: two more steps
+    cfg = json.load(open(m / "config.json"))["flags"]
+    train_m(TrainMdnrnnConfig(**{**cfg, "workdir": str(m), "steps": 4, "progress": False}))
+    capfd.readouterr()
+    again = tc.run(_cfg(world, tmp_path / "c", generations=2, eval_every=2))  # generation 2: no new evaluation
+    agent = loading.load_agent(world["vae"], str(m), "linear")
+    seeds = track_seeds(0, loading.IN_TRAINING_EVAL_STREAM, 2)
+    with EnvPool(tc.TrainControllerConfig.env_id, 2, 2, 15) as pool:
+        want = np.mean([r.ret for r in agent_lib.run_episodes(pool, agent, kept, [(0, s) for s in seeds], 15)])
+    assert "M changed (ckpt-2 -> ckpt-4): the kept parameters (generation 1)" in capfd.readouterr().err
+    assert again["best_eval"] == pytest.approx(want, rel=1e-6) and first["best_eval"] is not None

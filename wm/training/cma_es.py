@@ -204,6 +204,31 @@ class _Dream:
         return res.returns.reshape(len(params), trials), int(res.steps.sum())
 
 
+def _rescore_best(cfg: TrainControllerConfig, state: dict, agent, pool, eval_seeds, m_checkpoint: str, log) -> None:
+    """M changed since the kept parameters were evaluated (iterative training continues M): C acts on
+    M's h, so they are another agent now. Evaluates them again with this M on the same tracks (or,
+    with evaluation off, forgets them), so that ``controller.npz`` and ``best_eval`` describe the
+    agent ``wm.evaluate`` will play."""
+    import numpy as np
+
+    from wm.agents import agent as agent_lib
+
+    old = state["best_eval"]
+    state.pop("best_member", None)  # fitness under another M is not comparable either
+    state["best_fitness"] = -np.inf
+    if pool is None or not cfg.eval_every:
+        state["best_eval"] = None
+        log.say(f"train_controller: M changed ({old.get('mdnrnn_checkpoint')} -> {m_checkpoint}): best eval reset")
+        return
+    ev = agent_lib.run_episodes(pool, agent, old["params"][None], [(0, s) for s in eval_seeds], cfg.max_steps)
+    score = float(np.mean([r.ret for r in ev]))
+    state["best_eval"] = {**old, "score": score, "mdnrnn_checkpoint": m_checkpoint}
+    log.say(
+        f"train_controller: M changed ({old.get('mdnrnn_checkpoint')} -> {m_checkpoint}): the kept parameters "
+        f"(generation {old['generation']}) score {score:.1f} with it on the evaluation tracks (were {old['score']:.1f})"
+    )
+
+
 def run(cfg: TrainControllerConfig) -> dict:
     """Trains (or resumes) the controller; returns :func:`state_summary`."""
     validate(cfg)
@@ -276,7 +301,11 @@ def run(cfg: TrainControllerConfig) -> dict:
     )
     need_pool = not dreaming or cfg.eval_every > 0
     pool_cm = EnvPool(cfg.env_id, envs, workers, cfg.max_steps) if need_pool else contextlib.nullcontext()
+    m_checkpoint = os.path.basename(workdir.latest_checkpoint(cfg.mdnrnn) or "")
     with log, stopping(), pool_cm as pool:
+        if state["best_eval"] is not None and state["best_eval"].get("mdnrnn_checkpoint") != m_checkpoint:
+            _rescore_best(cfg, state, agent, pool, eval_seeds, m_checkpoint, log)
+            _write_best(params_path, state, ctrl)
         while state["generation"] < cfg.generations:
             gen = state["generation"] + 1
             t0 = time.perf_counter()
@@ -312,7 +341,12 @@ def run(cfg: TrainControllerConfig) -> dict:
                 if dreaming:  # the same parameters on fixed dream worlds: the dream-vs-real gap
                     record["dream_eval_mean"] = float(dream.play(mean_params, cfg.eval_episodes, [0, 0])[0].mean())
                 if state["best_eval"] is None or score > state["best_eval"]["score"]:
-                    state["best_eval"] = {"score": score, "params": mean_params[0], "generation": gen}
+                    state["best_eval"] = {
+                        "score": score,
+                        "params": mean_params[0],
+                        "generation": gen,
+                        "mdnrnn_checkpoint": m_checkpoint,
+                    }
                 record["best_eval"] = state["best_eval"]["score"]
             state["generation"] = gen
             state["records"].append(record)

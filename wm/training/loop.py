@@ -131,7 +131,7 @@ class RunLog:
     def say(self, message: str) -> None:
         """A line above the bar."""
         if self.chief:
-            self.bar.write(message)
+            self.bar.write(message, file=sys.stderr)
 
     def close(self) -> None:
         """Closes the bar and flushes the writers."""
