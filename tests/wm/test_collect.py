@@ -51,13 +51,38 @@ def test_collects_the_agents_noisy_episodes_in_the_public_format(agent_dir, tiny
     jobs = [episode_params(params, 0.1, 0, i) for i in range(3)]
     from data_gen.envpool import EnvPool
 
+    naive: dict[int, list] = {}  # what an on_step that keeps what it is given (as wm.evaluate's videos do) sees
+
+    def keep(steps, actions, zs, slot_jobs):
+        for s in actions:
+            naive.setdefault(slot_jobs[s], []).append(actions[s])
+
     with EnvPool(manifest["env_id"], 1, 1, 15) as pool:
-        want = run_episodes(pool, agent, np.stack([p for _, p in jobs]), [(i, s) for i, (s, _) in enumerate(jobs)], 15)
+        want = run_episodes(
+            pool,
+            agent,
+            np.stack([p for _, p in jobs]),
+            [(i, s) for i, (s, _) in enumerate(jobs)],
+            15,
+            on_step=keep,
+            record_jobs=frozenset(range(3)),
+        )
     assert sorted(eps) == sorted(s for s, _ in jobs)
     for w, (seed, _) in zip(want, jobs):
         ep = eps[seed]
         assert ep["frames"].shape == (w.steps, 64, 64, 3) and ep["actions"].shape == (w.steps, 3)
         np.testing.assert_allclose(ep["rewards"].sum(), w.ret, rtol=1e-5, atol=1e-4)
+        np.testing.assert_array_equal(np.stack(naive[w.job]), ep["actions"])
+    # the stored actions are the ones played: replayed on the same track they give the stored rewards
+    from data_gen import rollout
+
+    env = rollout.make_env(manifest["env_id"], 15)
+    for seed, ep in eps.items():
+        assert ep["actions"].std(axis=0).max() > 0
+        env.reset(seed=seed)
+        replayed = [env.step(a)[1] for a in ep["actions"]]
+        np.testing.assert_allclose(replayed, ep["rewards"], rtol=1e-5, atol=1e-5)
+    env.close()
     # the noise changes the parameters per episode, and the first frame is the track's, as generate stores it
     assert not np.array_equal(jobs[0][1], jobs[1][1])
     generated = {int(e["seed"]): e["frames"].numpy()[0] for e in tfrecords.episodes_dataset(tiny_world["rollouts"])}

@@ -221,10 +221,10 @@ def run_episodes(
                 slots[s] = _Slot()
         if on_step is not None and seen:
             stepped = [s for s in seen if s not in fresh_before]
-            on_step(
+            on_step(  # copies: the rows of sent_a and sent_z are overwritten at the slot's next step
                 seen,
-                {s: sent_a[s] for s in stepped},
-                {s: sent_z[s] for s in stepped},
+                {s: sent_a[s].copy() for s in stepped},
+                {s: sent_z[s].copy() for s in stepped},
                 {s: jobs_before[s] for s in seen},
             )
         for s in lost:

@@ -50,8 +50,8 @@ class EpisodeRecorder:
                 self.open[job]["frames"] = [np.array(st.frame)]
                 continue
             rec = self.open[job]
-            rec["actions"].append(np.asarray(actions[s], np.float32))
-            rec["z"].append(np.asarray(zs[s], np.float32))
+            rec["actions"].append(np.array(actions[s], np.float32))  # copies, whatever the caller reuses
+            rec["z"].append(np.array(zs[s], np.float32))
             rec["rewards"].append(st.reward)
             rec["terminals"].append(int(st.terminated))
             if st.terminated or st.truncated or len(rec["actions"]) >= self.max_steps:
