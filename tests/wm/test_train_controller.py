@@ -132,7 +132,7 @@ def test_dream_run_then_resume_matches_an_uninterrupted_run(dream_world, tmp_pat
     assert all(r["dream_steps"] > 0 and "env_steps" not in r for r in recs)
     assert "eval_mean" not in recs[0] and {"eval_mean", "dream_eval_mean", "best_eval"} <= set(recs[1])
     config = json.load(open(tmp_path / "a" / "config.json"))
-    assert config["spec"]["env"] == "dream" and config["dream"]["dropout"] == pytest.approx(0.2)
+    assert config["flags"]["env"] == "dream" and config["dream"]["dropout"] == pytest.approx(0.2)
     with np.load(tmp_path / "a" / tc.PARAMS_NAME) as z:
         assert str(z["source"]) == "eval" and float(z["score"]) == straight["best_eval"]
 
