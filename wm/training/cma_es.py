@@ -214,17 +214,18 @@ def _rescore_best(cfg: TrainControllerConfig, state: dict, agent, pool, eval_see
     from wm.agents import agent as agent_lib
 
     old = state["best_eval"]
+    was = old.get("mdnrnn_checkpoint") or "an unrecorded checkpoint"  # (state written before this check)
     state.pop("best_member", None)  # fitness under another M is not comparable either
     state["best_fitness"] = -np.inf
     if pool is None or not cfg.eval_every:
         state["best_eval"] = None
-        log.say(f"train_controller: M changed ({old.get('mdnrnn_checkpoint')} -> {m_checkpoint}): best eval reset")
+        log.say(f"train_controller: M changed ({was} -> {m_checkpoint}): best eval reset")
         return
     ev = agent_lib.run_episodes(pool, agent, old["params"][None], [(0, s) for s in eval_seeds], cfg.max_steps)
     score = float(np.mean([r.ret for r in ev]))
     state["best_eval"] = {**old, "score": score, "mdnrnn_checkpoint": m_checkpoint}
     log.say(
-        f"train_controller: M changed ({old.get('mdnrnn_checkpoint')} -> {m_checkpoint}): the kept parameters "
+        f"train_controller: M changed ({was} -> {m_checkpoint}): the kept parameters "
         f"(generation {old['generation']}) score {score:.1f} with it on the evaluation tracks (were {old['score']:.1f})"
     )
 
