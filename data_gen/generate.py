@@ -20,7 +20,7 @@ import time
 from concurrent import futures
 
 from data_gen import policies, rollout
-from tfrecords import fast_reader, fileio, schema, writer
+from tfrecords import fast_reader, schema, writer
 from tfrecords.cli import UsageError, check, option, run_binary
 
 SHARD_PREFIX = "rollouts"
@@ -162,15 +162,10 @@ def run(cfg: GenerateConfig) -> dict:
     validate(cfg)
     plans = writer.plan_shards(cfg.episodes, cfg.episodes_per_shard, SHARD_PREFIX)
     out = writer.ShardedRun(cfg.out_dir, schema.KIND_ROLLOUTS, cfg.spec(), plans)
-    try:
-        if out.prepare():
-            manifest = fileio.read_json(out.manifest_path)
-            print(f"generate: {cfg.out_dir} is already complete: " + summary(manifest), file=sys.stderr)
-            return manifest
-    except writer.RunMismatchError:
-        raise
-    except Exception as e:  # gfile raises OSError or tf.errors.OpError subclasses
-        raise UsageError(f"cannot write to {cfg.out_dir}: {getattr(e, 'message', e)}") from None
+    finished = out.open()
+    if finished is not None:
+        print(f"generate: {cfg.out_dir} is already complete: " + summary(finished), file=sys.stderr)
+        return finished
     pending = out.pending()
     done_eps = sum(len(p.items) for p in plans) - sum(len(p.items) for p in pending)
     if done_eps:

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 from tfrecords import fast_reader, fileio, schema
-from tfrecords.errors import RunMismatchError  # noqa: F401  (re-exported)
+from tfrecords.errors import RunMismatchError, UsageError
 
 INCOMPLETE_DIR = ".incomplete"
 SPEC_NAME = "spec.json"
@@ -200,6 +200,19 @@ class ShardedRun:
         for tmp in gfile.glob(fileio.join(self.inc_dir, "*.tmp-*")):
             gfile.remove(tmp)
         return False
+
+    def open(self) -> dict | None:
+        """:meth:`prepare` for a binary: the finished run's manifest if it is already complete, else None.
+
+        RunMismatchError passes through; any other failure to read or create the directory becomes
+        a one-line UsageError ("cannot write to OUT: ...").
+        """
+        try:
+            return fileio.read_json(self.manifest_path) if self.prepare() else None
+        except RunMismatchError:
+            raise
+        except Exception as e:  # gfile raises OSError or tf.errors.OpError subclasses
+            raise UsageError(f"cannot write to {self.out_dir}: {getattr(e, 'message', e)}") from None
 
     def is_done(self, plan: ShardPlan) -> bool:
         gfile = _gfile()

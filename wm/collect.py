@@ -98,15 +98,10 @@ def run(cfg: CollectConfig) -> dict:
     }
     plans = writer.plan_shards(cfg.episodes, cfg.episodes_per_shard, SHARD_PREFIX)
     out = writer.ShardedRun(cfg.out_dir, schema.KIND_ROLLOUTS, spec, plans)
-    try:
-        if out.prepare():
-            manifest = fileio.read_json(out.manifest_path)
-            print(f"collect: {cfg.out_dir} is already complete ({manifest['episodes']} episodes)", file=sys.stderr)
-            return manifest
-    except writer.RunMismatchError:
-        raise
-    except Exception as e:  # gfile raises OSError or tf.errors.OpError subclasses
-        raise UsageError(f"cannot write to {cfg.out_dir}: {getattr(e, 'message', e)}") from None
+    finished = out.open()
+    if finished is not None:
+        print(f"collect: {cfg.out_dir} is already complete ({finished['episodes']} episodes)", file=sys.stderr)
+        return finished
     pending = out.pending()
     items = [i for p in pending for i in p.items]
     envs = cfg.envs or min(len(items), 16)

@@ -18,7 +18,6 @@ import os
 import sys
 import time
 
-from tfrecords import fileio
 from tfrecords.cli import UsageError, check, option, run_binary
 from wm.core import workdir
 
@@ -91,14 +90,10 @@ def run(cfg: EncodeConfig) -> dict:
         "vae": {"checkpoint": os.path.basename(ckpt), "arch": arch},
     }
     out = writer.ShardedRun(cfg.out_dir, schema.KIND_LATENTS, spec, plans)
-    try:
-        if out.prepare():
-            print(f"encode: {cfg.out_dir} is already complete", file=sys.stderr)
-            return fileio.read_json(out.manifest_path)
-    except writer.RunMismatchError:
-        raise
-    except Exception as e:  # gfile raises OSError or tf.errors.OpError subclasses
-        raise UsageError(f"cannot write to {cfg.out_dir}: {getattr(e, 'message', e)}") from None
+    finished = out.open()
+    if finished is not None:
+        print(f"encode: {cfg.out_dir} is already complete", file=sys.stderr)
+        return finished
 
     model = load_vae(cfg.vae)
     step = int(os.path.basename(ckpt).rsplit("-", 1)[-1])
