@@ -66,3 +66,17 @@ def act_reference(agent, frames, state, params):
         out_h.append(h.numpy()[0])
         out_c.append(c.numpy()[0])
     return np.stack(out_a), (np.stack(out_h), np.stack(out_c))
+
+
+def interrupt_on_call(monkeypatch, owner, name: str, n: int) -> None:
+    """Makes the ``n``-th call of ``owner.name`` raise KeyboardInterrupt (a Ctrl-C landing there); the
+    calls before it run as usual. ``monkeypatch.undo()`` restores it."""
+    real, calls = getattr(owner, name), {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)

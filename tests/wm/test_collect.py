@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import world_config
+from helpers import interrupt_on_call, world_config
 
 import tfrecords
 from tfrecords import writer
@@ -95,16 +95,7 @@ def test_collects_the_agents_noisy_episodes_in_the_public_format(agent_dir, tiny
 def test_a_killed_collection_resumes_and_another_run_is_refused(agent_dir, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     collect.run(_cfg(agent_dir, straight))
-    real_write = writer.write_shard
-    calls = {"n": 0}
-
-    def dies_on_the_second_shard(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_write(*a, **k)
-
-    monkeypatch.setattr(writer, "write_shard", dies_on_the_second_shard)
+    interrupt_on_call(monkeypatch, writer, "write_shard", 2)  # in the second shard
     with pytest.raises(KeyboardInterrupt):
         collect.run(_cfg(agent_dir, tmp_path / "b"))
     monkeypatch.undo()

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from helpers import SMOKE_OUTPUTS
+from helpers import SMOKE_OUTPUTS, interrupt_on_call
 
 from tfrecords.cli import UsageError
 from wm import pipeline
@@ -169,15 +169,7 @@ def test_smoke_with_one_dream_iteration_end_to_end_then_a_killed_second_one_resu
     # two iterations, killed in collect@2 after its first shard: the rerun keeps that shard and goes on
     from tfrecords import writer
 
-    real_write, calls = writer.write_shard, {"n": 0}
-
-    def dies_on_the_second_shard(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_write(*a, **k)
-
-    monkeypatch.setattr(writer, "write_shard", dies_on_the_second_shard)
+    interrupt_on_call(monkeypatch, writer, "write_shard", 2)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(dataclasses.replace(cfg, iterations=2))
     monkeypatch.undo()

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import world_config
+from helpers import interrupt_on_call, world_config
 
 from tfrecords.cli import UsageError
 from wm import train_controller as tc
@@ -137,16 +137,8 @@ def test_dream_run_then_resume_matches_an_uninterrupted_run(dream_world, tmp_pat
         assert str(z["source"]) == "eval" and float(z["score"]) == straight["best_eval"]
 
     tc.run(cfg("b", generations=1, eval_every=0))  # (a last generation is always evaluated)
-    calls = {"n": 0}
-    real_rollout = dream_lib.DreamEnv.rollout
-
-    def dies_in_generation_3(self, *a, **k):  # generation 2: fitness, the mean's dream evaluation; 3: fitness
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_rollout(self, *a, **k)
-
-    monkeypatch.setattr(dream_lib.DreamEnv, "rollout", dies_in_generation_3)
+    # in generation 3: generation 2 calls rollout for its fitness and the mean's dream evaluation
+    interrupt_on_call(monkeypatch, dream_lib.DreamEnv, "rollout", 3)
     with pytest.raises(KeyboardInterrupt):
         tc.run(cfg("b", generations=3))
     monkeypatch.undo()
