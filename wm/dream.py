@@ -40,6 +40,7 @@ import sys
 from tfrecords import fileio
 from tfrecords.cli import UsageError, check, option, run_binary
 from wm.agents import loading
+from wm.agents.dream import check_dreamer
 from wm.agents.loading import WorldFlags
 from wm.core import video, workdir
 
@@ -92,12 +93,7 @@ def validate(cfg: DreamConfig) -> dict | None:
         raise UsageError(f"--agent={cfg.agent} is a PPO agent; wm.dream plays CMA-ES controllers (wm.train_controller)")
     if not fileio.exists(fileio.join(cfg.agent, loading.PARAMS_NAME)):
         raise UsageError(f"{cfg.agent} has no {loading.PARAMS_NAME} yet: train at least one generation")
-    m_dir = cfg.mdnrnn or config["mdnrnn"]
-    if not (workdir.require(m_dir, "mdnrnn").get("arch") or {}).get("reward_head"):
-        raise UsageError(
-            f"{m_dir}: M has no reward head, so it cannot dream rewards: "
-            "train it with python -m wm.train_mdnrnn --reward_head --terminal_head"
-        )
+    check_dreamer(cfg.mdnrnn or config["mdnrnn"])
     if cfg.vae:
         workdir.require(cfg.vae, "vae")
     return config

@@ -252,6 +252,18 @@ class DreamEnv:
         )
 
 
+def check_dreamer(mdnrnn_dir: str) -> None:
+    """UsageError (one line) unless ``mdnrnn_dir`` is an M workdir with a reward head, read from its
+    config.json before any model loads."""
+    from wm.core import workdir
+
+    if not (workdir.require(mdnrnn_dir, "mdnrnn").get("arch") or {}).get("reward_head"):
+        raise UsageError(
+            f"{mdnrnn_dir}: M has no reward head, so it cannot dream rewards: "
+            "train it with python -m wm.train_mdnrnn --reward_head --terminal_head"
+        )
+
+
 def start_latents(series: str, mode: str = "first", per_episode: int = 8, seed: int = 0) -> np.ndarray:
     """Candidate start latents [S, Z] from a latent series (V's means): every episode's first step
     (``mode="first"``) or ``per_episode`` random steps of every episode (``"random"``, seeded)."""

@@ -37,7 +37,7 @@ from data_gen import rollout
 from tfrecords import fileio
 from tfrecords.cli import UsageError, check, option
 from wm.agents import loading
-from wm.agents.dream import START_MODES
+from wm.agents.dream import START_MODES, check_dreamer
 from wm.core import distribute, workdir
 from wm.training.loop import RunLog, due, stopping
 
@@ -116,12 +116,7 @@ def validate(cfg: TrainControllerConfig) -> None:
     if cfg.env == "dream" and not cfg.series:
         raise UsageError("--env=dream needs --series=DIR (the latent series whose z's start the dream episodes)")
     if cfg.env == "dream":
-        arch = workdir.require(cfg.mdnrnn, "mdnrnn").get("arch") or {}
-        if not arch.get("reward_head"):
-            raise UsageError(
-                f"{cfg.mdnrnn}: M has no reward head, so it cannot dream rewards: "
-                "train it with python -m wm.train_mdnrnn --reward_head --terminal_head"
-            )
+        check_dreamer(cfg.mdnrnn)
 
 
 # keys that earlier versions kept in the spec: a run written then still resumes
