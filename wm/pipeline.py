@@ -92,23 +92,6 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "collect": dict(episodes=40, max_steps=1000, episodes_per_shard=10),
         "iteration": dict(mdnrnn_steps=100, generations=20),
     },
-    # the first pass as the quickstart's (C in the real environment, shorter), then iterations of collecting
-    # with the agent, M continued on that data, CMA-ES continued in M's dream: an hour on a 2-core CPU (README)
-    "dream": {
-        "generate": dict(episodes=120, max_steps=1000, episodes_per_shard=10, workers=os.cpu_count() or 1),
-        "train_vae": dict(batch_size=100, steps=2000, log_every=100, checkpoint_every=250, eval_shards=1,
-                          eval_batches=20, mixed_precision="bfloat16" if _cpu_bf16() else "auto"),
-        "encode": dict(),
-        "train_mdnrnn": dict(seq_len=999, batch_size=16, steps=500, log_every=25, checkpoint_every=100, eval_shards=1,
-                             learning_rate=1e-3, reward_head=True, terminal_head=True, dropout=0.05),
-        "dream": dict(steps=200, temperature=1.15),
-        "train_controller": dict(popsize=16, trials=2, generations=25, max_steps=1000, eval_every=5, eval_episodes=8,
-                                 early_stop=50, temperature=1.15, dream_dropout=0.1),
-        "evaluate": dict(episodes=20, max_steps=1000),
-        "collect": dict(episodes=40, max_steps=1000, episodes_per_shard=10, param_noise=0.05),
-        "iteration": dict(mdnrnn_steps=150, generations=40, env="dream", trials=16),
-        "pipeline": dict(iterations=2),
-    },
     "paper": {
         # batches of 104, the multiple of 8 nearest the paper's 100: 8-replica TPUs (v2-8, v3-8, Colab's,
         # 8-chip v5e/v6e) split it evenly, as they split every multiple of 8
@@ -124,6 +107,26 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 # fmt: on
+
+
+def _derived(base: str, changes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Preset ``base`` with some stages' settings changed (or added)."""
+    return {stage: {**PRESETS[base].get(stage, {}), **changes.get(stage, {})} for stage in {**PRESETS[base], **changes}}
+
+
+# The quickstart's first pass with C in the real environment for fewer generations, then iterations of
+# collecting with the agent, M continued on that data, CMA-ES continued in M's dream: an hour on a 2-core
+# CPU (README)
+PRESETS["dream"] = _derived(
+    "quickstart",
+    {
+        "train_mdnrnn": dict(steps=500, reward_head=True, terminal_head=True, dropout=0.05),
+        "train_controller": dict(generations=25, eval_every=5, eval_episodes=8, temperature=1.15, dream_dropout=0.1),
+        "collect": dict(param_noise=0.05),
+        "iteration": dict(mdnrnn_steps=150, generations=40, env="dream", trials=16),
+        "pipeline": dict(iterations=2),
+    },
+)
 
 
 @dataclasses.dataclass
