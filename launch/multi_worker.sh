@@ -14,11 +14,16 @@
 # Run the same command on every host, changing only INDEX. The script sets TF_CONFIG:
 #   {"cluster": {"worker": [HOSTS...]}, "task": {"type": "worker", "index": INDEX}}
 # Worker 0 (the chief) runs `python -m wm.pipeline --strategy=multi_worker` end to end, and
-# writes all checkpoints, logs and exports. The other workers take part only in the two training
+# writes all checkpoints, logs and exports. The other workers take part only in the training
 # stages: each waits for the chief's rollouts (WORKDIR/rollouts/manifest.json), joins V's
 # training, waits for the encoded series (WORKDIR/series/manifest.json), joins M's training,
-# and exits. Workers build the stage configs exactly as the chief does (same preset, same
-# --set overrides: pass the same extra flags everywhere). The global batch is split across all
+# then (with --iterations) joins the M training of every iteration once its series exists, and
+# exits. A stage already trained is skipped on every worker (each sees the chief's checkpoint
+# before joining any collective), so rerunning the same commands resumes. Workers build the
+# stage configs exactly as the chief does (same PRESET, same --set and --iterations flags: pass
+# the same extra flags everywhere). A SIGTERM to any worker makes all of them checkpoint at one
+# step and exit 143 (TensorFlow's PreemptionCheckpointHandler); a worker that dies without one
+# makes the others stop with a one-line error. Either way, rerun every command to resume. The global batch is split across all
 # replicas of all hosts and must divide by their number. Set SKIP_INSTALL=1 to skip pip.
 set -euo pipefail
 
@@ -63,13 +68,21 @@ import tensorflow as tf
 from wm import pipeline, train_mdnrnn, train_vae
 
 workdir, preset, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
-overrides, it = [], iter(extra)
-for arg in it:  # the chief's --set flags decide V's and M's configs; other flags concern the chief only
+overrides, iterations, it = [], -1, iter(extra)
+for arg in it:  # --set and --iterations decide the training stages; other flags concern the chief only
     if arg.startswith("--set="):
         overrides.append(arg[len("--set="):])
     elif arg == "--set":
         overrides.append(next(it))
-configs = pipeline.build_configs(pipeline.PipelineConfig(workdir=workdir, preset=preset, strategy="multi_worker", overrides=overrides))
+    elif arg.startswith("--iterations="):
+        iterations = int(arg[len("--iterations="):])
+    elif arg == "--iterations":
+        iterations = int(next(it))
+configs = pipeline.build_configs(
+    pipeline.PipelineConfig(
+        workdir=workdir, preset=preset, strategy="multi_worker", overrides=overrides, iterations=iterations
+    )
+)
 
 
 def wait_for(path: str) -> None:
@@ -80,11 +93,20 @@ def wait_for(path: str) -> None:
         time.sleep(30)
 
 
-print(f"multi_worker: waiting for the chief's rollouts in {workdir}/rollouts", file=sys.stderr)
-wait_for(f"{workdir}/rollouts/manifest.json")
-train_vae.run(configs["train_vae"])
-print(f"multi_worker: waiting for the chief's latent series in {workdir}/series", file=sys.stderr)
-wait_for(f"{workdir}/series/manifest.json")
-train_mdnrnn.run(configs["train_mdnrnn"])
+# The chief's training stages in the order it runs them (V, M, then M of every iteration), each
+# after the data it reads exists. A stage already trained returns at once on every worker
+# (before any collective), so a rerun skips what is done here as on the chief.
+for name, stage_cfg in configs.items():
+    if name == "train_vae":
+        data = stage_cfg.data
+        run = train_vae.run
+    elif name.split("@")[0] == "train_mdnrnn":
+        data = stage_cfg.series.split(",")[-1]
+        run = train_mdnrnn.run
+    else:
+        continue
+    print(f"multi_worker: {name}: waiting for the chief's data in {data}", file=sys.stderr)
+    wait_for(f"{data}/manifest.json")
+    run(stage_cfg)
 print("multi_worker: V and M done; the chief runs the remaining stages", file=sys.stderr)
 PY

@@ -142,3 +142,56 @@ def test_tpu_install_paths_install_every_requirement_but_the_preinstalled_tensor
     for where, text in (("tpu_vm.sh", script), ("colab_tpu.ipynb", notebook)):
         missing = sorted(n for n in wanted if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text))
         assert not missing, f"{where} does not install {missing}"
+
+
+@pytest.mark.slow
+def test_multi_worker_sh_runs_the_smoke_pipeline_with_an_iteration_on_two_local_workers(tmp_path):
+    """Both halves of multi_worker.sh for real, on localhost: the chief runs the whole pipeline, worker 1
+    joins V, M and the iteration's M (the chief trains that under MultiWorkerMirroredStrategy too, so a
+    worker that left after M would hang it). A rerun skips every finished stage on both workers."""
+    import socket
+
+    socks = [socket.socket() for _ in range(2)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    hosts = ",".join(f"localhost:{s.getsockname()[1]}" for s in socks)
+    for s in socks:
+        s.close()
+    workdir = str(tmp_path / "w")
+    env = dict(os.environ, SKIP_INSTALL="1", PYTHON=sys.executable, PRESET="smoke")
+    path = os.path.join(LAUNCH, "multi_worker.sh")
+
+    def both():
+        procs = [
+            subprocess.Popen(
+                ["bash", path, hosts, str(i), workdir, "--iterations=1", "--noprogress"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        out = []
+        for p in procs:
+            try:
+                out.append(p.communicate(timeout=480))
+            except subprocess.TimeoutExpired:
+                for q in procs:
+                    q.kill()
+                pytest.fail("a worker hung")
+        return [(p.returncode, err) for p, (_, err) in zip(procs, out)]
+
+    first = both()
+    assert [code for code, _ in first] == [0, 0], [err[-2000:] for _, err in first]
+    chief, worker = first[0][1], first[1][1]
+    assert "pipeline: done" in chief
+    for stage in ("train_vae", "train_mdnrnn", "train_mdnrnn@1"):
+        assert f"multi_worker: {stage}: waiting for the chief's data" in worker
+    assert worker.count("mdnrnn: resuming from step") == 1  # M@1 continued the first pass's M on both
+    steps = [json.loads(ln)["step"] for ln in open(os.path.join(workdir, "mdnrnn", "metrics.jsonl"))]
+    assert steps == sorted(steps)
+
+    again = both()
+    assert [code for code, _ in again] == [0, 0], [err[-2000:] for _, err in again]
+    assert again[1][1].count("nothing to do") == 3  # V, M and M@1, each without joining a collective

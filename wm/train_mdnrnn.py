@@ -143,7 +143,6 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
     window = cfg.seq_len + 1
     steps_per_epoch = max(1, (windows_in(train_files, manifest, window) or 0) // cfg.batch_size)
     steps = train_lib.total_steps(cfg, steps_per_epoch, cfg.series, sized=manifest is not None)
-    setup, use_cudnn = resolve_device_choices(train_lib.setup_from_flags(cfg), cfg.jit_compile)
     arch = {
         "z_size": z_size,
         "action_size": schema.ACTION_DIM,
@@ -153,6 +152,10 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
         "terminal_head": cfg.terminal_head,
         "dropout": cfg.dropout,
     }
+    done = train_lib.already_trained(cfg.workdir, "mdnrnn", arch, steps)
+    if done is not None:  # before any strategy: see already_trained
+        return {"step": done, "train": {}, "eval": {}}
+    setup, use_cudnn = resolve_device_choices(train_lib.setup_from_flags(cfg), cfg.jit_compile)
 
     eval_windows = windows_in(eval_files, manifest, window) or 0
 

@@ -18,6 +18,7 @@ import sys
 
 from tfrecords import fast_reader, fileio
 from tfrecords.cli import UsageError, check, option, run_binary
+from wm.core import distribute
 from wm.models.loading import load_vae
 from wm.training import supervised as train_lib
 
@@ -80,8 +81,15 @@ def run(cfg: TrainVaeConfig) -> dict:
     train_files, eval_files, train_frames = split_shards(cfg)
     steps_per_epoch = max(1, (train_frames or 0) // cfg.batch_size)
     steps = train_lib.total_steps(cfg, steps_per_epoch, cfg.data, sized=train_frames is not None)
-    setup = train_lib.setup_from_flags(cfg)
     arch = {"z_size": cfg.z_size, "kl_tolerance": cfg.kl_tolerance, "frame_shape": list(vae.FRAME_SHAPE)}
+    done = train_lib.already_trained(cfg.workdir, "vae", arch, steps)
+    if done is not None:  # before any strategy: see already_trained
+        export_dir = fileio.join(cfg.workdir, "export")
+        exported = tf.io.gfile.exists(fileio.join(export_dir, "decoder.keras"))
+        if distribute.is_chief_process(cfg.strategy) and not exported:
+            export(load_vae(cfg.workdir), export_dir)
+        return {"step": done, "train": {}, "eval": {}}
+    setup = train_lib.setup_from_flags(cfg)
 
     def data(files, train):
         def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:

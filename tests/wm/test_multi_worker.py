@@ -1,16 +1,28 @@
-"""MultiWorkerMirroredStrategy in two real worker processes on localhost (``TF_CONFIG`` with free ports):
-a rerun with more steps resumes on both workers from the chief's checkpoint, and a finished run is a
+"""MultiWorkerMirroredStrategy in two real worker processes on localhost (``TF_CONFIG`` with free ports).
+
+A rerun with more steps resumes on both workers from the chief's checkpoint, and a finished run is a
 no-op on both (the rerun used to hang or fail: non-chief workers restored from their own temporary
-directory, i.e. started from step 0 while the chief resumed)."""
+directory, i.e. started from step 0 while the chief resumed). A SIGTERM to any one worker makes every
+worker save at the same step (TensorFlow's PreemptionCheckpointHandler) and stop with exit 143; a
+``kill -9`` of one worker is one line from the other, never a hang; in both cases the rerun resumes on
+every worker at the same step. The same for M.
+
+Not checked, because it does not hold: that the resumed run's weights equal an uninterrupted run's.
+A resumed run restarts the shuffled input pipeline and V's sampling noise, so it sees other batches
+than the uninterrupted run would have from that step on (as a single-process resume does).
+"""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
+from tests.wm.test_train_mdnrnn import _series
 from wm.core import workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,28 +38,56 @@ def _free_ports(n):
     return ports
 
 
-def _run_two_workers(data, wd, steps):
-    ports = _free_ports(2)
+def _start(binary, flags, steps, workers=(0, 1), n=2):
+    ports = _free_ports(n)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = []
-    for i in range(2):
+    for i in workers:
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-        args = [sys.executable, "-m", "wm.train_vae", f"--data={data}", f"--workdir={wd}", f"--steps={steps}"]
-        args += ["--strategy=multi_worker", "--batch_size=8", "--steps_per_loop=2", "--log_every=2"]
-        args += ["--checkpoint_every=2", "--eval_shards=0", "--seed=0", "--noprogress"]
+        args = [sys.executable, "-m", binary, *flags, f"--steps={steps}", "--strategy=multi_worker", "--seed=0"]
+        args += ["--noprogress"]
         procs.append(
             subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         )
+    return procs
+
+
+def _wait(procs, timeout=240):
     out = []
     for p in procs:
         try:
-            _, err = p.communicate(timeout=240)
+            _, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
             pytest.fail("a worker hung (collectives out of step)")
         out.append((p.returncode, err))
     return out
+
+
+def _vae_flags(data, wd, **kw):
+    flags = {"batch_size": 8, "steps_per_loop": 2, "log_every": 2, "checkpoint_every": 2, "eval_shards": 0, **kw}
+    return [f"--data={data}", f"--workdir={wd}"] + [f"--{k}={v}" for k, v in flags.items()]
+
+
+def _run_two_workers(data, wd, steps, **kw):
+    return _wait(_start("wm.train_vae", _vae_flags(data, wd, **kw), steps))
+
+
+def _train_steps(wd):
+    return [e["step"] for e in workdir.read_metrics(wd) if e.get("split") == "train"]
+
+
+def _stop_one_mid_run(procs, wd, victim, sig, after_entries=3):
+    """Sends ``sig`` to worker ``victim`` once the chief has logged ``after_entries`` train entries."""
+    deadline = time.time() + 180
+    while time.time() < deadline and len(_train_steps(wd) if os.path.exists(wd) else []) < after_entries:
+        if any(p.poll() is not None for p in procs):
+            break
+        time.sleep(0.1)
+    assert all(p.poll() is None for p in procs), "the run ended before the signal"
+    procs[victim].send_signal(sig)
+    return _wait(procs)
 
 
 @pytest.mark.slow
@@ -67,3 +107,57 @@ def test_rerun_resumes_on_every_worker_and_a_finished_run_is_a_no_op(tiny_rollou
     done = _run_two_workers(tiny_rollouts, wd, 8)
     assert all(code == 0 and "nothing to do" in err for code, err in done), [err[-1500:] for _, err in done]
     assert not os.path.exists(os.path.join(wd, "tmp", "worker_1", "checkpoint"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_saves_on_every_worker_at_one_step_and_the_rerun_resumes(tiny_rollouts, tmp_path):
+    wd = str(tmp_path / "vae")
+    flags = _vae_flags(tiny_rollouts, wd, steps_per_loop=1, checkpoint_every=1000)
+    stopped = _stop_one_mid_run(_start("wm.train_vae", flags, 60), wd, victim=1, sig=signal.SIGTERM)
+    assert [code for code, _ in stopped] == [143, 143], [err[-1500:] for _, err in stopped]
+    saved = int(workdir.latest_checkpoint(wd).rsplit("-", 1)[1])
+    assert 6 <= saved < 60  # saved at the preemption: no regular checkpoint is due before step 1000
+    assert f"every worker saved a checkpoint at step {saved}" in stopped[0][1]
+    assert not os.path.exists(os.path.join(wd, "tmp", "worker_1"))
+
+    again = _wait(_start("wm.train_vae", flags, 60))
+    assert all(code == 0 for code, _ in again), [err[-1500:] for _, err in again]
+    assert all(f"resuming from step {saved}" in err for _, err in again), [err[-1500:] for _, err in again]
+    assert _train_steps(wd) == list(range(2, 61, 2))  # no step lost or logged twice
+    assert workdir.latest_checkpoint(wd).endswith("-60")
+
+
+@pytest.mark.slow
+def test_kill_9_of_one_worker_is_one_line_on_the_other_and_the_rerun_resumes(tiny_rollouts, tmp_path):
+    wd = str(tmp_path / "vae")
+    flags = _vae_flags(tiny_rollouts, wd, steps_per_loop=1, checkpoint_every=4)
+    killed = _stop_one_mid_run(_start("wm.train_vae", flags, 60), wd, victim=0, sig=signal.SIGKILL, after_entries=4)
+    (chief, _), (other, err) = killed
+    assert chief == -signal.SIGKILL
+    assert other == 2, err[-1500:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("train_vae: error: a worker of the multi-worker run stopped during steps"), last
+    saved = int(workdir.latest_checkpoint(wd).rsplit("-", 1)[1])
+    assert saved >= 4 and saved % 4 == 0 and f"resume from ckpt-{saved}" in last
+
+    again = _wait(_start("wm.train_vae", flags, saved + 4))
+    assert all(code == 0 for code, _ in again), [err[-1500:] for _, err in again]
+    assert all(f"resuming from step {saved}" in err for _, err in again), [err[-1500:] for _, err in again]
+    assert workdir.latest_checkpoint(wd).endswith(f"-{saved + 4}")
+
+
+@pytest.mark.slow
+def test_m_resumes_on_every_worker_and_a_finished_stage_is_skipped_by_a_worker_alone(tmp_path):
+    series = _series(str(tmp_path / "series"))
+    wd = str(tmp_path / "mdnrnn")
+    flags = [f"--series={series}", f"--workdir={wd}", "--seq_len=10", "--batch_size=2", "--hidden=16"]
+    flags += ["--steps_per_loop=2", "--log_every=2", "--checkpoint_every=2", "--eval_shards=0"]
+    first = _wait(_start("wm.train_mdnrnn", flags, 4))
+    assert all(code == 0 for code, _ in first), [err[-1500:] for _, err in first]
+    again = _wait(_start("wm.train_mdnrnn", flags, 8))
+    assert all(code == 0 for code, _ in again), [err[-1500:] for _, err in again]
+    assert all("resuming from step 4" in err for _, err in again), [err[-1500:] for _, err in again]
+    assert _train_steps(wd) == [2, 4, 6, 8]
+    # a finished stage: worker 1 alone (its chief skipped the stage, as the pipeline does) returns at once
+    ((code, err),) = _wait(_start("wm.train_mdnrnn", flags, 8, workers=(1,)), timeout=60)
+    assert code == 0 and "nothing to do" in err, err[-1500:]

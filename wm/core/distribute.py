@@ -106,6 +106,18 @@ def _new_strategy(name: str, tpu_address: str | None) -> tf.distribute.Strategy:
     raise ValueError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
 
 
+def is_chief_process(strategy_name: str) -> bool:
+    """Whether this process is the chief, known before any strategy exists: only a multi-worker
+    run has other workers, named by ``TF_CONFIG`` (worker 0, or the task of type ``chief``)."""
+    if strategy_name != "multi_worker":
+        return True
+    import json
+
+    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task") or {}
+    kind = task.get("type") or "worker"
+    return kind == "chief" or (kind == "worker" and int(task.get("index", 0)) == 0)
+
+
 def device_type(strategy: tf.distribute.Strategy) -> str:
     """The kind of device the strategy computes on: "TPU", "GPU" or "CPU"."""
     if isinstance(strategy, tf.distribute.TPUStrategy):

@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from tfrecords import fileio
 from tfrecords.cli import option
-from tfrecords.errors import UsageError
+from tfrecords.errors import OneLineError, UsageError
 from wm.core import distribute
 from wm.core import workdir as workdir_lib
 from wm.core.distribute import Setup
@@ -57,6 +57,14 @@ DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
 
 class DivergedError(UsageError):
     """The loss became NaN or infinite; the run stopped without saving a checkpoint."""
+
+
+class WorkerLostError(OneLineError, RuntimeError):
+    """Another worker of a multi-worker run stopped (killed, crashed, its host gone) mid-step."""
+
+
+# what a collective raises when a peer is gone (TensorFlow's coordination service reports it)
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
 
 
 @dataclasses.dataclass
@@ -195,6 +203,54 @@ def check_workdir(workdir: str, name: str, arch: dict) -> None:
         has_state=bool(latest_checkpoint(workdir)),
         per_key="arch",
         not_what=repr(name),
+    )
+
+
+def already_trained(workdir: str, name: str, arch: dict, steps: int) -> int | None:
+    """The step of a workdir already trained to ``steps`` or more, else None; refuses a foreign workdir.
+
+    Binaries check this before they build a strategy. On a multi-worker run every worker then
+    skips a finished stage alone, without joining collectives that the chief (which skips it
+    too) never starts.
+    """
+    check_workdir(workdir, name, arch)
+    last = workdir_lib.latest_checkpoint(workdir)
+    if not last:
+        return None
+    done = int(last.rsplit("-", 1)[1])
+    if done < steps:
+        return None
+    print(f"{name}: {workdir} is already at step {done} >= --steps {steps}; nothing to do", file=sys.stderr)
+    return done
+
+
+def _preemption_handler(setup: Setup, manager, step: tf.Variable):
+    """TensorFlow's own preemption support for a multi-worker run, or None for other strategies.
+
+    ``tf.distribute.experimental.PreemptionCheckpointHandler`` watches SIGTERM on every worker
+    (and GCE maintenance notices); when any worker receives one, all of them save at the same
+    step (the chief into ``checkpoints/``, the others into their temporary directories) and
+    then stop through :class:`tfrecords.cli.Terminated`, like a local SIGTERM: exit 143,
+    rerun to resume. Single-host strategies (default, mirrored, a one-host TPU VM) keep the
+    loop's own handler (:func:`_save_on_interrupt`). Its restore reads the manager's directory:
+    on a non-chief worker that is its temporary directory, emptied first so that it cannot
+    override the restore from the chief's checkpoint.
+    """
+    if not isinstance(setup.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None
+    from tfrecords.cli import Terminated
+
+    if not setup.is_chief and tf.io.gfile.exists(manager.directory):
+        tf.io.gfile.rmtree(manager.directory)
+
+    def stop() -> None:
+        if setup.is_chief:
+            print(f"preempted: every worker saved a checkpoint at step {int(step.numpy())}", file=sys.stderr)
+        raise Terminated()
+
+    config = tf.distribute.experimental.TerminationConfig(exit_fn=stop)
+    return tf.distribute.experimental.PreemptionCheckpointHandler(
+        setup.strategy.cluster_resolver, manager, termination_config=config
     )
 
 
@@ -438,12 +494,27 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
     step = start
     try:
         with stopping(lambda: _save_on_interrupt(task.name, setup, trainer, manager, step, start)):
+            # made inside, as its SIGTERM handler must replace stopping's
+            preemption = _preemption_handler(setup, manager, trainer.step)
             while step < cfg.steps:
                 if profile and step == profile[0] - 1 and not profiling:
                     tf.profiler.experimental.start(fileio.join(workdir, "tensorboard", "train"))
                     profiling = True
                 n = _next_boundary(step, cfg, [cfg.log_every, cfg.checkpoint_every, cfg.eval_every], marks) - step
-                terms = {k: float(v) for k, v in trainer.train_steps(iterator, tf.constant(n, tf.int64)).items()}
+                try:
+                    terms = {k: float(v) for k, v in trainer.train_steps(iterator, tf.constant(n, tf.int64)).items()}
+                except _PEER_ERRORS as e:
+                    if not isinstance(setup.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                        raise
+                    last = manager.latest_checkpoint if chief else workdir_lib.latest_checkpoint(workdir)
+                    lines = (getattr(e, "message", "") or str(e)).strip().splitlines()
+                    peer = next((ln.strip() for ln in lines if "unhealthy" in ln or "Socket closed" in ln), "")
+                    cause = f"{type(e).__name__}{': ' + peer[:120] if peer else ''}"
+                    raise WorkerLostError(
+                        f"a worker of the multi-worker run stopped during steps {step + 1}..{step + n} ({cause}); "
+                        f"rerun the same command on every worker to resume from "
+                        f"{os.path.basename(last) if last else 'the start'}"
+                    ) from None
                 step += n
                 if not math.isfinite(terms["loss"]):
                     last = manager.latest_checkpoint
@@ -474,6 +545,9 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
                     do_eval(step)
                 if due(step, cfg.checkpoint_every, finished):
                     manager.save(checkpoint_number=step)
+                elif preemption is not None:
+                    # every worker calls this once per loop iteration: they agree on the step to save at
+                    preemption.save_checkpoint_if_preempted(checkpoint_number=step)
         result["step"] = step
         return result
     finally:
