@@ -31,8 +31,8 @@ if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
     || { echo "$0: error: no TensorFlow: use a tpu-vm-tf-2.21.0-pjrt (or newer) image" >&2; exit 1; }
   command -v swig >/dev/null || sudo apt-get install -y swig build-essential  # Box2D builds from source
   "$PYTHON" -m pip install -e . --no-deps
-  "$PYTHON" -m pip install 'tensorflow-probability>=0.25,<0.26' 'tf-keras>=2.21,<2.22' \
-      'tensorboard>=2.21,<2.22' 'gymnasium[box2d]>=1.1,<2' absl-py numpy pillow tqdm \
+  "$PYTHON" -m pip install 'tensorboard>=2.21,<2.22' \
+      'gymnasium[box2d]>=1.1,<2' absl-py numpy pillow tqdm \
       'imageio>=2.31' 'cma>=3.3' 'matplotlib>=3.7' 'isal>=1.7' 'google-crc32c>=1.5'
 fi
 

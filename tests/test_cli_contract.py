@@ -45,6 +45,9 @@ REQUIRED_MODULES = frozenset(
         "wm.evaluate",
         "wm.pipeline",
         "tfrecords.inspect",
+        "tfrecords.export_rlds",
+        "wm.export",
+        "wm.collect",
     }
 )
 # Binaries that are part of the command line without a ``python -m`` line of their own in the
