@@ -20,6 +20,7 @@ _READERS = (
     "episode_records",
     "list_shards",
     "dataset_manifest",
+    "shard_infos",
     "ShardError",
 )
 

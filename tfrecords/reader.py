@@ -62,6 +62,36 @@ def dataset_manifest(file_pattern: str | Sequence[str]) -> dict | None:
     return _manifest(os.path.dirname(list_shards(file_pattern)[0]))
 
 
+def shard_infos(files: Sequence[str]) -> dict[str, dict] | None:
+    """Each shard's manifest entry (``episodes``, ``frames``, ...) by path, each read from the
+    manifest of its own directory: a comma-separated list of directories is sized in full, and
+    shards of the same name in two directories stay apart. None if any directory has no manifest.
+
+    Raises ShardError when the directories' manifests disagree on ``kind``, ``frame_shape`` or
+    ``latent_dim`` (one dataset cannot mix them), or a shard is missing from its manifest.
+    """
+    out: dict[str, dict] = {}
+    first: tuple | None = None
+    for f in files:
+        directory = os.path.dirname(f)
+        m = _manifest(directory)
+        if m is None:
+            return None
+        traits = (m.get("kind"), m.get("frame_shape"), m.get("latent_dim"))
+        if first is None:
+            first = (directory, traits)
+        elif traits != first[1]:
+            raise ShardError(
+                f"{directory} and {first[0]} hold different data (kind, frame_shape, latent_dim: "
+                f"{traits} vs {first[1]}); one dataset cannot mix them"
+            )
+        info = {s["name"]: s for s in m["shards"]}.get(os.path.basename(f))
+        if info is None:
+            raise ShardError(f"shard {f} is not in {directory}/{schema.MANIFEST_NAME}")
+        out[f] = info
+    return out
+
+
 def _pipeline_split(input_context: tf.distribute.InputContext | None, n_files: int) -> tuple[int, int, bool]:
     """(input pipelines, this pipeline's index, whether pipelines split whole shards between them).
 

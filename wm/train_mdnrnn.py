@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import sys
 
 from tfrecords.cli import UsageError, check, option, run_binary
@@ -66,8 +65,9 @@ def validate(cfg: TrainMdnrnnConfig) -> None:
     train_lib.check_train_flags(cfg)
 
 
-def split_series(cfg: TrainMdnrnnConfig) -> tuple[list[str], list[str], dict | None]:
-    """(train shards, held-out shards, manifest) of the latent series."""
+def split_series(cfg: TrainMdnrnnConfig) -> tuple[list[str], list[str], dict | None, dict[str, dict] | None]:
+    """(train shards, held-out shards, manifest of the first directory, every shard's manifest
+    entry by path or None) of the latent series; ``--series`` may list several directories."""
     import tfrecords
     from tfrecords import schema
 
@@ -75,23 +75,20 @@ def split_series(cfg: TrainMdnrnnConfig) -> tuple[list[str], list[str], dict | N
     manifest = tfrecords.dataset_manifest(shards)
     if manifest and manifest.get("kind") != schema.KIND_LATENTS:
         raise UsageError(f"{cfg.series} holds {manifest.get('kind')}, not latent series: run python -m wm.encode first")
+    infos = tfrecords.shard_infos(shards)
     if cfg.eval_shards and len(shards) <= cfg.eval_shards:
         raise UsageError(f"{cfg.series} has {len(shards)} shards: too few to hold out --eval_shards={cfg.eval_shards}")
     cut = len(shards) - cfg.eval_shards
-    return shards[:cut], shards[cut:], manifest
+    return shards[:cut], shards[cut:], manifest, infos
 
 
-def windows_in(files: list[str], manifest: dict | None, window: int) -> int | None:
-    """Approximate windows per pass over ``files``: each episode gives ceil(T / window)."""
-    if not manifest:
+def windows_in(files: list[str], infos: dict[str, dict] | None, window: int) -> int | None:
+    """Approximate windows per pass over ``files``: each episode gives ceil(T / window), with T the
+    mean episode length of its shard (exact when a shard's episodes are equally long)."""
+    if not infos:
         return None
-    names = {os.path.basename(f) for f in files}
-    shards = [s for s in manifest["shards"] if s["name"] in names]
-    eps = sum(s["episodes"] for s in shards)
-    if not eps:
-        return None
-    mean_len = sum(s["frames"] for s in shards) / eps
-    return eps * math.ceil(mean_len / window)
+    shards = [infos[f] for f in files if infos[f]["episodes"]]
+    return sum(s["episodes"] * math.ceil(s["frames"] / s["episodes"] / window) for s in shards) or None
 
 
 def resolve_device_choices(setup: distribute.Setup, jit_mode: str) -> tuple[distribute.Setup, bool | str]:
@@ -138,11 +135,11 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
     from tfrecords import schema
     from wm.models import mdnrnn
 
-    train_files, eval_files, manifest = split_series(cfg)
+    train_files, eval_files, manifest, infos = split_series(cfg)
     z_size = int((manifest or {}).get("latent_dim", schema.LATENT_DIM))
     window = cfg.seq_len + 1
-    steps_per_epoch = max(1, (windows_in(train_files, manifest, window) or 0) // cfg.batch_size)
-    steps = train_lib.total_steps(cfg, steps_per_epoch, cfg.series, sized=manifest is not None)
+    steps_per_epoch = max(1, (windows_in(train_files, infos, window) or 0) // cfg.batch_size)
+    steps = train_lib.total_steps(cfg, steps_per_epoch, cfg.series, sized=infos is not None)
     arch = {
         "z_size": z_size,
         "action_size": schema.ACTION_DIM,
@@ -157,7 +154,7 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
         return {"step": done, "train": {}, "eval": {}}
     setup, use_cudnn = resolve_device_choices(train_lib.setup_from_flags(cfg), cfg.jit_compile)
 
-    eval_windows = windows_in(eval_files, manifest, window) or 0
+    eval_windows = windows_in(eval_files, infos, window) or 0
 
     def data(files, train):
         def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:

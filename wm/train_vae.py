@@ -13,7 +13,6 @@ with standard Keras layers only: ``keras.models.load_model`` opens them without 
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 
 from tfrecords import fast_reader, fileio
@@ -63,10 +62,8 @@ def split_shards(cfg: TrainVaeConfig) -> tuple[list[str], list[str], int | None]
         raise UsageError(f"{cfg.data} has {len(shards)} shards: too few to hold out --eval_shards={cfg.eval_shards}")
     train = shards[: len(shards) - cfg.eval_shards]
     held = shards[len(shards) - cfg.eval_shards :]
-    frames = None
-    if manifest:
-        per = {s["name"]: s["frames"] for s in manifest["shards"]}
-        frames = sum(per.get(os.path.basename(f), 0) for f in train) or None
+    infos = tfrecords.shard_infos(shards)
+    frames = (sum(infos[f]["frames"] for f in train) or None) if infos else None
     return train, held, frames
 
 

@@ -147,3 +147,30 @@ def test_eval_split_smaller_than_a_batch_still_evaluates(series, tmp_path):
     # 1 held-out shard of 2 episodes x 3 windows = 6 windows < batch 8
     res = run(_cfg(series, tmp_path / "small_eval", batch_size=8, steps=5))
     assert np.isfinite(res["eval"]["loss"])
+
+
+def test_several_series_directories_are_sized_from_their_own_manifests(series, tmp_path):
+    """The iterations train M on `series,iter_1/series,...`: directories whose shards share names.
+    Every shard is sized from its own directory's manifest (it used to be the first directory's,
+    by name), so the epoch covers all of them and the held-out shard is counted."""
+    from wm.train_mdnrnn import split_series, windows_in
+
+    more = _series(str(tmp_path / "more"), episodes=4, steps=60, seed=1)  # shard-0000x names again
+    cfg = _cfg(f"{series},{more}", tmp_path / "m", epochs=1, steps=0, batch_size=2)
+    train, held, _, infos = split_series(cfg)
+    assert len(train) + len(held) == 5 and set(infos) == set(train) | set(held)
+    window = cfg.seq_len + 1
+    # series: 6 episodes (23 or 30 steps) -> 3 windows each; more: 4 episodes (53 or 60 steps) -> 5 each
+    assert windows_in(train + held, infos, window) == 6 * 3 + 4 * 5
+    assert held == [max(train + held)]
+    assert windows_in(held, infos, window) == 2 * (5 if "/more/" in held[0] else 3)
+    res = run(cfg)
+    assert res["step"] == windows_in(train, infos, window) // 2
+    assert np.isfinite(res["eval"]["loss"])
+
+
+def test_series_directories_that_disagree_are_one_line(series, tmp_path, tiny_rollouts):
+    from tfrecords.errors import ShardError
+
+    with pytest.raises(ShardError, match="hold different data"):
+        run(_cfg(f"{series},{tiny_rollouts}", tmp_path / "m"))

@@ -276,6 +276,7 @@ def start_latents(series: str, mode: str = "first", per_episode: int = 8, seed: 
     manifest = tfrecords.dataset_manifest(shards)
     if manifest and manifest.get("kind") != schema.KIND_LATENTS:
         raise UsageError(f"{series} holds {manifest.get('kind')}, not latent series: run python -m wm.encode first")
+    tfrecords.shard_infos(shards)  # several directories must hold the same kind of series
     latent_dim = int((manifest or {}).get("latent_dim", schema.LATENT_DIM))
     rng = np.random.default_rng(seed)
     out = []
