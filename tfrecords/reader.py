@@ -295,6 +295,7 @@ def frames_dataset(
     chunk_frames: int = 5,
     reader: str = "auto",
     reader_threads: int | None = None,
+    deterministic: bool = False,
 ) -> tf.data.Dataset:
     """Shuffled uint8 frame batches ``[batch_size, H, W, 3]`` for training V.
 
@@ -317,12 +318,14 @@ def frames_dataset(
         with TensorFlow's reader, ``"auto"`` (default) the first when its libraries import.
       reader_threads: shards inflated at once by the ``"isal"`` reader (default: one per core,
         at most 8 and at most the number of shards).
+      deterministic: with ``seed``, the same batches in the same order on every iteration of a
+        fresh dataset (one reader thread, ordered maps, the in-episode shuffle run in order):
+        slower, for runs that must resume exactly.
     """
     shape = _default_frame_shape(file_pattern, frame_shape)
     if _use_fast_reader(reader):
-        ds = _fast_episode_frames(
-            file_pattern, shape, shuffle, seed, repeat, input_context, skip_corrupt, reader_threads
-        )
+        threads = 1 if deterministic else reader_threads
+        ds = _fast_episode_frames(file_pattern, shape, shuffle, seed, repeat, input_context, skip_corrupt, threads)
     else:
         ds = episode_records(
             file_pattern,
@@ -331,17 +334,24 @@ def frames_dataset(
             input_context=input_context,
             skip_corrupt=skip_corrupt,
             repeat=repeat,
+            deterministic=deterministic,
         )
-        ds = ds.map(lambda r, p: _parse_frames_only(r, p, shape), num_parallel_calls=AUTOTUNE, deterministic=False)
+        parse = lambda r, p: _parse_frames_only(r, p, shape)  # noqa: E731
+        ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     chunk = _chunk_size(batch_size, chunk_frames) if shuffle else 1
     if chunk > 1:
         # Shuffling single 12 KB frames costs more per frame than inflating them: shuffle each
         # episode's frames in place, then move them through the shuffle buffer in small chunks.
-        ds = ds.map(lambda f: _shuffled_chunks(f, chunk, seed), num_parallel_calls=AUTOTUNE, deterministic=False)
+        # (Its stateful shuffle draws in element order only when the map runs sequentially.)
+        parallel = None if deterministic else AUTOTUNE
+        shuffled = lambda f: _shuffled_chunks(f, chunk, seed)  # noqa: E731
+        ds = ds.map(shuffled, num_parallel_calls=parallel, deterministic=deterministic)
     ds = ds.unbatch()
     if shuffle:
         ds = ds.shuffle(max(shuffle_buffer // chunk, 1), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size // chunk, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.batch(
+        batch_size // chunk, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=deterministic
+    )
     if chunk > 1:
         ds = ds.map(lambda x: tf.reshape(x, [-1, *shape]))
     return ds.prefetch(AUTOTUNE)
@@ -432,6 +442,7 @@ def sequence_dataset(
     latent_dim: int = schema.LATENT_DIM,
     skip_corrupt: bool = False,
     drop_remainder: bool = True,
+    deterministic: bool = False,
 ) -> tf.data.Dataset:
     """Batches of fixed-length windows of consecutive steps, for training M.
 
@@ -442,7 +453,8 @@ def sequence_dataset(
     (latent series). Episodes are cut into non-overlapping windows from their first step; the
     last window of an episode is zero-padded.
 
-    ``kind`` defaults to the manifest's (rollouts or latents).
+    ``kind`` defaults to the manifest's (rollouts or latents). ``deterministic``: with ``seed``,
+    the same batches in the same order on every iteration of a fresh dataset (ordered reads).
     """
     if seq_len <= 0:
         raise ValueError(f"seq_len must be positive, got {seq_len}")
@@ -451,11 +463,18 @@ def sequence_dataset(
     data_keys = [schema.ACTIONS, schema.REWARDS, schema.TERMINALS]
     data_keys += [schema.FRAMES] if kind == schema.KIND_ROLLOUTS else [schema.MU, schema.LOGVAR]
     ds = episode_records(
-        file_pattern, shuffle=shuffle, seed=seed, input_context=input_context, skip_corrupt=skip_corrupt, repeat=repeat
+        file_pattern,
+        shuffle=shuffle,
+        seed=seed,
+        input_context=input_context,
+        skip_corrupt=skip_corrupt,
+        repeat=repeat,
+        deterministic=deterministic,
     )
-    ds = ds.map(lambda r, p: _parse(r, p, kind, shape, latent_dim), num_parallel_calls=AUTOTUNE, deterministic=False)
+    parse = lambda r, p: _parse(r, p, kind, shape, latent_dim)  # noqa: E731
+    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     ds = ds.flat_map(lambda ep: _windows(ep, seq_len, data_keys))
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.prefetch(AUTOTUNE)

@@ -63,6 +63,8 @@ def validate(cfg: TrainMdnrnnConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
     check(cfg)
     train_lib.check_train_flags(cfg)
+    if cfg.deterministic and cfg.dropout:
+        raise UsageError("--deterministic does not cover M's --dropout masks yet; use one or the other")
 
 
 def split_series(cfg: TrainMdnrnnConfig) -> tuple[list[str], list[str], dict | None, dict[str, dict] | None]:
@@ -108,8 +110,10 @@ def make_loss_fn(cfg: TrainMdnrnnConfig):
     from wm.models import mdnrnn
 
     def loss_fn(model, batch, training):
+        batch, seed = batch if isinstance(batch, tuple) else (batch, None)  # seed: --deterministic
         mu, logvar = batch["mu"], batch["logvar"]
-        z = mu + tf.exp(0.5 * logvar) * tf.random.normal(tf.shape(mu))
+        eps = tf.random.normal(tf.shape(mu)) if seed is None else tf.random.stateless_normal(tf.shape(mu), seed)
+        z = mu + tf.exp(0.5 * logvar) * eps
         return mdnrnn.sequence_loss_terms(
             model,
             z,
@@ -162,7 +166,7 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
             if not train and eval_windows:
                 # a held-out split smaller than one batch would otherwise give no batch at all
                 per_replica = max(1, min(per_replica, eval_windows // ctx.num_replicas_in_sync))
-            return tfrecords.sequence_dataset(
+            ds = tfrecords.sequence_dataset(
                 files,
                 per_replica,
                 window,
@@ -173,7 +177,9 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
                 seed=cfg.seed,
                 input_context=ctx,
                 latent_dim=z_size,
+                deterministic=cfg.deterministic,
             )
+            return train_lib.noise_seeds(ds, cfg.seed, ctx) if train and cfg.deterministic else ds
 
         return fn
 

@@ -91,7 +91,7 @@ def run(cfg: TrainVaeConfig) -> dict:
     def data(files, train):
         def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             per_replica = ctx.get_per_replica_batch_size(cfg.batch_size)
-            return tfrecords.frames_dataset(
+            ds = tfrecords.frames_dataset(
                 files,
                 per_replica,
                 shuffle=train,
@@ -100,9 +100,16 @@ def run(cfg: TrainVaeConfig) -> dict:
                 seed=cfg.seed,
                 input_context=ctx,
                 reader=cfg.reader,
+                deterministic=cfg.deterministic,
             )
+            # --deterministic: each training batch brings the seed of its sampling noise
+            return train_lib.noise_seeds(ds, cfg.seed, ctx) if train and cfg.deterministic else ds
 
         return fn
+
+    def loss_fn(model, batch, training):
+        frames, seed = batch if isinstance(batch, tuple) else (batch, None)
+        return vae.loss_terms(model, frames, training=training, seed=seed)
 
     preview = next(
         iter(tfrecords.frames_dataset(eval_files or train_files, 8, shuffle_buffer=1000, seed=0, reader=cfg.reader))
@@ -119,7 +126,7 @@ def run(cfg: TrainVaeConfig) -> dict:
         name="vae",
         arch=arch,
         model_fn=lambda policy: vae.ConvVAE(cfg.z_size, cfg.kl_tolerance, dtype_policy=policy),
-        loss_fn=lambda model, frames, training: vae.loss_terms(model, frames, training=training),
+        loss_fn=loss_fn,
         train_data=data(train_files, True),
         eval_data=data(eval_files, False) if eval_files else None,
         summary_fn=summaries,

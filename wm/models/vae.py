@@ -103,9 +103,14 @@ class ConvVAE(keras.Model):
         return self.decoder(z, training=training)
 
     @staticmethod
-    def sample(mu: tf.Tensor, logvar: tf.Tensor) -> tf.Tensor:
-        """The reparameterized sample ``mu + exp(logvar / 2) * eps``."""
-        return mu + tf.exp(0.5 * logvar) * tf.random.normal(tf.shape(mu), dtype=mu.dtype)
+    def sample(mu: tf.Tensor, logvar: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+        """The reparameterized sample ``mu + exp(logvar / 2) * eps``; ``seed`` (shape [2] int) draws
+        ``eps`` statelessly (reproducible), else from TensorFlow's stateful generator."""
+        if seed is None:
+            eps = tf.random.normal(tf.shape(mu), dtype=mu.dtype)
+        else:
+            eps = tf.cast(tf.random.stateless_normal(tf.shape(mu), seed), mu.dtype)
+        return mu + tf.exp(0.5 * logvar) * eps
 
     def call(self, frames: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Returns (reconstruction, mu, logvar); ``z`` is sampled when training, else ``z = mu``."""
@@ -114,7 +119,9 @@ class ConvVAE(keras.Model):
         return self.decode(z, training=training), mu, logvar
 
 
-def loss_terms(model: ConvVAE, frames: tf.Tensor, training: bool = True, sample: bool = True) -> dict[str, tf.Tensor]:
+def loss_terms(
+    model: ConvVAE, frames: tf.Tensor, training: bool = True, sample: bool = True, seed: tf.Tensor | None = None
+) -> dict[str, tf.Tensor]:
     """The VAE loss of each example, the function the training loop averages.
 
     Returns float32 ``[B]`` tensors:
@@ -124,10 +131,11 @@ def loss_terms(model: ConvVAE, frames: tf.Tensor, training: bool = True, sample:
     * ``kl_raw``: the same before clamping (for monitoring);
     * ``loss``: ``reconstruction + kl`` (what is optimized).
 
-    ``sample=False`` decodes ``z = mu`` (deterministic, for tests and evaluation plots).
+    ``sample=False`` decodes ``z = mu`` (deterministic, for tests and evaluation plots); ``seed``
+    draws the sample statelessly (see :meth:`ConvVAE.sample`).
     """
     mu, logvar = model.encode(frames, training=training)
-    z = model.sample(mu, logvar) if sample else mu
+    z = model.sample(mu, logvar, seed) if sample else mu
     recon = model.decode(z, training=training)
     target = tf.cast(frames, tf.float32) / 255.0
     r_loss = tf.reduce_sum(tf.square(target - recon), axis=[1, 2, 3])
