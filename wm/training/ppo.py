@@ -182,7 +182,6 @@ def run(cfg: TrainPPOConfig) -> dict:
             counters["env_steps"].assign_add(ro.env_steps)
             counters["updates"].assign(update)
             counters["episodes"].assign(collector.episodes)
-            manager.save(checkpoint_number=update)
             wall = time.perf_counter() - t0
             rets = ro.episode_returns
             record = {
@@ -203,7 +202,10 @@ def run(cfg: TrainPPOConfig) -> dict:
                 for k, v in record.items()
                 if k not in ("update", "env_steps") and v is not None
             }
+            # the metrics line before the checkpoint: a stop between them redoes this update, whose line the
+            # resume drops (keep_only); the other way round, it would keep the update and lose its line
             log.record(record, step=record["env_steps"], scalars=scalars)
+            manager.save(checkpoint_number=update)
             shown = record["mean_return"] if rets else float("nan")
             log.advance(ro.env_steps, f"return={shown:.1f} {record['steps_per_sec']:.0f} steps/s")
     done = [r["mean_return"] for r in records if r["mean_return"] is not None]
