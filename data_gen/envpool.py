@@ -8,6 +8,9 @@ videos). Workers import no TensorFlow: they start in about a second.
 A worker that dies or raises does not hang the caller: the pool starts a fresh worker for
 those slots and raises :class:`WorkerLost` naming them, so the caller can rerun their
 episodes; after ``max_restarts`` restarts it raises :class:`PoolError` instead.
+
+:class:`InlineEnvs` has the same surface with the environments in the calling process, for a
+worker that infers for its own environments (``wm.agents.workers``).
 """
 
 from __future__ import annotations
@@ -58,41 +61,36 @@ def _tiles(env) -> int:
     return int(getattr(env.unwrapped, "tile_visited_count", 0))
 
 
-def _worker(conn, env_id: str, max_steps: int, n_slots: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+def apply_ops(envs: list[Any], payload: list, env_id: str, max_steps: int) -> list[tuple[int, Step]]:
+    """Runs ``(slot, "reset" | "step", seed | action, want_raw)`` requests, in order, on ``envs``
+    (a slot's environment is made at its first reset); returns ``(slot, Step)`` per request."""
     from data_gen import rollout
     from data_gen.preprocess import preprocess_frame
 
+    out = []
+    for i, op, arg, want_raw in payload:
+        if op == "reset":
+            if envs[i] is None:
+                envs[i] = rollout.make_env(env_id, max_steps)
+            obs, _ = envs[i].reset(seed=int(arg))
+            r, term, trunc = 0.0, False, False
+        else:
+            obs, r, term, trunc, _ = envs[i].step(arg)
+        raw = obs if want_raw else None
+        out.append((i, Step(preprocess_frame(obs), float(r), bool(term), bool(trunc), _tiles(envs[i]), raw)))
+    return out
+
+
+def _worker(conn, env_id: str, max_steps: int, n_slots: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     envs: list[Any] = [None] * n_slots
     try:
         while True:
             cmd, payload = conn.recv()
             if cmd == "close":
                 break
-            out = []
-            for i, op, arg, want_raw in payload:  # cmd == "run": resets and steps, in order
-                if op == "reset":
-                    if envs[i] is None:
-                        envs[i] = rollout.make_env(env_id, max_steps)
-                    obs, _ = envs[i].reset(seed=int(arg))
-                    r, term, trunc = 0.0, False, False
-                else:
-                    obs, r, term, trunc, _ = envs[i].step(arg)
-                out.append(
-                    (
-                        i,
-                        Step(
-                            preprocess_frame(obs),
-                            float(r),
-                            bool(term),
-                            bool(trunc),
-                            _tiles(envs[i]),
-                            obs if want_raw else None,
-                        ),
-                    )
-                )
-            conn.send(("ok", out))
+            conn.send(("ok", apply_ops(envs, payload, env_id, max_steps)))  # cmd == "run"
     except (EOFError, KeyboardInterrupt):
         pass
     except BaseException:
@@ -282,6 +280,64 @@ class EnvPool:
                 p.kill()
 
     def __enter__(self) -> EnvPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class InlineEnvs:
+    """``num_envs`` environments in this process, with :class:`EnvPool`'s surface (``send``/``recv``/
+    ``wait_any``/``reset``/``step``, one "worker") so the same episode runner drives them.
+
+    A request runs at once, inside :meth:`send`: for a process that owns its environments and
+    infers for them itself (``wm.agents.workers``), with no pipes or frames between processes.
+    """
+
+    def __init__(self, env_id: str, num_envs: int, max_steps: int):
+        if num_envs <= 0:
+            raise ValueError("num_envs must be positive")
+        self.env_id, self.max_steps, self.num_envs = env_id, max_steps, num_envs
+        self.workers = 1
+        self.restarts = 0
+        self._envs: list[Any] = [None] * num_envs
+
+    def send(
+        self, steps: dict[int, np.ndarray], resets: dict[int, int] | None = None, raw: frozenset[int] = frozenset()
+    ) -> Ticket:
+        """Resets (slot -> seed), then steps (slot -> action), now; the ticket holds the results."""
+        payload = [(sl, "reset", seed, sl in raw) for sl, seed in (resets or {}).items()]
+        payload += [(sl, "step", np.asarray(a, np.float32), sl in raw) for sl, a in steps.items()]
+        ticket = Ticket(sent=[(0, 0)])
+        ticket.replies[0] = ("ok", apply_ops(self._envs, payload, self.env_id, self.max_steps))
+        return ticket
+
+    def wait_any(self, tickets: list[Ticket]) -> int:
+        """Every ticket is done when it is made: the first one."""
+        if not tickets:
+            raise ValueError("wait_any needs at least one ticket")
+        return 0
+
+    def recv(self, ticket: Ticket) -> dict[int, Step]:
+        """The results of a :meth:`send`."""
+        return dict(ticket.replies[0][1])
+
+    def reset(self, seeds: dict[int, int], raw: frozenset[int] = frozenset()) -> dict[int, Step]:
+        """Resets slots with the given environment seeds; returns their first frames."""
+        return self.recv(self.send({}, seeds, raw))
+
+    def step(self, actions: dict[int, np.ndarray], raw: frozenset[int] = frozenset()) -> dict[int, Step]:
+        """Steps the given slots with their actions."""
+        return self.recv(self.send(actions, None, raw))
+
+    def close(self) -> None:
+        """Closes the environments."""
+        for i, e in enumerate(self._envs):
+            if e is not None:
+                e.close()
+                self._envs[i] = None
+
+    def __enter__(self) -> InlineEnvs:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,6 +6,11 @@ Every episode is seeded from (--seed, episode index), so the same flags give byt
 shards whatever --workers is. Shards are renamed into place only when complete and
 ``manifest.json`` is written last: rerunning the same command after a crash, a kill or
 Ctrl-C keeps the finished shards and redoes the rest.
+
+``--ray_address`` writes the shards as Ray tasks, one shard per task, on a Ray cluster (see
+:mod:`data_gen.ray_engine`); the shards are the same bytes as a local run's. Every node writes
+into ``--out_dir`` itself, so on a cluster of several machines it must be storage they all
+reach (``gs://...``). A task whose worker or node dies is retried by Ray (3 times).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import sys
 import time
 from concurrent import futures
 
-from data_gen import policies, rollout
+from data_gen import policies, ray_engine, rollout
 from tfrecords import fast_reader, schema, writer
 from tfrecords.cli import UsageError, check, option, run_binary
 
@@ -33,7 +38,9 @@ class GenerateConfig:
     out_dir: str = option(help="Directory for the shards and manifest.json.", required=True)
     episodes: int = option(16, help="Number of episodes.", min=1)
     max_steps: int = option(1000, help="Maximum steps per episode.", min=1)
-    workers: int = option(0, help="Worker processes (0: one per CPU core).", min=0)
+    workers: int = option(
+        0, help="Worker processes (0: one per CPU core; with --ray_address: shards in flight, 0: no limit).", min=0
+    )
     policy: str = option("brownian", help="Exploration policy.", choices=lambda: tuple(sorted(policies.POLICIES)))
     seed: int = option(0, help="Run seed; episode i is seeded from (seed, i).")
     episodes_per_shard: int = option(8, help="Episodes per TFRecord shard.", min=1)
@@ -44,6 +51,12 @@ class GenerateConfig:
         help="Shard compression: isal (ISA-L level 3, 4x faster), tf (zlib level 6, ~20% smaller "
         "shards), auto: isal if installed.",
         choices=writer.WRITERS,
+    )
+    ray_address: str = option(
+        "",
+        help="Write the shards as Ray tasks: '' (default) local processes; 'auto' the Ray cluster this machine "
+        "is part of; 'local' a new one-machine Ray cluster; else HOST:PORT or ray://HOST:PORT. On several "
+        "machines --out_dir must be shared storage (gs://).",
     )
     progress: bool = option(True, help="Show a progress bar.")
 
@@ -61,6 +74,7 @@ def validate(cfg: GenerateConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
     check(cfg)
     rollout.check_env_id(cfg.env_id)
+    ray_engine.check_address(cfg.ray_address)
     if cfg.writer == "isal" and not fast_reader.available():
         raise UsageError(f"--writer=isal needs the isal and google-crc32c packages: {fast_reader.unavailable_reason()}")
 
@@ -98,6 +112,12 @@ def _write_shard(cfg: GenerateConfig, plan: writer.ShardPlan, report=None) -> di
     return writer.write_shard(cfg.out_dir, plan, _episodes(cfg, plan.items, report), writer=cfg.writer)
 
 
+def _write_shard_task(cfg: GenerateConfig, plan: writer.ShardPlan) -> dict:
+    """One shard as a Ray task (no progress queue: the driver counts finished shards)."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    return _write_shard(cfg, plan, report=lambda steps, ret: None)
+
+
 # ---------------------------------------------------------------- parent side
 
 
@@ -109,6 +129,13 @@ class _Progress:
         self.steps = 0
         self.returns: list[float] = []
         self.start = time.perf_counter()
+
+    def shard(self, stats: dict) -> None:
+        """A finished shard's episodes at once (Ray tasks report per shard)."""
+        self.steps += stats["frames"]  # as episode() counts: len(episode) each
+        self.returns.append(stats["return_sum"])
+        self.bar.set_postfix_str(f"{self.steps_per_sec:.0f} steps/s")
+        self.bar.update(stats["episodes"])
 
     def episode(self, steps: int, ret: float) -> None:
         self.steps += steps
@@ -145,6 +172,30 @@ def _run_parallel(cfg: GenerateConfig, pending, progress: _Progress, workers: in
     pool.shutdown(wait=True)
 
 
+def _run_ray(cfg: GenerateConfig, pending, progress: _Progress) -> int:
+    """The pending shards as Ray tasks (at most ``cfg.workers`` in flight if set); returns the cluster's CPUs."""
+    ray = ray_engine.connect(cfg.ray_address, cfg.workers or None)
+    task = ray.remote(num_cpus=1, max_retries=3)(_write_shard_task)
+    todo, running = list(pending)[::-1], []
+    limit = cfg.workers or len(todo)
+    try:
+        while todo or running:
+            while todo and len(running) < limit:
+                running.append(task.remote(cfg, todo.pop()))
+            ready, running = ray.wait(running, num_returns=1, timeout=5.0)
+            for ref in ready:
+                try:
+                    progress.shard(ray.get(ref))
+                except ray.exceptions.RayTaskError as e:  # the task's own error, as a local run raises it
+                    cause = getattr(e, "cause", None)
+                    raise (cause if isinstance(cause, BaseException) else e) from None
+    except BaseException:
+        for ref in running:  # stop at once; unfinished shards are temporary files, redone on rerun
+            ray.cancel(ref, force=True)
+        raise
+    return int(ray.cluster_resources().get("CPU", 0))
+
+
 def _drain(q, progress: _Progress, pids: list[int]) -> None:
     while True:
         try:
@@ -175,7 +226,9 @@ def run(cfg: GenerateConfig) -> dict:
     progress = _Progress(cfg.episodes, done_eps, cfg.progress)
     workers = min(cfg.workers or os.cpu_count() or 1, len(pending))
     try:
-        if workers <= 1:
+        if cfg.ray_address:
+            workers = _run_ray(cfg, pending, progress)
+        elif workers <= 1:
             for p in pending:
                 _write_shard(cfg, p, progress.episode)
         else:
@@ -191,7 +244,8 @@ def run(cfg: GenerateConfig) -> dict:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
-    rate = f"; {progress.steps_per_sec:.0f} env steps/s with {workers} worker(s)" if progress.steps else ""
+    where = f"Ray tasks on {workers} CPUs" if cfg.ray_address else f"{workers} worker(s)"
+    rate = f"; {progress.steps_per_sec:.0f} env steps/s with {where}" if progress.steps else ""
     print(f"generate: wrote {summary(manifest)}{rate}", file=sys.stderr)
     return manifest
 

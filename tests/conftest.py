@@ -65,3 +65,14 @@ def dream_world(tmp_path_factory, tiny_world) -> dict:
         )
     )
     return {**tiny_world, "mdnrnn": m}
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray cluster (2 CPUs) shared by every test that needs Ray; a few seconds to start."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    yield ray
+    ray.shutdown()

@@ -14,6 +14,10 @@ its algorithm, the hash and provenance of its parameters, and the noise; and ``m
 how well the agent's M, before training on this data, predicts it (z_{t+1} NLL, reward-head
 squared error, and the error of the return M predicts along each real episode; episode means).
 PPO agents play their mean action and take no parameter noise.
+
+Episodes are played as ``wm.evaluate`` plays them (``--layout``: worker processes that each run
+their own copy of the agent, by default; ``--ray_address``: those workers as Ray actors), and
+every layout writes the same bytes for the same flags.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from data_gen import rollout
 from tfrecords import fileio, schema, writer
 from tfrecords.cli import UsageError, check, option, run_binary
 from wm.agents import loading
+from wm.agents import workers as workers_lib
 from wm.core import distribute
 
 SHARD_PREFIX = "rollouts"
@@ -50,12 +55,16 @@ class CollectConfig:
     envs: int = option(0, help="Environments in flight (0: all episodes, at most 16).", min=0)
     env_id: str = option("", help="Gymnasium environment id (default: the one the agent trained on).")
     writer: str = option("auto", help="Shard compression (as data_gen.generate's --writer).", choices=writer.WRITERS)
+    layout: str = option("auto", help=workers_lib.LAYOUT_HELP, choices=workers_lib.LAYOUTS)
+    ray_address: str = option("", help=workers_lib.RAY_HELP)
     progress: bool = option(True, help="Show a progress bar.")
 
 
 def validate(cfg: CollectConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
     check(cfg)
+    workers_lib.check_ray_address(cfg.ray_address)
+    workers_lib.resolve_layout(cfg.layout, cfg.ray_address)
     if cfg.env_id:
         rollout.check_env_id(cfg.env_id)
 
@@ -71,9 +80,8 @@ def run(cfg: CollectConfig) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from data_gen.envpool import EnvPool
-    from wm.agents.agent import run_episodes
-    from wm.agents.collect import EpisodeRecorder, episode_params, model_errors
+    from data_gen import ray_engine
+    from wm.agents.collect import episode_params, model_errors
 
     config = loading.load_policy_config(cfg.agent)
     algorithm = config.get("algorithm", "cma-es")
@@ -106,6 +114,8 @@ def run(cfg: CollectConfig) -> dict:
     items = [i for p in pending for i in p.items]
     envs = cfg.envs or min(len(items), 16)
     workers = min(cfg.workers or os.cpu_count() or 1, envs)
+    if cfg.ray_address:  # an unreachable cluster is one line now, before the agent loads
+        ray_engine.connect(cfg.ray_address, workers)
     distribute.set_inference_threads(workers)  # before TensorFlow's first op
     agent, params, _ = loading.load_policy(cfg.agent)
 
@@ -123,8 +133,9 @@ def run(cfg: CollectConfig) -> dict:
     returns: list[float] = []
     m_model = getattr(agent, "mdnrnn", None)
 
-    def on_episode(job: int, ep: schema.Episode, z) -> None:
-        index = items[job]
+    def on_episode(res) -> None:
+        ep, z = runner.recorded.pop(res.job)
+        index = items[res.job]
         done[index] = ep
         if m_model is not None:
             errors[index] = model_errors(m_model, z, ep)
@@ -136,18 +147,19 @@ def run(cfg: CollectConfig) -> dict:
             fileio.write_json_atomic(errors_path, {str(k): v for k, v in sorted(errors.items())})
             writer.write_shard(cfg.out_dir, plan, [done.pop(i) for i in plan.items], writer=cfg.writer)
 
-    recorder = EpisodeRecorder(seeds, cfg.max_steps, on_episode)
+    spec = workers_lib.AgentSpec(agent_dir=fileio.abspath(cfg.agent), precision="")  # the agent's own, as above
     t0 = time.perf_counter()
     try:
-        with EnvPool(env_id, envs, workers, cfg.max_steps) as pool:
-            results = run_episodes(
-                pool,
-                agent,
+        with workers_lib.make_runner(
+            cfg.layout, spec, env_id, envs, workers, cfg.max_steps, cfg.ray_address, agent
+        ) as runner:
+            results = runner.run(
                 np.stack(rows),
                 [(job, seeds[job]) for job in range(len(items))],
                 cfg.max_steps,
-                on_step=recorder.on_step,
-                record_jobs=frozenset(range(len(items))),
+                on_episode=on_episode,
+                record=frozenset(range(len(items))),
+                record_kind="episode",
             )
     finally:
         bar.close()

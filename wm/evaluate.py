@@ -7,6 +7,10 @@ Prints mean +- std of the return, writes a per-episode CSV (seed, return, steps)
 come from ``--seed`` through a seed stream that training never uses. ``--video_dir`` writes
 videos of the episodes listed in ``--video_episodes``: the real frame, V's reconstruction of
 it, and the actions as bars.
+
+``--layout`` says where V + M + C run (each worker for its own environments, or this process for
+all); ``--ray_address`` runs the workers as Ray actors on a cluster (see ``wm.agents.workers``).
+The same ``--seed`` gives the same episodes in every layout.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import os
 import sys
 import time
 
-from data_gen import rollout
+from data_gen import ray_engine, rollout
 from tfrecords import fileio
 from tfrecords.cli import UsageError, check, option, run_binary
 from wm.agents import loading
+from wm.agents import workers as workers_lib
 from wm.core import distribute, video
 
 EVAL_SEED_STREAM = loading.EVAL_STREAM
@@ -38,6 +43,8 @@ class EvaluateConfig:
     max_steps: int = option(1000, help="Maximum steps per episode.", min=1)
     workers: int = option(0, help="Environment worker processes (0: one per core).", min=0)
     envs: int = option(0, help="Environments in flight (0: min(episodes, 64)).", min=0)
+    layout: str = option("auto", help=workers_lib.LAYOUT_HELP, choices=workers_lib.LAYOUTS)
+    ray_address: str = option("", help=workers_lib.RAY_HELP)
     inference_threads: int = option(
         0,
         help="TensorFlow CPU threads for the agent (0: one when the workers fill every "
@@ -70,6 +77,8 @@ def validate(cfg: EvaluateConfig) -> list[int]:
         raise UsageError(f"--out {cfg.out} is a directory; give the CSV's file name")
     if cfg.env_id:
         rollout.check_env_id(cfg.env_id)
+    workers_lib.check_ray_address(cfg.ray_address)
+    workers_lib.resolve_layout(cfg.layout, cfg.ray_address)
     return videos
 
 
@@ -79,41 +88,24 @@ def run(cfg: EvaluateConfig) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from data_gen.envpool import EnvPool
-    from wm.agents.agent import run_episodes
-
     envs = cfg.envs or min(cfg.episodes, 64)
     workers = min(cfg.workers or os.cpu_count() or 1, envs)
+    if cfg.ray_address:  # an unreachable cluster is one line now, not after loading the agent
+        ray_engine.connect(cfg.ray_address, workers)
     distribute.set_inference_threads(workers, cfg.inference_threads)  # before TensorFlow's first op
     agent, params, config = loading.load_policy(cfg.agent, cfg.inference_precision)
     env_id = cfg.env_id or config.get("env_id", rollout.DEFAULT_ENV_ID)
     seeds = loading.track_seeds(cfg.seed, EVAL_SEED_STREAM, cfg.episodes)
     jobs = [(0, s) for s in seeds]
-    recorded: dict[int, dict] = {j: {"raw": [], "z": [], "a": []} for j in videos}
-
-    def on_step(steps, actions, zs, slot_jobs):
-        for s, st in steps.items():
-            if s not in actions:  # a (re)start: drop anything from an attempt a lost worker cut short
-                recorded[slot_jobs[s]] = {"raw": [], "z": [], "a": []}
-            rec = recorded[slot_jobs[s]]
-            if s in actions:
-                rec["z"].append(zs[s])
-                rec["a"].append(actions[s])
-            rec["raw"].append(st.raw)
+    spec = workers_lib.AgentSpec(agent_dir=fileio.abspath(cfg.agent), precision=cfg.inference_precision)
 
     bar = tqdm(total=cfg.episodes, unit="ep", desc="evaluate", disable=not cfg.progress, file=sys.stderr)
     t0 = time.perf_counter()
-    with EnvPool(env_id, envs, workers, cfg.max_steps) as pool:
-        results = run_episodes(
-            pool,
-            agent,
-            params,
-            jobs,
-            cfg.max_steps,
-            on_episode=lambda r: bar.update(1),
-            on_step=on_step if videos else None,
-            raw_jobs=frozenset(videos),
-        )
+    with workers_lib.make_runner(
+        cfg.layout, spec, env_id, envs, workers, cfg.max_steps, cfg.ray_address, agent=agent
+    ) as runner:
+        results = runner.run(params, jobs, cfg.max_steps, on_episode=lambda r: bar.update(1), record=frozenset(videos))
+        recorded = {j: runner.recorded.get(j, {"raw": [], "z": [], "a": []}) for j in videos}
     bar.close()
     wall = time.perf_counter() - t0
     returns = np.array([r.ret for r in results])

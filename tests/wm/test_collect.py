@@ -92,6 +92,23 @@ def test_collects_the_agents_noisy_episodes_in_the_public_format(agent_dir, tiny
     assert _shard_bytes(tmp_path / "a") == _shard_bytes(tmp_path / "b")
 
 
+def test_worker_processes_and_ray_actors_write_the_same_bytes_and_central_the_same_episodes(
+    agent_dir, tmp_path, ray_session
+):
+    workers = collect.run(_cfg(agent_dir, tmp_path / "workers", layout="workers"))
+    on_ray = collect.run(_cfg(agent_dir, tmp_path / "ray", ray_address="local"))
+    assert _shard_bytes(tmp_path / "workers") == _shard_bytes(tmp_path / "ray")
+    assert workers["model_errors"] == on_ray["model_errors"]
+    # central inference batches the environments differently (two groups taking turns): float error only
+    central = collect.run(_cfg(agent_dir, tmp_path / "central", layout="central"))
+    read = lambda d: {int(e["seed"]): e for e in tfrecords.episodes_dataset(str(d))}  # noqa: E731
+    a, b = read(tmp_path / "workers"), read(tmp_path / "central")
+    assert sorted(a) == sorted(b) and central["episodes"] == workers["episodes"] == 3
+    for k in a:
+        np.testing.assert_array_equal(a[k]["frames"].numpy()[0], b[k]["frames"].numpy()[0])
+        np.testing.assert_allclose(a[k]["actions"].numpy(), b[k]["actions"].numpy(), atol=0.02)
+
+
 def test_a_killed_collection_resumes_and_another_run_is_refused(agent_dir, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     collect.run(_cfg(agent_dir, straight))

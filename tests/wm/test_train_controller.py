@@ -11,6 +11,7 @@ from tfrecords.cli import UsageError
 from wm import train_controller as tc
 from wm.agents import agent as agent_lib
 from wm.agents import loading
+from wm.agents import workers as workers_lib
 from wm.agents.loading import track_seeds
 
 # Two generations of 3 candidates x 2 trials of 15 steps, evaluated every generation.
@@ -44,7 +45,8 @@ def test_tiny_run_then_resume_matches_an_uninterrupted_run(tiny_world, tmp_path,
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(agent_lib, "run_episodes", interrupted)
+    monkeypatch.setattr(workers_lib.WorkerPool, "run", interrupted)  # Ctrl-C mid-generation, either layout
+    monkeypatch.setattr(workers_lib.CentralRunner, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tc.run(_cfg(tiny_world, tmp_path / "b"))
     monkeypatch.undo()

@@ -3,9 +3,12 @@
 
 Every generation pycma proposes ``popsize`` parameter vectors; each plays ``trials`` episodes on
 the same random tracks (common random numbers: the tracks change every generation) and its
-fitness is the mean return. All popsize x trials episodes run together: environments step in
-``workers`` processes, in lockstep with one batched V + M + C call per step and group of
-environments in this process (see :func:`wm.agents.agent.run_episodes`). Every ``eval_every``
+fitness is the mean return. All popsize x trials episodes run together over ``workers``
+processes, laid out by ``layout`` (:mod:`wm.agents.workers`): each worker steps its share of the
+environments and runs its own batched V + M + C, receiving the generation's parameters once
+and returning episode returns (``workers``, local processes or, with ``ray_address``, Ray
+actors), or the environments step in lockstep with one batched V + M + C call per step and
+group in this process (``central``, :func:`wm.agents.agent.run_episodes`). Every ``eval_every``
 generations the CMA-ES mean is evaluated on a fixed set of ``eval_episodes`` tracks (disjoint
 from ``wm.evaluate``'s); the best evaluated parameters (or, with evaluation off, the fittest
 member so far) go to ``WORKDIR/controller.npz``.
@@ -37,6 +40,7 @@ from data_gen import rollout
 from tfrecords import fileio
 from tfrecords.cli import UsageError, check, option
 from wm.agents import loading
+from wm.agents import workers as workers_lib
 from wm.agents.dream import START_MODES, check_dreamer
 from wm.core import distribute, workdir
 from wm.training.loop import RunLog, due, stopping
@@ -77,6 +81,8 @@ class TrainControllerConfig(loading.WorldFlags):
     # episodes
     workers: int = option(0, help="Environment worker processes (0: one per core).", min=0)
     envs: int = option(0, help="Environments in flight (0: popsize x trials, at most 256).", min=0)
+    layout: str = option("auto", help=workers_lib.LAYOUT_HELP, choices=workers_lib.LAYOUTS)
+    ray_address: str = option("", help=workers_lib.RAY_HELP)
     max_steps: int = option(1000, help="Maximum steps per episode.", min=1)
     # evaluation of the CMA-ES mean
     eval_every: int = option(25, help="Evaluate the CMA-ES mean every N generations (0: never).", min=0)
@@ -117,6 +123,8 @@ def validate(cfg: TrainControllerConfig) -> None:
         raise UsageError("--env=dream needs --series=DIR (the latent series whose z's start the dream episodes)")
     if cfg.env == "dream":
         check_dreamer(cfg.mdnrnn)
+    workers_lib.check_ray_address(cfg.ray_address)
+    workers_lib.resolve_layout(cfg.layout, cfg.ray_address)
 
 
 # keys that earlier versions kept in the spec: a run written then still resumes
@@ -199,14 +207,12 @@ class _Dream:
         return res.returns.reshape(len(params), trials), int(res.steps.sum())
 
 
-def _rescore_best(cfg: TrainControllerConfig, state: dict, agent, pool, eval_seeds, m_checkpoint: str, log) -> None:
+def _rescore_best(cfg: TrainControllerConfig, state: dict, pool, eval_seeds, m_checkpoint: str, log) -> None:
     """M changed since the kept parameters were evaluated (iterative training continues M): C acts on
     M's h, so they are another agent now. Evaluates them again with this M on the same tracks (or,
     with evaluation off, forgets them), so that ``controller.npz`` and ``best_eval`` describe the
     agent ``wm.evaluate`` will play."""
     import numpy as np
-
-    from wm.agents import agent as agent_lib
 
     old = state["best_eval"]
     was = old.get("mdnrnn_checkpoint") or "an unrecorded checkpoint"  # (state written before this check)
@@ -216,7 +222,7 @@ def _rescore_best(cfg: TrainControllerConfig, state: dict, agent, pool, eval_see
         state["best_eval"] = None
         log.say(f"train_controller: M changed ({was} -> {m_checkpoint}): best eval reset")
         return
-    ev = agent_lib.run_episodes(pool, agent, old["params"][None], [(0, s) for s in eval_seeds], cfg.max_steps)
+    ev = pool.run(old["params"][None], [(0, s) for s in eval_seeds], cfg.max_steps)
     score = float(np.mean([r.ret for r in ev]))
     state["best_eval"] = {**old, "score": score, "mdnrnn_checkpoint": m_checkpoint}
     log.say(
@@ -233,14 +239,15 @@ def run(cfg: TrainControllerConfig) -> dict:
     import cma
     import numpy as np
 
-    from data_gen.envpool import EnvPool
-    from wm.agents import agent as agent_lib
+    from data_gen import ray_engine
 
-    _guard(cfg)
     dreaming = cfg.env == "dream"
     n_jobs = cfg.eval_episodes if dreaming else cfg.popsize * cfg.trials
     envs = cfg.envs or min(n_jobs, 256)
     workers = min(cfg.workers or os.cpu_count() or 1, envs)
+    if cfg.ray_address:  # an unreachable cluster is one line now, before the workdir or the agent
+        ray_engine.connect(cfg.ray_address, workers)
+    _guard(cfg)
     if not dreaming or cfg.inference_threads:  # before TensorFlow's first op
         # (the dream is this process's own heavy compute: it keeps TensorFlow's full thread pool)
         distribute.set_inference_threads(workers, cfg.inference_threads)
@@ -296,11 +303,18 @@ def run(cfg: TrainControllerConfig) -> dict:
         progress=cfg.progress,
     )
     need_pool = not dreaming or cfg.eval_every > 0
-    pool_cm = EnvPool(cfg.env_id, envs, workers, cfg.max_steps) if need_pool else contextlib.nullcontext()
+    spec = workers_lib.AgentSpec(
+        fileio.abspath(cfg.vae), fileio.abspath(cfg.mdnrnn), cfg.controller, cfg.inference_precision
+    )
+    pool_cm = (
+        workers_lib.make_runner(cfg.layout, spec, cfg.env_id, envs, workers, cfg.max_steps, cfg.ray_address, agent)
+        if need_pool
+        else contextlib.nullcontext()
+    )
     m_checkpoint = os.path.basename(workdir.latest_checkpoint(cfg.mdnrnn) or "")
     with log, stopping(), pool_cm as pool:
         if state["best_eval"] is not None and state["best_eval"].get("mdnrnn_checkpoint") != m_checkpoint:
-            _rescore_best(cfg, state, agent, pool, eval_seeds, m_checkpoint, log)
+            _rescore_best(cfg, state, pool, eval_seeds, m_checkpoint, log)
             _write_best(params_path, state, ctrl)
         while state["generation"] < cfg.generations:
             gen = state["generation"] + 1
@@ -312,7 +326,7 @@ def run(cfg: TrainControllerConfig) -> dict:
             else:
                 seeds = loading.track_seeds(cfg.seed, loading.TRAIN_STREAM, cfg.trials, offset=(gen - 1) * cfg.trials)
                 jobs = [(m, s) for m in range(cfg.popsize) for s in seeds]
-                results = agent_lib.run_episodes(pool, agent, np.stack(solutions), jobs, cfg.max_steps, cfg.early_stop)
+                results = pool.run(np.stack(solutions), jobs, cfg.max_steps, cfg.early_stop)
                 fitness = np.array([r.ret for r in results]).reshape(cfg.popsize, cfg.trials).mean(axis=1)
                 steps = sum(r.steps for r in results)
             es.tell(solutions, list(-fitness))
@@ -330,7 +344,7 @@ def run(cfg: TrainControllerConfig) -> dict:
                 state["best_member"] = np.asarray(solutions[int(fitness.argmax())], np.float32)
             if cfg.eval_every and due(gen, cfg.eval_every, gen == cfg.generations):
                 mean_params = np.asarray(es.mean, np.float32)[None]
-                ev = agent_lib.run_episodes(pool, agent, mean_params, [(0, s) for s in eval_seeds], cfg.max_steps)
+                ev = pool.run(mean_params, [(0, s) for s in eval_seeds], cfg.max_steps)
                 score = float(np.mean([r.ret for r in ev]))
                 record["eval_mean"] = score
                 record["eval_env_steps"] = int(sum(r.steps for r in ev))
