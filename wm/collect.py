@@ -64,7 +64,7 @@ def validate(cfg: CollectConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
     check(cfg)
     workers_lib.check_ray_address(cfg.ray_address)
-    workers_lib.resolve_layout(cfg.layout, cfg.ray_address)
+    workers_lib.resolve_layout(cfg.layout, cfg.ray_address, [cfg.agent])
     if cfg.env_id:
         rollout.check_env_id(cfg.env_id)
 

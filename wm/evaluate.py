@@ -78,7 +78,7 @@ def validate(cfg: EvaluateConfig) -> list[int]:
     if cfg.env_id:
         rollout.check_env_id(cfg.env_id)
     workers_lib.check_ray_address(cfg.ray_address)
-    workers_lib.resolve_layout(cfg.layout, cfg.ray_address)
+    workers_lib.resolve_layout(cfg.layout, cfg.ray_address, [cfg.agent])
     return videos
 
 

@@ -116,3 +116,12 @@ def test_layouts_resolve_and_refuse_central_on_ray():
         wk.resolve_layout("central", "10.0.0.1:6379")
     with pytest.raises(UsageError, match="--ray_address must be"):
         wk.check_ray_address("no port")
+
+
+def test_layout_auto_is_central_for_models_other_processes_cannot_read():
+    assert wk.resolve_layout("auto", "", ["ram://w/vae", "/tmp/m"]) == "central"
+    assert wk.resolve_layout("auto", "", ["/tmp/vae", "gs://b/m"]) == wk.AUTO_LAYOUT
+    with pytest.raises(UsageError, match="ram://w/vae"):
+        wk.resolve_layout("workers", "", ["ram://w/vae"])
+    with pytest.raises(UsageError, match="Ray actors cannot read"):
+        wk.resolve_layout("auto", "auto", ["ram://w/agent"])

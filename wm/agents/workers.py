@@ -45,8 +45,8 @@ AUTO_LAYOUT = "workers"
 LAYOUT_HELP = (
     "Where V + M + C run: central (environment processes send every frame to this process, which infers "
     "for all), workers (each worker process steps its own environments and runs its own V + M + C; only "
-    "parameters and returns cross processes), auto: workers (faster on 2 cores, see BENCHMARKS.md). "
-    "With --ray_address: workers."
+    "parameters and returns cross processes), auto: workers (faster on 2 cores, see BENCHMARKS.md), "
+    "central for models on ram://. With --ray_address: workers."
 )
 RAY_HELP = (
     "Run the workers as Ray actors: '' (default) local processes; 'auto' the Ray cluster this machine "
@@ -84,17 +84,41 @@ class AgentSpec:
         return loading.load_agent(self.vae, self.mdnrnn, self.controller, self.precision)
 
 
-def resolve_layout(layout: str, ray_address: str = "") -> str:
-    """``central`` or ``workers`` for a ``--layout`` flag; UsageError for a central layout on Ray."""
+def _process_local(paths: Sequence[str]) -> list[str]:
+    """The paths that only this process can read (TensorFlow's in-memory ``ram://`` filesystem)."""
+    return [p for p in paths if p and str(p).startswith("ram://")]
+
+
+def resolve_layout(layout: str, ray_address: str = "", paths: Sequence[str] = ()) -> str:
+    """``central`` or ``workers`` for a ``--layout`` flag and the model ``paths`` the workers would load.
+
+    ``auto`` is central when a model lives on a filesystem other processes cannot read (``ram://``);
+    an explicit workers layout or Ray with such a path, or a central layout on Ray, is a UsageError.
+    """
     if layout not in LAYOUTS:
         raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    local = _process_local(paths)
     if ray_address:
         if layout == "central":
             raise UsageError(
                 "--layout=central runs on this machine only; --ray_address needs --layout=workers (or auto)"
             )
+        if local:
+            raise UsageError(f"Ray actors cannot read {local[0]} (ram:// lives in this process only)")
         return "workers"
+    if local:
+        if layout == "workers":
+            raise UsageError(
+                f"--layout=workers: worker processes cannot read {local[0]} (ram:// lives in this process "
+                "only); use --layout=central or auto"
+            )
+        return "central"
     return AUTO_LAYOUT if layout == "auto" else layout
+
+
+def spec_paths(spec: Any) -> list[str]:
+    """The workdirs a worker loads for ``spec`` (empty for specs that name none)."""
+    return [getattr(spec, k, "") for k in ("vae", "mdnrnn", "agent_dir")]
 
 
 def check_ray_address(address: str) -> None:
@@ -643,6 +667,6 @@ def make_runner(
 ) -> CentralRunner | WorkerPool:
     """The episode runner for a ``--layout`` (and ``--ray_address``): central needs ``agent`` (or loads
     it from ``spec``), workers load their own from ``spec``."""
-    if resolve_layout(layout, ray_address) == "central":
+    if resolve_layout(layout, ray_address, spec_paths(spec)) == "central":
         return CentralRunner(agent if agent is not None else spec.load(), env_id, num_envs, workers, max_steps)
     return WorkerPool(spec, env_id, num_envs, workers, max_steps, ray_address=ray_address)

@@ -124,7 +124,7 @@ def validate(cfg: TrainControllerConfig) -> None:
     if cfg.env == "dream":
         check_dreamer(cfg.mdnrnn)
     workers_lib.check_ray_address(cfg.ray_address)
-    workers_lib.resolve_layout(cfg.layout, cfg.ray_address)
+    workers_lib.resolve_layout(cfg.layout, cfg.ray_address, [cfg.vae, cfg.mdnrnn])
 
 
 # keys that earlier versions kept in the spec: a run written then still resumes
