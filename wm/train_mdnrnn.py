@@ -110,9 +110,12 @@ def make_loss_fn(cfg: TrainMdnrnnConfig):
     from wm.models import mdnrnn
 
     def loss_fn(model, batch, training):
-        batch, seed = batch if isinstance(batch, tuple) else (batch, None)  # seed: --deterministic
+        batch, key = batch if isinstance(batch, tuple) else (batch, None)  # key: --deterministic
         mu, logvar = batch["mu"], batch["logvar"]
-        eps = tf.random.normal(tf.shape(mu)) if seed is None else tf.random.stateless_normal(tf.shape(mu), seed)
+        if key is None:
+            eps = tf.random.normal(tf.shape(mu))
+        else:  # the noise a single device would draw for these rows of the global batch
+            eps = train_lib.replica_normal(tf.shape(mu), key, cfg.batch_size)
         z = mu + tf.exp(0.5 * logvar) * eps
         return mdnrnn.sequence_loss_terms(
             model,
@@ -162,24 +165,27 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
 
     def data(files, train):
         def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            # --deterministic training: every worker reads the single-process pipeline of global
+            # batches and keeps its replicas' rows, each share with the key of its sampling noise
+            exact = train and cfg.deterministic
             per_replica = ctx.get_per_replica_batch_size(cfg.batch_size)
             if not train and eval_windows:
                 # a held-out split smaller than one batch would otherwise give no batch at all
                 per_replica = max(1, min(per_replica, eval_windows // ctx.num_replicas_in_sync))
             ds = tfrecords.sequence_dataset(
                 files,
-                per_replica,
+                cfg.batch_size if exact else per_replica,
                 window,
                 kind=schema.KIND_LATENTS,
                 shuffle=train,
                 repeat=train,
                 shuffle_buffer=cfg.shuffle_buffer,
                 seed=cfg.seed,
-                input_context=ctx,
+                input_context=None if exact else ctx,
                 latent_dim=z_size,
                 deterministic=cfg.deterministic,
             )
-            return train_lib.noise_seeds(ds, cfg.seed, ctx) if train and cfg.deterministic else ds
+            return train_lib.replica_shares(ds, cfg.seed, ctx) if exact else ds
 
         return fn
 

@@ -90,26 +90,30 @@ def run(cfg: TrainVaeConfig) -> dict:
 
     def data(files, train):
         def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-            per_replica = ctx.get_per_replica_batch_size(cfg.batch_size)
+            # --deterministic training: every worker reads the single-process pipeline of global
+            # batches and keeps its replicas' rows, each share with the key of its sampling noise
+            exact = train and cfg.deterministic
             ds = tfrecords.frames_dataset(
                 files,
-                per_replica,
+                cfg.batch_size if exact else ctx.get_per_replica_batch_size(cfg.batch_size),
                 shuffle=train,
                 repeat=train,
                 shuffle_buffer=cfg.shuffle_buffer,
                 seed=cfg.seed,
-                input_context=ctx,
+                input_context=None if exact else ctx,
                 reader=cfg.reader,
                 deterministic=cfg.deterministic,
             )
-            # --deterministic: each training batch brings the seed of its sampling noise
-            return train_lib.noise_seeds(ds, cfg.seed, ctx) if train and cfg.deterministic else ds
+            return train_lib.replica_shares(ds, cfg.seed, ctx) if exact else ds
 
         return fn
 
     def loss_fn(model, batch, training):
-        frames, seed = batch if isinstance(batch, tuple) else (batch, None)
-        return vae.loss_terms(model, frames, training=training, seed=seed)
+        if not isinstance(batch, tuple):
+            return vae.loss_terms(model, batch, training=training)
+        frames, key = batch  # --deterministic: the noise a single device would draw for these rows
+        eps = train_lib.replica_normal([tf.shape(frames)[0], cfg.z_size], key, cfg.batch_size)
+        return vae.loss_terms(model, frames, training=training, eps=eps)
 
     preview = next(
         iter(tfrecords.frames_dataset(eval_files or train_files, 8, shuffle_buffer=1000, seed=0, reader=cfg.reader))

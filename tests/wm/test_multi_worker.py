@@ -8,10 +8,11 @@ worker save at the same step (TensorFlow's PreemptionCheckpointHandler) and stop
 every worker at the same step. The same for M.
 
 With ``--deterministic`` (and ``--seed``), a run stopped by a SIGTERM to one worker and resumed ends
-with exactly the weights of an uninterrupted two-worker run. Without it, a resumed run restarts the
-shuffled input and V's sampling noise and sees other batches from that step on. Not checked: equality
-with a single-process run of the same global batch (its one input pipeline reads the shards in
-another order than the two workers' pipelines do, so its batches differ).
+with exactly the weights of an uninterrupted two-worker run, and a two-worker run ends, within float
+tolerance, with the weights of a single-process, single-device run of the same global batch: every
+worker reads the single-process pipeline of global batches and keeps its replica's rows, and the
+sampling noise is drawn for the global batch and sliced the same way. Without it, a resumed run
+restarts the shuffled input and V's sampling noise and sees other batches from that step on.
 """
 
 import json
@@ -196,3 +197,93 @@ def test_a_deterministic_run_stopped_on_one_worker_and_resumed_ends_with_the_uni
     assert a.keys() == b.keys() and len(a) > 10
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_deterministic_replica_shares_concatenated_are_the_single_pipeline_global_batches(tiny_rollouts):
+    """In process, MirroredStrategy on the two logical CPUs: the two replicas' rows of each step are the
+    one-pipeline global batch, and their noise keys [seed, n, first row] give the global batch's epsilon."""
+    import numpy as np
+    import tensorflow as tf
+
+    import tfrecords
+    from wm.training import supervised as train_lib
+
+    def global_batches():
+        kw = dict(shuffle_buffer=64, seed=5, reader="tf", deterministic=True)
+        return tfrecords.frames_dataset(tiny_rollouts, 8, **kw)
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    shares = strategy.distribute_datasets_from_function(
+        lambda ctx: train_lib.replica_shares(global_batches(), 5, ctx).skip(2 * 2)  # resume at step 2
+    )
+    # one iterator: a second pass over the same dataset would reshuffle (fresh datasets repeat)
+    steps = iter(shares)
+    want = list(global_batches().skip(2).take(3).as_numpy_iterator())
+    for n, expected in enumerate(want):
+        step = next(steps)
+        frames = [x.numpy() for x in strategy.experimental_local_results(step[0])]
+        keys = [x.numpy().tolist() for x in strategy.experimental_local_results(step[1])]
+        assert [f.shape[0] for f in frames] == [4, 4]
+        np.testing.assert_array_equal(np.concatenate(frames), expected)
+        assert keys == [[5, n + 2, 0], [5, n + 2, 4]]
+    noise = strategy.run(tf.function(lambda b: train_lib.replica_normal([4, 3], b[1], 8)), args=(step,))
+    eps = np.concatenate([x.numpy() for x in strategy.experimental_local_results(noise)])
+    np.testing.assert_array_equal(eps, tf.random.stateless_normal([8, 3], [5, 4]).numpy())
+
+
+def _max_model_difference(a, b):
+    """The largest difference of a model weight (the checkpoint may name one under the optimizer)."""
+    import numpy as np
+
+    assert a.keys() == b.keys()
+    names = [k for k in a if k.startswith(("model/", "optimizer/_trainable_variables/"))]
+    assert len(names) >= 5 and a["step/.ATTRIBUTES/VARIABLE_VALUE"] == b["step/.ATTRIBUTES/VARIABLE_VALUE"]
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in names)
+
+
+# Two replicas all-reduce (sum) two half-batch gradient sums where one device sums the whole batch:
+# float32 rounding differs (~1e-7 relative a step), and Adam divides by sqrt(v), so a weight can drift
+# by a few ulps of its update a step. Other batches or other noise move weights by ~the learning rate.
+_ATOL = 1e-6
+
+
+def _two_workers_vs_one_device(tmp_path, binary, config, data_flag, data, flags):
+    """Max weight differences of a deterministic two-worker run from single-device runs, deterministic
+    and not, all ``flags`` the same and 6 steps."""
+    module = __import__(binary, fromlist=["run"])
+    two = str(tmp_path / "two")
+    args = [f"--{data_flag}={data}", f"--workdir={two}", "--deterministic"] + [f"--{k}={v}" for k, v in flags.items()]
+    done = _wait(_start(binary, args, 6))
+    assert all(code == 0 for code, _ in done), [err[-1500:] for _, err in done]
+
+    def single(name, **kw):
+        wd = str(tmp_path / name)
+        module.run(config(**{data_flag: data}, workdir=wd, steps=6, seed=0, progress=False, **flags, **kw))
+        return _weights(wd)
+
+    ref = _weights(two)
+    return _max_model_difference(ref, single("one", deterministic=True)), _max_model_difference(
+        ref, single("loose", deterministic=False)
+    )
+
+
+@pytest.mark.slow
+def test_a_deterministic_two_worker_v_ends_within_tolerance_of_a_single_device_run(tiny_rollouts, tmp_path):
+    from wm.train_vae import TrainVaeConfig
+
+    flags = dict(batch_size=8, steps_per_loop=2, log_every=2, checkpoint_every=2, eval_shards=0, shuffle_buffer=64)
+    near, far = _two_workers_vs_one_device(tmp_path, "wm.train_vae", TrainVaeConfig, "data", tiny_rollouts, flags)
+    print(f"V: two workers vs one device: max |dw| {near:.3g} (deterministic), {far:.3g} (not)")
+    assert near <= _ATOL < far
+
+
+@pytest.mark.slow
+def test_a_deterministic_two_worker_m_ends_within_tolerance_of_a_single_device_run(tmp_path):
+    from wm.train_mdnrnn import TrainMdnrnnConfig
+
+    series = _series(str(tmp_path / "series"))
+    flags = dict(seq_len=10, batch_size=4, hidden=16, steps_per_loop=2, log_every=2, checkpoint_every=2)
+    flags.update(eval_shards=0, shuffle_buffer=16)
+    near, far = _two_workers_vs_one_device(tmp_path, "wm.train_mdnrnn", TrainMdnrnnConfig, "series", series, flags)
+    print(f"M: two workers vs one device: max |dw| {near:.3g} (deterministic), {far:.3g} (not)")
+    assert near <= _ATOL < far

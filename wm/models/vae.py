@@ -103,10 +103,15 @@ class ConvVAE(keras.Model):
         return self.decoder(z, training=training)
 
     @staticmethod
-    def sample(mu: tf.Tensor, logvar: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
-        """The reparameterized sample ``mu + exp(logvar / 2) * eps``; ``seed`` (shape [2] int) draws
-        ``eps`` statelessly (reproducible), else from TensorFlow's stateful generator."""
-        if seed is None:
+    def sample(
+        mu: tf.Tensor, logvar: tf.Tensor, seed: tf.Tensor | None = None, eps: tf.Tensor | None = None
+    ) -> tf.Tensor:
+        """The reparameterized sample ``mu + exp(logvar / 2) * eps``; ``eps`` given (shaped like ``mu``),
+        or drawn statelessly from ``seed`` (shape [2] int: reproducible), else from TensorFlow's
+        stateful generator."""
+        if eps is not None:
+            eps = tf.cast(eps, mu.dtype)
+        elif seed is None:
             eps = tf.random.normal(tf.shape(mu), dtype=mu.dtype)
         else:
             eps = tf.cast(tf.random.stateless_normal(tf.shape(mu), seed), mu.dtype)
@@ -120,7 +125,12 @@ class ConvVAE(keras.Model):
 
 
 def loss_terms(
-    model: ConvVAE, frames: tf.Tensor, training: bool = True, sample: bool = True, seed: tf.Tensor | None = None
+    model: ConvVAE,
+    frames: tf.Tensor,
+    training: bool = True,
+    sample: bool = True,
+    seed: tf.Tensor | None = None,
+    eps: tf.Tensor | None = None,
 ) -> dict[str, tf.Tensor]:
     """The VAE loss of each example, the function the training loop averages.
 
@@ -132,10 +142,10 @@ def loss_terms(
     * ``loss``: ``reconstruction + kl`` (what is optimized).
 
     ``sample=False`` decodes ``z = mu`` (deterministic, for tests and evaluation plots); ``seed``
-    draws the sample statelessly (see :meth:`ConvVAE.sample`).
+    draws the sample statelessly, ``eps`` ``[B, z_size]`` gives its noise (see :meth:`ConvVAE.sample`).
     """
     mu, logvar = model.encode(frames, training=training)
-    z = model.sample(mu, logvar, seed) if sample else mu
+    z = model.sample(mu, logvar, seed, eps) if sample else mu
     recon = model.decode(z, training=training)
     target = tf.cast(frames, tf.float32) / 255.0
     r_loss = tf.reduce_sum(tf.square(target - recon), axis=[1, 2, 3])

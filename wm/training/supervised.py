@@ -140,9 +140,11 @@ class TrainFlags:
     seed: int | None = option(None, help="Seed for initialization, sampling and shuffling (default: random).")
     deterministic: bool = option(
         False,
-        help="With --seed: the same batches and sampling noise in the same order on every run, so that a "
-        "resumed run continues exactly as an uninterrupted one (same weights). Slower input (one reader "
-        "thread, ordered maps); a resume reads through the batches already trained on.",
+        help="With --seed: the same global batches and sampling noise in the same order on every run and "
+        "whatever the number of workers and replicas, so that a resumed run continues exactly as an "
+        "uninterrupted one (same weights) and matches a single-device run within float tolerance. Slower "
+        "input: one reader thread, ordered maps, every worker reads all the training data (keeping its "
+        "replicas' rows of each global batch), a resume reads through the batches already trained on.",
     )
     progress: bool = option(True, help="Show a progress bar.")
 
@@ -174,12 +176,51 @@ def check_train_flags(cfg: TrainFlags) -> None:
     parse_profile_steps(cfg.profile_steps)
 
 
-def noise_seeds(ds: tf.data.Dataset, seed: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-    """Pairs every batch of an input pipeline with its own stateless seed ``[seed, n]``: n counts the
-    batches of all pipelines, so no two replicas or steps share noise, and a resumed run that skips
-    the batches done (:func:`run` with ``deterministic``) draws what an uninterrupted run would have."""
-    n_pipes, pipe = ctx.num_input_pipelines, ctx.input_pipeline_id
-    return ds.enumerate().map(lambda i, batch: (batch, tf.stack([tf.constant(seed, tf.int64), i * n_pipes + pipe])))
+def replica_shares(global_batches: tf.data.Dataset, seed: int, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+    """``--deterministic`` training input: global batches -> this worker's replicas' rows, each with its noise key.
+
+    ``global_batches`` is the ONE pipeline a single-process run would read: every shard, in the
+    single-process order, batched at the GLOBAL batch size B (build it without the input context).
+    Every worker builds it in full (the cost of ``--deterministic``: each worker reads all the data)
+    and keeps, for global batch n, the rows ``[r * B / R, (r + 1) * B / R)`` of each of its local
+    replicas r (global replica ids; R replicas in sync), in replica order: the strategy hands a
+    worker's pipeline elements to its local replicas in turn, so replica r trains on exactly those
+    rows whatever the number of workers and replicas, and a resumed run skips ``step x local
+    replicas`` elements. Each element is ``(rows, key)`` with ``key = [seed, n, r * B / R]`` (int64):
+    :func:`replica_normal` draws the noise of the whole global batch from ``[seed, n]`` and keeps the
+    same rows, so one device and R replicas use the same epsilon for the same example.
+    """
+    replicas = ctx.num_replicas_in_sync
+    local = replicas // ctx.num_input_pipelines
+    first = ctx.input_pipeline_id * local  # the global id of this worker's first replica
+    size = tf.nest.flatten(global_batches.element_spec)[0].shape[0]
+    if size is None or size % replicas:
+        raise ValueError(f"need global batches of a static size divisible by {replicas} replicas, got {size}")
+    rows = size // replicas
+
+    def mine(x):
+        y = tf.reshape(x[first * rows : (first + local) * rows], tf.concat([[local, rows], tf.shape(x)[1:]], 0))
+        y.set_shape([local, rows, *x.shape[1:]])
+        return y
+
+    def split(n, batch):
+        ids = tf.range(first, first + local, dtype=tf.int64)
+        keys = tf.stack([tf.fill([local], tf.constant(seed, tf.int64)), tf.fill([local], n), ids * rows], 1)
+        return tf.data.Dataset.from_tensor_slices((tf.nest.map_structure(mine, batch), keys))
+
+    return global_batches.enumerate().flat_map(split).prefetch(tf.data.AUTOTUNE)
+
+
+def replica_normal(shape, key: tf.Tensor, global_batch: int, dtype=tf.float32) -> tf.Tensor:
+    """Standard normal noise of ``shape`` (this replica's rows first) for a key of :func:`replica_shares`.
+
+    Draws ``[global_batch, *shape[1:]]`` statelessly from ``key[:2]`` and returns the rows from
+    ``key[2]`` on: what a single device training on the whole global batch draws for these examples.
+    """
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    full = tf.random.stateless_normal(tf.concat([[global_batch], shape[1:]], 0), key[:2], dtype=dtype)
+    begin = tf.concat([[tf.cast(key[2], tf.int32)], tf.zeros_like(shape[1:])], 0)
+    return tf.slice(full, begin, shape)
 
 
 def parse_profile_steps(text: str | None) -> tuple[int, int] | None:
@@ -474,7 +515,9 @@ def run(task: Task, setup: Setup, cfg: LoopConfig, extra_config: dict | None = N
     # ---- input
     train_data = task.train_data
     if cfg.deterministic and start:
-        # every local replica takes one batch of its worker's pipeline per step
+        # a deterministic pipeline (replica_shares) holds one element per local replica and global
+        # batch, taken in turn by the worker's replicas: skipping start x local replicas elements
+        # skips the first `start` global batches on every worker
         def train_data(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             local_replicas = ctx.num_replicas_in_sync // ctx.num_input_pipelines
             return task.train_data(ctx).skip(start * local_replicas)
