@@ -116,7 +116,46 @@ class Ticket:
     replies: dict = dataclasses.field(default_factory=dict)  # worker -> (status, payload), once read
 
 
-class EnvPool:
+class PoolSurface:
+    """What every pool builds on its ``send``/``recv``/``close``: blocking ``reset``/``step`` and a context manager."""
+
+    def reset(self, seeds: dict[int, int], raw: frozenset[int] = frozenset()) -> dict[int, Step]:
+        """Resets slots with the given environment seeds; returns their first frames."""
+        return self.recv(self.send({}, seeds, raw))
+
+    def step(self, actions: dict[int, np.ndarray], raw: frozenset[int] = frozenset()) -> dict[int, Step]:
+        """Steps the given slots with their actions."""
+        return self.recv(self.send(actions, None, raw))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def gather(ticket: Ticket, workers: int, slots_of) -> dict[int, Step]:
+    """A ticket's replies as slot -> Step (slot = local slot x ``workers`` + worker); raises one
+    WorkerLost naming every lost worker's slots (``slots_of(w)``), the healthy ones' steps in ``partial``."""
+    lost, results = list(ticket.lost), {}
+    for w, _generation in ticket.sent:
+        status, out = ticket.replies.get(w, ("lost", None))
+        if status == "lost":  # restarted before answering: the request died with it
+            lost.append(WorkerLost(slots_of(w), "worker restarted"))
+            continue
+        if status != "ok":
+            continue  # its WorkerLost is in ticket.lost already
+        for local, step in out:
+            results[local * workers + w] = step
+    if lost:
+        err = lost[0]
+        err.slots = sorted({s for e in lost for s in e.slots})
+        err.partial = results  # steps of the healthy workers, still valid
+        raise err
+    return results
+
+
+class EnvPool(PoolSurface):
     """``num_envs`` slots over ``workers`` processes (slot s lives on worker s % workers)."""
 
     def __init__(self, env_id: str, num_envs: int, workers: int, max_steps: int, max_restarts: int = 3):
@@ -242,30 +281,7 @@ class EnvPool:
         for w, generation in ticket.sent:
             while w not in ticket.replies and generation == self._generation[w]:
                 self._read(w)  # may first read replies that older tickets are waiting for
-        lost, results = list(ticket.lost), {}
-        for w, _generation in ticket.sent:
-            status, out = ticket.replies.get(w, ("lost", None))
-            if status == "lost":  # restarted before answering: the request died with it
-                lost.append(WorkerLost(self._slots_of(w), "worker restarted"))
-                continue
-            if status != "ok":
-                continue  # its WorkerLost is in ticket.lost already
-            for local, step in out:
-                results[local * self.workers + w] = step
-        if lost:
-            err = lost[0]
-            err.slots = sorted({s for e in lost for s in e.slots})
-            err.partial = results  # steps of the healthy workers, still valid
-            raise err
-        return results
-
-    def reset(self, seeds: dict[int, int], raw: frozenset[int] = frozenset()) -> dict[int, Step]:
-        """Resets slots with the given environment seeds; returns their first frames."""
-        return self.recv(self.send({}, seeds, raw))
-
-    def step(self, actions: dict[int, np.ndarray], raw: frozenset[int] = frozenset()) -> dict[int, Step]:
-        """Steps the given slots with their actions."""
-        return self.recv(self.send(actions, None, raw))
+        return gather(ticket, self.workers, self._slots_of)
 
     def close(self) -> None:
         """Asks every worker to stop, then ends those that do not within 5 s."""
@@ -279,14 +295,8 @@ class EnvPool:
             if p.is_alive():
                 p.kill()
 
-    def __enter__(self) -> EnvPool:
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class InlineEnvs:
+class InlineEnvs(PoolSurface):
     """``num_envs`` environments in this process, with :class:`EnvPool`'s surface (``send``/``recv``/
     ``wait_any``/``reset``/``step``, one "worker") so the same episode runner drives them.
 
@@ -322,23 +332,9 @@ class InlineEnvs:
         """The results of a :meth:`send`."""
         return dict(ticket.replies[0][1])
 
-    def reset(self, seeds: dict[int, int], raw: frozenset[int] = frozenset()) -> dict[int, Step]:
-        """Resets slots with the given environment seeds; returns their first frames."""
-        return self.recv(self.send({}, seeds, raw))
-
-    def step(self, actions: dict[int, np.ndarray], raw: frozenset[int] = frozenset()) -> dict[int, Step]:
-        """Steps the given slots with their actions."""
-        return self.recv(self.send(actions, None, raw))
-
     def close(self) -> None:
         """Closes the environments."""
         for i, e in enumerate(self._envs):
             if e is not None:
                 e.close()
                 self._envs[i] = None
-
-    def __enter__(self) -> InlineEnvs:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -1,6 +1,7 @@
 """Workers as Ray actors (one local Ray cluster per test session): same episodes as local runs, lost actors."""
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -127,6 +128,7 @@ def test_generate_on_ray_writes_the_same_bytes_as_a_local_run(ray_cluster, tmp_p
         ("wm.evaluate", ["--agent=/nonexistent"]),
         ("wm.train_controller", ["--vae=/nonexistent", "--mdnrnn=/nonexistent", "--workdir=/tmp/none"]),
         ("data_gen.generate", ["--out_dir=/tmp/none", "--episodes=1"]),
+        ("wm.train_ppo", ["--vae=/nonexistent", "--mdnrnn=/nonexistent", "--workdir=/tmp/none"]),
     ],
 )
 @pytest.mark.parametrize("address,message", [("127.0.0.1:1", "cannot reach the Ray cluster"), ("no port", "must be")])
@@ -171,7 +173,6 @@ def test_binaries_give_the_same_episodes_in_every_layout_and_on_ray(ray_cluster,
             ev.EvaluateConfig(agent=str(tmp_path / name), episodes=3, max_steps=12, workers=2, progress=False, **kw)
         )
         runs[name] = (rec, summary)
-    import json
 
     ref = json.loads(runs["central"][0])
     for name, (rec, summary) in runs.items():
@@ -180,3 +181,91 @@ def test_binaries_give_the_same_episodes_in_every_layout_and_on_ray(ray_cluster,
             assert rec[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-5), (name, k)
         assert summary["mean"] == pytest.approx(runs["central"][1]["mean"], rel=1e-5, abs=1e-5), name
         assert summary["env_steps"] == 36
+
+
+def test_env_actors_step_like_local_processes_and_a_killed_one_is_replaced(ray_cluster):
+    from data_gen.envpool import EnvPool, PoolError, WorkerLost
+    from data_gen.ray_envpool import RayEnvPool
+
+    actions = {0: np.array([0.3, 1.0, 0.0]), 1: np.array([-0.5, 0.5, 0.2]), 2: np.array([0.0, 1.0, 0.0])}
+
+    def play(pool):
+        out = [pool.reset({0: 7, 1: 8, 2: 9})]
+        out += [pool.step(actions) for _ in range(3)]
+        return [{s: (st.frame.tobytes(), st.reward, st.terminated, st.tiles) for s, st in o.items()} for o in out]
+
+    with EnvPool(ENV, 3, 2, STEPS) as local:
+        want = play(local)
+    with RayEnvPool(ENV, 3, 2, STEPS, "local", max_restarts=1) as pool:
+        assert pool.workers == 2 and os.getpid() not in pool.pids
+        assert play(pool) == want
+        os.kill(pool.pids[0], signal.SIGKILL)  # actor 0 holds slots 0 and 2
+        with pytest.raises(WorkerLost) as e:
+            pool.step(actions)
+        assert e.value.slots == [0, 2] and set(e.value.partial) == {1}
+        assert pool.restarts == 1
+        again = pool.reset({0: 7, 2: 9})  # the replacement serves the lost slots from a reset
+        assert {s: st.frame.tobytes() for s, st in again.items()} == {s: want[0][s][0] for s in (0, 2)}
+        os.kill(pool.pids[1], signal.SIGKILL)
+        with pytest.raises(PoolError, match="failed 2 times.*giving up"):
+            pool.step(actions)
+
+
+@pytest.mark.slow  # two tiny PPO runs: ~30 s
+def test_ppo_on_ray_actors_trains_the_weights_of_a_local_run(ray_cluster, tiny_world, tmp_path):
+    import tensorflow as tf
+
+    from wm import train_ppo as tp
+
+    def weights(wd):
+        path = tf.train.latest_checkpoint(os.path.join(wd, tp.CHECKPOINT_DIR))
+        names = [n for n, _ in tf.train.list_variables(path) if n != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+        return {n: tf.train.load_variable(path, n) for n in names}
+
+    tiny = dict(envs=2, workers=2, env_steps=64, rollout_len=16, epochs=1, minibatch_size=16, max_steps=20)
+    runs = {}
+    for name, kw in {"local": {}, "ray": dict(ray_address="local")}.items():
+        wd = str(tmp_path / name)
+        cfg = tp.TrainPPOConfig(vae=tiny_world["vae"], mdnrnn=tiny_world["mdnrnn"], workdir=wd, progress=False)
+        out = tp.run(dataclasses.replace(cfg, **tiny, **kw))
+        recs = [{k: r[k] for k in ("env_steps", "policy_loss", "value_loss")} for r in out["records"]]
+        runs[name] = (recs, weights(wd))
+    (rec_l, w_l), (rec_r, w_r) = runs["local"], runs["ray"]
+    assert rec_l == rec_r and len(rec_l) == 2
+    assert w_l.keys() == w_r.keys() and len(w_l) > 5
+    for k in w_l:
+        np.testing.assert_array_equal(w_l[k], w_r[k], err_msg=k)
+
+
+@pytest.mark.slow  # a killed and a resumed driver process, and a straight run: ~60 s
+def test_a_driver_killed_on_ray_resumes_where_it_stopped(ray_cluster, tiny_world, tmp_path):
+    from wm import train_controller as tc
+
+    def records(wd):
+        with open(os.path.join(wd, tc.METRICS_NAME)) as f:
+            return [{k: v for k, v in json.loads(line).items() if k != "wall_time"} for line in f]
+
+    tiny = dict(popsize=2, trials=1, generations=4, workers=1, max_steps=15, eval_every=0)
+    wd = str(tmp_path / "killed")
+    address = ray_cluster.get_runtime_context().gcs_address  # the session's cluster, as a second driver
+    flags = [f"--vae={tiny_world['vae']}", f"--mdnrnn={tiny_world['mdnrnn']}", f"--workdir={wd}", "--noprogress"]
+    cmd = [sys.executable, "-m", "wm.train_controller", *flags, f"--ray_address={address}"]
+    cmd += [f"--{k}={v}" for k, v in tiny.items()]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = os.path.join(wd, tc.METRICS_NAME)
+    deadline = time.time() + 180
+    while time.time() < deadline and p.poll() is None:
+        if os.path.exists(metrics) and open(metrics).read().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    done = len(records(wd))
+    assert 1 <= done < 4, "the kill should land mid-run"
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert f"resuming after generation {done}" in r.stderr
+    straight = str(tmp_path / "straight")  # local worker processes: the same episodes as Ray actors
+    world = dict(vae=tiny_world["vae"], mdnrnn=tiny_world["mdnrnn"])
+    tc.run(tc.TrainControllerConfig(**world, workdir=straight, progress=False, **tiny))
+    assert records(wd) == records(straight)

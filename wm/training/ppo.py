@@ -2,11 +2,13 @@
 
 The policy sees the same [z, h] as the CMA-ES controller and acts through the same batched
 V + M step (``wm.agents.ppo.PPOPolicy``), in ``envs`` environments stepped by ``workers``
-processes (``data_gen.envpool``). Each update collects ``rollout_len`` steps from every
-environment, then runs ``epochs`` passes of ``minibatch_size`` minibatches (see
-``wm.agents.ppo`` for the model, the squashed Gaussian and the losses). Training tracks come
-from the training seed stream of ``wm.agents.loading.track_seeds``, so ``wm.evaluate``'s tracks
-are unseen.
+processes (``data_gen.envpool``) or, with ``ray_address``, Ray actors (``data_gen.ray_envpool``: the
+same central layout, every step's frames sent to this process, which runs V + M + the policy and
+the update; the same seeds give the same rollouts and weights as local processes). Each update
+collects ``rollout_len`` steps from every environment, then runs ``epochs`` passes of
+``minibatch_size`` minibatches (see ``wm.agents.ppo`` for the model, the squashed Gaussian and
+the losses). Training tracks come from the training seed stream of
+``wm.agents.loading.track_seeds``, so ``wm.evaluate``'s tracks are unseen.
 
 Resume: after every update the actor-critic, the optimizer, both random generators and the
 counters are checkpointed (``WORKDIR/checkpoints``, ``tf.train.CheckpointManager``: the index is
@@ -23,7 +25,7 @@ import os
 import sys
 import time
 
-from data_gen import rollout
+from data_gen import ray_engine, rollout
 from tfrecords import fileio
 from tfrecords.cli import UsageError, check, option
 from wm.agents import loading
@@ -66,7 +68,15 @@ class TrainPPOConfig(loading.WorldFlags):
     )
     hidden: str = option("64,64", help="Hidden tanh layer sizes of the actor and of the critic.")
     # environments
-    workers: int = option(0, help="Environment worker processes (0: one per core).", min=0)
+    workers: int = option(
+        0, help="Environment worker processes, or Ray actors with --ray_address (0: one per core / cluster CPU).", min=0
+    )
+    ray_address: str = option(
+        "",
+        help="Step the environments in Ray actors: '' (default) local processes; 'auto' the Ray cluster this "
+        "machine is part of; 'local' a new one-machine cluster; else HOST:PORT or ray://HOST:PORT. V, M and "
+        "the policy stay in this process (every step's frames travel to it).",
+    )
     max_steps: int = option(1000, help="Maximum steps per episode.", min=1)
     env_id: str = option(rollout.DEFAULT_ENV_ID, help="Gymnasium environment id (CarRacing-v3 for the stock one).")
     inference_precision: str = option("auto", help="V's encoder while acting.", choices=distribute.INFERENCE_PRECISIONS)
@@ -96,11 +106,25 @@ def validate(cfg: TrainPPOConfig) -> None:
     if not sizes or min(sizes) <= 0:
         raise UsageError(f"--hidden must be comma-separated positive layer sizes, got {cfg.hidden!r}")
     rollout.check_env_id(cfg.env_id)
+    ray_engine.check_address(cfg.ray_address)
+
+
+def _env_pool(cfg: TrainPPOConfig):
+    """The environments: ``workers`` local processes, or Ray actors (one per cluster CPU by default)."""
+    if cfg.ray_address:
+        from data_gen.ray_envpool import RayEnvPool
+
+        return RayEnvPool(cfg.env_id, cfg.envs, cfg.workers or cfg.envs, cfg.max_steps, cfg.ray_address)
+    from data_gen.envpool import EnvPool
+
+    return EnvPool(cfg.env_id, cfg.envs, cfg.workers or os.cpu_count() or 1, cfg.max_steps)
 
 
 def run(cfg: TrainPPOConfig) -> dict:
     """Trains (or resumes) the PPO controller; returns ``{"env_steps", "updates", "records"}``."""
     validate(cfg)
+    if cfg.ray_address:  # an unreachable cluster is one line now, before the workdir or the models
+        ray_engine.connect(cfg.ray_address, cfg.workers or None)
     keep = {"spec": cfg.spec(), "vae": fileio.abspath(cfg.vae), "mdnrnn": fileio.abspath(cfg.mdnrnn)}
     workdir.guard(
         cfg.workdir,
@@ -113,7 +137,6 @@ def run(cfg: TrainPPOConfig) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from data_gen.envpool import EnvPool
     from wm.agents import ppo
 
     keras.utils.set_random_seed(cfg.seed)
@@ -161,7 +184,7 @@ def run(cfg: TrainPPOConfig) -> dict:
         print(f"train_ppo: {cfg.workdir} is already at {env_steps()} env steps; nothing to do", file=sys.stderr)
         return {"env_steps": env_steps(), "updates": int(counters["updates"]), "records": records}
 
-    with log, stopping(), EnvPool(cfg.env_id, cfg.envs, cfg.workers or os.cpu_count() or 1, cfg.max_steps) as pool:
+    with log, stopping(), _env_pool(cfg) as pool:
         seed_of = lambda k: loading.track_seeds(cfg.seed, loading.TRAIN_STREAM, 1, offset=k)[0]  # noqa: E731
         collector = ppo.RolloutCollector(
             pool,
