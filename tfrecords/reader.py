@@ -345,7 +345,7 @@ def frames_dataset(
         # (Its stateful shuffle draws in element order only when the map runs sequentially.)
         parallel = None if deterministic else AUTOTUNE
         shuffled = lambda f: _shuffled_chunks(f, chunk, seed)  # noqa: E731
-        ds = ds.map(shuffled, num_parallel_calls=parallel, deterministic=deterministic)
+        ds = ds.map(shuffled, num_parallel_calls=parallel, deterministic=None if parallel is None else False)
     ds = ds.unbatch()
     if shuffle:
         ds = ds.shuffle(max(shuffle_buffer // chunk, 1), seed=seed, reshuffle_each_iteration=True)
