@@ -20,6 +20,7 @@ import statistics
 import time
 
 import numpy as np
+from bench_evaluate import cpu_seconds  # benchmarks/ is on sys.path when run as a script
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,16 +40,6 @@ class RandomAgentSpec:
 
         keras.utils.set_random_seed(0)  # the same weights in every process: the layouts' returns must agree
         return Agent(ConvVAE(dtype_policy=inference_policy(self.precision)), MDNRNN(), Controller())
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc; NaN elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main():
