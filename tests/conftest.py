@@ -1,8 +1,10 @@
 """Shared test setup: two logical CPU devices (for MirroredStrategy) and a tiny rollout dataset."""
 
-import os
+import os  # noqa: I001  (tfrecords sets TensorFlow's environment, so it loads before TensorFlow)
 
 import pytest
+
+import tfrecords  # noqa: F401
 import tensorflow as tf
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
