@@ -9,16 +9,15 @@ paths and atomic writes on any ``tf.io.gfile`` filesystem; ``tfrecords.errors``)
 """
 
 import os as _os
-import platform as _platform
 
-# The one place these are set: every package of the project imports this one before TensorFlow
+# The one place this is set: every package of the project imports this one before TensorFlow
 # (and worker processes inherit the environment).
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow turns oneDNN on by default only on x86 CPUs with AVX-512 VNNI/BF16 or AMX; on
-# AVX2-only x86 CPUs (AMD EPYC Zen 3, many cloud VMs) its own kernels train V 5.7x and M 1.8x
-# slower (BENCHMARKS.md, "oneDNN on AVX2-only CPUs"). An explicit TF_ENABLE_ONEDNN_OPTS wins.
-if _platform.machine().lower() in ("x86_64", "amd64"):
-    _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# TF_ENABLE_ONEDNN_OPTS is left to TensorFlow's own default (on for x86 CPUs with AVX-512
+# VNNI/BF16 or AMX, off elsewhere). Forcing it on for AVX2-only CPUs trains V 5.7x faster there,
+# but its convolutions then give results that depend on the batch they run in, so a resumed
+# wm.collect no longer writes the uninterrupted run's bytes (BENCHMARKS.md, "oneDNN on AVX2-only
+# CPUs"): it stays an opt-in for users who value the speed over bit-exact resumes.
 
 _READERS = (
     "frames_dataset",
