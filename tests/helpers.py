@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
@@ -22,6 +23,23 @@ SMOKE_OUTPUTS = (
 
 # The loop the train_vae and train_mdnrnn tests run: 5 steps a call, a log every 5 and a checkpoint every 10.
 TRAIN_LOOP = dict(steps_per_loop=5, log_every=5, checkpoint_every=10, seed=0, progress=False)
+
+
+def shard_digests(d) -> dict[str, str]:
+    """{shard name: SHA-256} of the shards in ``d`` ({} if it is missing): byte-identical
+    directories have equal digests. Compare these, never the bytes: on a failure pytest diffs the two
+    sides, and with ``CI`` set (no truncation) a diff of two shards' bytes takes longer than the timeout."""
+    d = str(d)
+    from tfrecords.schema import SHARD_SUFFIX
+
+    names = sorted(n for n in os.listdir(d) if n.endswith(SHARD_SUFFIX)) if os.path.isdir(d) else []
+    return {n: file_digest(os.path.join(d, n)) for n in names}
+
+
+def file_digest(path) -> str:
+    """The SHA-256 of a file's bytes (see :func:`shard_digests`)."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def make_config(cls, defaults: dict, **overrides):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import TINY
+from helpers import shard_digests
 
 from data_gen import policies, rollout
 from data_gen.generate import GenerateConfig, run
@@ -28,10 +29,6 @@ def _records(d):
         for r in tf.data.TFRecordDataset(f, compression_type="GZIP"):
             out.append(schema.decode_episode(r.numpy()))
     return out
-
-
-def _bytes(d):
-    return {os.path.basename(f): open(f, "rb").read() for f in _shards(d)}
 
 
 def _cli(*args, timeout=120):
@@ -80,7 +77,7 @@ def test_frames_are_cropped_and_resized():
 def test_same_bytes_whatever_the_worker_count(tmp_path, tiny_rollouts):
     out = str(tmp_path / "w2")
     run(GenerateConfig(out_dir=out, progress=False, **dict(TINY, workers=2)))
-    assert _bytes(out) == _bytes(tiny_rollouts)
+    assert shard_digests(out) == shard_digests(tiny_rollouts)
 
 
 def test_crash_mid_run_resumes_without_duplicates(tmp_path, tiny_rollouts, monkeypatch):
@@ -99,11 +96,11 @@ def test_crash_mid_run_resumes_without_duplicates(tmp_path, tiny_rollouts, monke
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(cfg)
     assert len(_shards(out)) == 2 and not os.path.exists(os.path.join(out, "manifest.json"))
-    finished = _bytes(out)
+    finished = shard_digests(out)
     monkeypatch.setattr(rollout, "run_episode", real)
     m = run(cfg)
     assert m["episodes"] == 4
-    after = _bytes(out)
+    after = shard_digests(out)
     assert all(after[k] == v for k, v in finished.items())  # finished shards kept as they were
     assert [e.seed for e in _records(out)] == [e.seed for e in _records(tiny_rollouts)]
     assert not os.path.exists(os.path.join(out, ".incomplete"))
@@ -136,7 +133,7 @@ def test_killed_then_rerun_completes_the_same_data(tmp_path, sig):
     assert [e.seed for e in eps] == [rollout.episode_seeds(0, i)[0] for i in range(6)]
     clean = str(tmp_path / "clean")
     run(GenerateConfig(out_dir=clean, episodes=6, max_steps=60, episodes_per_shard=1, progress=False))
-    assert _bytes(out) == _bytes(clean)
+    assert shard_digests(out) == shard_digests(clean)
 
 
 def test_rerun_of_finished_run_is_a_no_op(tiny_rollouts):
@@ -148,12 +145,12 @@ def test_rerun_of_finished_run_is_a_no_op(tiny_rollouts):
 
 @pytest.mark.slow
 def test_foreign_run_is_refused_and_untouched(tiny_rollouts):
-    before = _bytes(tiny_rollouts)
+    before = shard_digests(tiny_rollouts)
     with pytest.raises(writer.RunMismatchError, match="seed: 0 there, 1 now"):
         run(GenerateConfig(out_dir=tiny_rollouts, progress=False, **dict(TINY, seed=1)))
     r = _cli(f"--out_dir={tiny_rollouts}", "--episodes=5", "--max_steps=40", "--episodes_per_shard=2")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("generate: error:")
-    assert _bytes(tiny_rollouts) == before
+    assert shard_digests(tiny_rollouts) == before
 
 
 def test_unfinished_foreign_run_is_refused(tmp_path, monkeypatch):

@@ -1,12 +1,11 @@
 """wm.collect: rollouts played by a trained agent, deterministic, resumable, in the public format."""
 
-import glob
 import json
 import os
 
 import numpy as np
 import pytest
-from helpers import interrupt_on_call, world_config
+from helpers import interrupt_on_call, shard_digests, world_config
 
 import tfrecords
 from tfrecords import writer
@@ -31,10 +30,6 @@ def agent_dir(tiny_world, tmp_path_factory):
 
 def _cfg(agent_dir, out, **kw):
     return collect.CollectConfig(agent=agent_dir, out_dir=str(out), **{**TINY, **kw})
-
-
-def _shard_bytes(out):
-    return {os.path.basename(p): open(p, "rb").read() for p in sorted(glob.glob(f"{out}/*.tfrecord.gz"))}
 
 
 def test_collects_the_agents_noisy_episodes_in_the_public_format(agent_dir, tiny_world, tmp_path):
@@ -89,7 +84,7 @@ def test_collects_the_agents_noisy_episodes_in_the_public_format(agent_dir, tiny
     np.testing.assert_array_equal(eps[jobs[0][0]]["frames"][0], generated[jobs[0][0]])
     # the same flags give the same bytes
     collect.run(_cfg(agent_dir, tmp_path / "b"))
-    assert _shard_bytes(tmp_path / "a") == _shard_bytes(tmp_path / "b")
+    assert shard_digests(tmp_path / "a") == shard_digests(tmp_path / "b")
 
 
 def test_worker_processes_and_ray_actors_write_the_same_bytes_and_central_the_same_episodes(
@@ -97,7 +92,7 @@ def test_worker_processes_and_ray_actors_write_the_same_bytes_and_central_the_sa
 ):
     workers = collect.run(_cfg(agent_dir, tmp_path / "workers", layout="workers"))
     on_ray = collect.run(_cfg(agent_dir, tmp_path / "ray", ray_address="local"))
-    assert _shard_bytes(tmp_path / "workers") == _shard_bytes(tmp_path / "ray")
+    assert shard_digests(tmp_path / "workers") == shard_digests(tmp_path / "ray")
     assert workers["model_errors"] == on_ray["model_errors"]
     # central inference batches the environments differently (two groups taking turns): float error only
     central = collect.run(_cfg(agent_dir, tmp_path / "central", layout="central"))
@@ -116,9 +111,9 @@ def test_a_killed_collection_resumes_and_another_run_is_refused(agent_dir, tmp_p
     with pytest.raises(KeyboardInterrupt):
         collect.run(_cfg(agent_dir, tmp_path / "b"))
     monkeypatch.undo()
-    assert len(_shard_bytes(tmp_path / "b")) == 1 and not os.path.exists(tmp_path / "b" / "manifest.json")
+    assert len(shard_digests(tmp_path / "b")) == 1 and not os.path.exists(tmp_path / "b" / "manifest.json")
     resumed = collect.run(_cfg(agent_dir, tmp_path / "b"))
-    assert _shard_bytes(tmp_path / "b") == _shard_bytes(straight)
+    assert shard_digests(tmp_path / "b") == shard_digests(straight)
     assert resumed["model_errors"] == json.load(open(straight / "manifest.json"))["model_errors"]
     with pytest.raises(RunMismatchError, match="different settings"):
         collect.run(_cfg(agent_dir, tmp_path / "b", param_noise=0.2))

@@ -12,6 +12,7 @@ import tempfile
 import time
 
 import pytest
+from helpers import shard_digests
 
 from wm import train_vae
 from wm.core import workdir
@@ -135,13 +136,6 @@ def _rerun(args: list[str]) -> str:
     return r.stderr
 
 
-def _shard_bytes(d: str) -> dict[str, bytes]:
-    from tfrecords import schema
-
-    names = sorted(n for n in os.listdir(d) if n.endswith(schema.SHARD_SUFFIX)) if os.path.isdir(d) else []
-    return {n: open(os.path.join(d, n), "rb").read() for n in names}
-
-
 def _mtimes(d: str, names) -> dict[str, int]:
     return {n: os.stat(os.path.join(d, n)).st_mtime_ns for n in names}
 
@@ -196,8 +190,8 @@ def test_sigterm_during_encode_keeps_the_finished_shards_and_the_rerun_equals_an
     out = str(tmp_path / "series")
     flags = dict(vae=tiny_world["vae"], data=six_shards, batch_size=1)  # one frame per call: about 1 s a shard
     args = [sys.executable, "-m", "wm.encode", *(f"--{k}={v}" for k, v in flags.items()), f"--out_dir={out}"]
-    _stop_mid_run([*args, "--noprogress"], lambda: len(_shard_bytes(out)) >= 1, "encode")
-    finished = _shard_bytes(out)
+    _stop_mid_run([*args, "--noprogress"], lambda: len(shard_digests(out)) >= 1, "encode")
+    finished = shard_digests(out)
     assert 1 <= len(finished) < 6
     assert not os.path.exists(os.path.join(out, "manifest.json"))  # written only when every shard is
     stamps = _mtimes(out, finished)
@@ -206,7 +200,7 @@ def test_sigterm_during_encode_keeps_the_finished_shards_and_the_rerun_equals_an
     assert _mtimes(out, finished) == stamps  # the finished shards were not redone
     reference = str(tmp_path / "uninterrupted")
     encode.run(encode.EncodeConfig(**flags, out_dir=reference, progress=False))
-    assert _shard_bytes(out) == _shard_bytes(reference) and len(_shard_bytes(out)) == 6
+    assert shard_digests(out) == shard_digests(reference) and len(shard_digests(out)) == 6
     manifest, ref = (json.load(open(os.path.join(d, "manifest.json"))) for d in (out, reference))
     assert manifest["shards"] == ref["shards"] and manifest["episodes"] == 6
     assert not os.path.exists(os.path.join(out, ".incomplete"))
@@ -222,20 +216,20 @@ def test_sigterm_during_parallel_generate_keeps_the_finished_shards_and_the_reru
     flags = dict(episodes=12, max_steps=100, episodes_per_shard=1)
     args = [sys.executable, "-m", "data_gen.generate", f"--out_dir={out}", *(f"--{k}={v}" for k, v in flags.items())]
     args += ["--workers=2", "--noprogress"]
-    _stop_mid_run(args, lambda: len(_shard_bytes(out)) >= 2, "generate", group=group)
-    finished = _shard_bytes(out)
+    _stop_mid_run(args, lambda: len(shard_digests(out)) >= 2, "generate", group=group)
+    finished = shard_digests(out)
     assert 2 <= len(finished) < 12
     assert not os.path.exists(os.path.join(out, "manifest.json"))
     stamps = _mtimes(out, finished)
     reference = str(tmp_path / "uninterrupted")
     generate(GenerateConfig(out_dir=reference, workers=1, progress=False, **flags))
-    clean = _shard_bytes(reference)
+    clean = shard_digests(reference)
     assert all(finished[n] == clean[n] for n in finished)  # only whole shards under their final names
 
     err = _rerun(args)
     assert f"generate: resuming, {len(finished)} of 12 shards already written" in err
     assert _mtimes(out, finished) == stamps
-    assert _shard_bytes(out) == clean  # byte-identical to the uninterrupted run: no episode repeated or missing
+    assert shard_digests(out) == clean  # byte-identical to the uninterrupted run: no episode repeated or missing
     assert (
         json.load(open(os.path.join(out, "manifest.json")))["shards"]
         == json.load(open(os.path.join(reference, "manifest.json")))["shards"]

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import shard_digests
 
 from wm.agents import workers as wk  # noqa: E402
 
@@ -112,13 +113,10 @@ def test_generate_on_ray_writes_the_same_bytes_as_a_local_run(ray_cluster, tmp_p
 
     from data_gen.generate import GenerateConfig, run
 
-    def _bytes(d):
-        return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d)) if ".tfrecord" in f}
-
     out = str(tmp_path / "ray")
     manifest = run(GenerateConfig(out_dir=out, progress=False, ray_address="local", **TINY))
     assert manifest["episodes"] == TINY["episodes"]
-    assert _bytes(out) == _bytes(tiny_rollouts) and len(_bytes(out)) == 2
+    assert shard_digests(out) == shard_digests(tiny_rollouts) and len(shard_digests(out)) == 2
 
 
 @pytest.mark.slow
