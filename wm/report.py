@@ -168,8 +168,9 @@ def _png(fig) -> bytes:
 def plot_controller(records: list[dict]) -> bytes:
     """PNG of the CMA-ES population's mean, max and min return per generation, with eval points.
 
-    A dream-trained run (``dream_eval_mean`` in its records) also shows the CMA-ES mean's return in
-    the dream beside its real return: the gap between the two is what C exploits in M.
+    A run whose M can dream (``dream_eval_mean`` in its records, in the dream or in the real
+    environment) also shows the CMA-ES mean's return in the dream beside its real return: the gap
+    between the two is what C exploits in M when it trains in the dream.
     """
     gens = [r["generation"] for r in records]
     fig = _figure(8, 3.6)

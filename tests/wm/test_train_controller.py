@@ -151,6 +151,27 @@ def test_dream_run_then_resume_matches_an_uninterrupted_run(dream_world, tmp_pat
     assert resumed["best_eval"] == straight["best_eval"]
 
 
+def test_a_real_run_whose_m_can_dream_logs_the_gap(tiny_world, dream_world, tmp_path):
+    from wm.training.cma_es import _Dream
+
+    cfg = _cfg(dream_world, tmp_path / "gap", series=dream_world["series"], generations=1, workers=1)
+    tc.run(cfg)
+    (rec,) = _records(tmp_path / "gap")
+    assert "env_steps" in rec and {"eval_mean", "dream_eval_mean"} <= set(rec)
+    # the evaluated mean (kept: the only evaluation) played again on the same fixed dream worlds
+    with np.load(tmp_path / "gap" / tc.PARAMS_NAME) as z:
+        params = z["params"]
+    agent = loading.load_agent(cfg.vae, cfg.mdnrnn, cfg.controller, cfg.inference_precision)
+    again = _Dream(cfg, agent).play(params[None], cfg.eval_episodes, [0, 0])[0].mean()
+    np.testing.assert_allclose(rec["dream_eval_mean"], again, rtol=1e-5, atol=1e-4)
+    # nothing to compare with: no series, or an M without a reward head
+    tc.run(_cfg(dream_world, tmp_path / "no_series", generations=1, workers=1))
+    tc.run(_cfg(tiny_world, tmp_path / "no_head", series=tiny_world["series"], generations=1, workers=1))
+    for d in ("no_series", "no_head"):
+        (rec,) = _records(tmp_path / d)
+        assert "eval_mean" in rec and "dream_eval_mean" not in rec
+
+
 def test_dream_settings_that_cannot_work_are_one_line_and_touch_nothing(tiny_world, dream_world, tmp_path):
     out = tmp_path / "none"
     with pytest.raises(UsageError, match="--env=dream needs --series"):

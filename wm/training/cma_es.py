@@ -18,7 +18,9 @@ In the dream (``env="dream"``), fitness is the mean return over ``trials`` dream
 generation draws ``trials`` dream worlds (a start z from ``series``, sampling noise and dropout
 masks), shared by all members. Evaluation of the CMA-ES mean stays in the **real** environment
 (``eval_mean``), and the same mean is also played on ``eval_episodes`` fixed dream worlds
-(``dream_eval_mean``), so the exploitation gap is logged every time it evaluates. ``init_from``
+(``dream_eval_mean``), so the exploitation gap is logged every time it evaluates. A run in the
+real environment whose M can dream (a reward head, and ``series`` given) logs ``dream_eval_mean``
+too: how far M's dream is from the real return of the controller being trained. ``init_from``
 starts a fresh run's CMA-ES mean at another controller workdir's ``controller.npz`` (a
 dream-trained C fine-tuned in the real environment, or the reverse).
 
@@ -59,7 +61,11 @@ class TrainControllerConfig(loading.WorldFlags):
 
     workdir: str = option(help="Run directory (CMA-ES state, controller.npz, metrics, TensorBoard).", required=True)
     env: str = option("real", help="Where fitness episodes run: the real environment or M's dream.", choices=ENVS)
-    series: str = option("", help="Latent series (wm.encode) whose z's start dream episodes (--env=dream).")
+    series: str = option(
+        "",
+        help="Latent series (wm.encode) whose z's start dream episodes (--env=dream; with --env=real and an M "
+        "with a reward head, the evaluated means are also played in the dream to log the gap).",
+    )
     temperature: float = option(1.0, help="Dream sampling temperature tau (--env=dream).", min=0)
     dream_dropout: float = option(
         -1.0, help="Dream dropout rate, masks fixed per dream episode (-1: M's training --dropout).", min=-1, max=0.95
@@ -207,6 +213,14 @@ class _Dream:
         return res.returns.reshape(len(params), trials), int(res.steps.sum())
 
 
+def _can_dream(mdnrnn_dir: str) -> bool:
+    try:
+        check_dreamer(mdnrnn_dir)
+    except UsageError:
+        return False
+    return True
+
+
 def _rescore_best(cfg: TrainControllerConfig, state: dict, pool, eval_seeds, m_checkpoint: str, log) -> None:
     """M changed since the kept parameters were evaluated (iterative training continues M): C acts on
     M's h, so they are another agent now. Evaluates them again with this M on the same tracks (or,
@@ -254,6 +268,8 @@ def run(cfg: TrainControllerConfig) -> dict:
     agent = loading.load_agent(cfg.vae, cfg.mdnrnn, cfg.controller, cfg.inference_precision)
     ctrl = agent.controller
     dream = _Dream(cfg, agent) if dreaming else None
+    # a real-environment run whose M can dream plays its evaluated means in the dream too (the gap, logged)
+    gauge = dream or (_Dream(cfg, agent) if cfg.series and cfg.eval_every and _can_dream(cfg.mdnrnn) else None)
     state_path = fileio.join(cfg.workdir, STATE_NAME)
     params_path = fileio.join(cfg.workdir, PARAMS_NAME)
     state_bytes = fileio.read_bytes(state_path)
@@ -299,7 +315,7 @@ def run(cfg: TrainControllerConfig) -> dict:
         total=cfg.generations,
         initial=state["generation"],
         unit="gen",
-        splits=(None, "dream", "real") if dreaming else (None,),
+        splits=(None, "dream", "real") if gauge else (None,),
         progress=cfg.progress,
     )
     need_pool = not dreaming or cfg.eval_every > 0
@@ -348,8 +364,8 @@ def run(cfg: TrainControllerConfig) -> dict:
                 score = float(np.mean([r.ret for r in ev]))
                 record["eval_mean"] = score
                 record["eval_env_steps"] = int(sum(r.steps for r in ev))
-                if dreaming:  # the same parameters on fixed dream worlds: the dream-vs-real gap
-                    record["dream_eval_mean"] = float(dream.play(mean_params, cfg.eval_episodes, [0, 0])[0].mean())
+                if gauge:  # the same parameters on fixed dream worlds: the dream-vs-real gap
+                    record["dream_eval_mean"] = float(gauge.play(mean_params, cfg.eval_episodes, [0, 0])[0].mean())
                 if state["best_eval"] is None or score > state["best_eval"]["score"]:
                     state["best_eval"] = {
                         "score": score,
@@ -370,7 +386,7 @@ def run(cfg: TrainControllerConfig) -> dict:
                 if k in record
             }
             log.record(record, step=gen, scalars={**scalars, ("dream" if dreaming else "env") + "_steps_per_sec": rate})
-            if "eval_mean" in record and dreaming:  # one TensorBoard chart: the mean's return, dream and real
+            if "eval_mean" in record and gauge:  # one TensorBoard chart: the mean's return, dream and real
                 log.record(None, step=gen, scalars={"mean_params_return": record["dream_eval_mean"]}, split="dream")
                 log.record(None, step=gen, scalars={"mean_params_return": record["eval_mean"]}, split="real")
             unit = "dream steps/s" if dreaming else "steps/s"
