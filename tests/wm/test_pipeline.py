@@ -130,12 +130,15 @@ def test_a_dreaming_controller_gives_m_its_reward_and_terminal_heads(tmp_path):
     real = build()
     assert not real["train_mdnrnn"].reward_head and real["train_controller"].env == "real"
     assert list(real) == list(pipeline.STAGES)  # no iterations: today's pipeline
-    # iterations in the dream (smoke's and dream's presets): M has its heads from the first pass on
+    # smoke iterates in the dream, and the dream preset asks for the heads: M has them from the first pass on
     for preset in ("smoke", "dream"):
         assert build(preset=preset)["train_mdnrnn"].reward_head
-    two = build(preset="dream")
-    assert two["train_controller"].env == "real" and two["train_controller@2"].env == "dream"
-    assert two["train_controller@2"].trials == 16 and two["train_controller@2"].generations == 25 + 2 * 40
+    two = build(preset="dream")  # iterations in the real environment, M's heads for the gap it logs
+    assert two["train_controller"].env == "real" and two["train_controller@2"].env == "real"
+    assert two["train_controller@2"].trials == 2 and two["train_controller@2"].generations == 25 + 2 * 12
+    assert two["train_controller@2"].series.count(",") == 2  # the first pass's series and both iterations'
+    old = build("iteration.env=dream", "iteration.trials=16", "iteration.generations=40", preset="dream")
+    assert old["train_controller@2"].env == "dream" and old["train_controller@2"].generations == 25 + 2 * 40
     dream = build("train_controller.env=dream")
     assert dream["train_mdnrnn"].reward_head and dream["train_mdnrnn"].terminal_head
     assert dream["train_controller"].series == os.path.join(str(tmp_path), "series")
