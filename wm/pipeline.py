@@ -1,5 +1,6 @@
 """The whole World Models pipeline in one command.
 
+    python -m wm.pipeline --workdir=runs/dream --preset=dream
     python -m wm.pipeline --workdir=runs/quickstart --preset=quickstart
     python -m wm.pipeline --workdir=gs://bucket/wm --preset=paper --strategy=tpu --tpu=local
     python -m wm.pipeline --workdir=runs/x --preset=smoke --set=train_controller.generations=3

@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 # The README's example, run as it is by test_the_readme_script_drives_carracing (from a directory
-# holding runs/quickstart/agent_savedmodel).
+# holding runs/dream/agent_savedmodel).
 def _readme_script() -> str:
     """The driving script README shows under "The agent as one SavedModel" (its first python block)."""
     with open(os.path.join(ROOT, "README.md")) as f:
@@ -106,9 +106,9 @@ def agent_dir(tiny_world, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(agent_dir, tmp_path_factory):
-    """(root, path): the agent exported (default precision) to ROOT/runs/quickstart/agent_savedmodel."""
+    """(root, path): the agent exported (default precision) to ROOT/runs/dream/agent_savedmodel."""
     root = tmp_path_factory.mktemp("export_out")
-    out = str(root / "runs" / "quickstart" / "agent_savedmodel")
+    out = str(root / "runs" / "dream" / "agent_savedmodel")
     info = ex.run(ex.ExportConfig(agent=agent_dir, out=out))
     assert info["algorithm"] == "cma_es" and info["hidden"] == 32 and lib.read_info(out) == info
     assert [p for p in os.listdir(os.path.dirname(out)) if p != "agent_savedmodel"] == []  # no temporaries left
