@@ -452,7 +452,8 @@ def _save_on_interrupt(name: str, setup: Setup, trainer: Trainer, manager, step:
     last = manager.latest_checkpoint
     if step <= start or not setup.is_chief or isinstance(setup.strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return
-    if last and last.endswith(f"-{step}"):
+    if last and last.endswith(f"-{step}"):  # the stop came just after a scheduled checkpoint
+        print(f"{name}: interrupted; every step done is in the checkpoint at step {step}", file=sys.stderr)
         return
     if not all(
         bool(tf.reduce_all(tf.math.is_finite(v))) for v in trainer.model.weights if tf.as_dtype(v.dtype).is_floating
