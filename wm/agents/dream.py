@@ -252,12 +252,17 @@ class DreamEnv:
         )
 
 
-def check_dreamer(mdnrnn_dir: str) -> None:
-    """UsageError (one line) unless ``mdnrnn_dir`` is an M workdir with a reward head, read from its
-    config.json before any model loads."""
+def can_dream(mdnrnn_dir: str) -> bool:
+    """Whether the M workdir ``mdnrnn_dir`` has a reward head (so it can dream rewards), read from its
+    config.json before any model loads; UsageError (one line) if it is not an M workdir."""
     from wm.core import workdir
 
-    if not (workdir.require(mdnrnn_dir, "mdnrnn").get("arch") or {}).get("reward_head"):
+    return bool((workdir.require(mdnrnn_dir, "mdnrnn").get("arch") or {}).get("reward_head"))
+
+
+def check_dreamer(mdnrnn_dir: str) -> None:
+    """UsageError (one line) unless ``mdnrnn_dir`` is an M workdir with a reward head."""
+    if not can_dream(mdnrnn_dir):
         raise UsageError(
             f"{mdnrnn_dir}: M has no reward head, so it cannot dream rewards: "
             "train it with python -m wm.train_mdnrnn --reward_head --terminal_head"

@@ -43,7 +43,7 @@ from tfrecords import fileio
 from tfrecords.cli import UsageError, check, option
 from wm.agents import loading
 from wm.agents import workers as workers_lib
-from wm.agents.dream import START_MODES, check_dreamer
+from wm.agents.dream import START_MODES, can_dream, check_dreamer
 from wm.core import distribute, workdir
 from wm.training.loop import RunLog, due, stopping
 
@@ -213,14 +213,6 @@ class _Dream:
         return res.returns.reshape(len(params), trials), int(res.steps.sum())
 
 
-def _can_dream(mdnrnn_dir: str) -> bool:
-    try:
-        check_dreamer(mdnrnn_dir)
-    except UsageError:
-        return False
-    return True
-
-
 def _rescore_best(cfg: TrainControllerConfig, state: dict, pool, eval_seeds, m_checkpoint: str, log) -> None:
     """M changed since the kept parameters were evaluated (iterative training continues M): C acts on
     M's h, so they are another agent now. Evaluates them again with this M on the same tracks (or,
@@ -269,7 +261,7 @@ def run(cfg: TrainControllerConfig) -> dict:
     ctrl = agent.controller
     dream = _Dream(cfg, agent) if dreaming else None
     # a real-environment run whose M can dream plays its evaluated means in the dream too (the gap, logged)
-    gauge = dream or (_Dream(cfg, agent) if cfg.series and cfg.eval_every and _can_dream(cfg.mdnrnn) else None)
+    gauge = dream or (_Dream(cfg, agent) if cfg.series and cfg.eval_every and can_dream(cfg.mdnrnn) else None)
     state_path = fileio.join(cfg.workdir, STATE_NAME)
     params_path = fileio.join(cfg.workdir, PARAMS_NAME)
     state_bytes = fileio.read_bytes(state_path)
