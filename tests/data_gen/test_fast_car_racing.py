@@ -109,6 +109,7 @@ def run_episode(
     return t + 1, out_s[2], out_s[3], out_s[4]
 
 
+@pytest.mark.slow  # full 1000-step episodes (the short-episode tests below are the quick tier's)
 @pytest.mark.parametrize("seed, policy", [(0, "drive"), (7, "drive")])
 def test_full_episodes_identical(seed: int, policy: str) -> None:
     """Full 1000-step episodes in the default configuration."""
@@ -120,6 +121,7 @@ def test_full_episodes_identical(seed: int, policy: str) -> None:
     fast.close()
 
 
+@pytest.mark.slow  # 616 steps
 def test_domain_randomize_identical() -> None:
     """``domain_randomize=True`` (float colours), incl. reset without re-randomizing.
 
@@ -131,6 +133,7 @@ def test_domain_randomize_identical() -> None:
     run_episode(stock, fast, 12, make_driving_policy(), max_steps=60, options={"randomize": False})
 
 
+@pytest.mark.slow  # a full episode
 def test_discrete_identical() -> None:
     """``continuous=False``: discrete actions over a full episode."""
     stock, fast = make_pair(continuous=False)

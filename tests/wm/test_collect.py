@@ -17,13 +17,26 @@ from wm.agents import loading
 from wm.agents.agent import run_episodes
 from wm.agents.collect import episode_params
 
-TINY = dict(episodes=3, max_steps=15, episodes_per_shard=2, workers=1, param_noise=0.1, seed=0, progress=False)
+# layout central: no TensorFlow worker process to start (the layouts are compared in the slow tier)
+TINY = dict(
+    episodes=3, max_steps=15, episodes_per_shard=2, workers=1, layout="central", param_noise=0.1, seed=0, progress=False
+)
 
 
 @pytest.fixture(scope="module")
 def agent_dir(tiny_world, tmp_path_factory):
     d = tmp_path_factory.mktemp("collect") / "controller"
-    cma = dict(popsize=2, trials=1, generations=1, workers=1, max_steps=15, eval_every=0, seed=0, progress=False)
+    cma = dict(
+        popsize=2,
+        trials=1,
+        generations=1,
+        workers=1,
+        layout="central",
+        max_steps=15,
+        eval_every=0,
+        seed=0,
+        progress=False,
+    )
     tc.run(world_config(tc.TrainControllerConfig, tiny_world, d, cma))
     return str(d)
 

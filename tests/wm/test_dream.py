@@ -137,6 +137,7 @@ def test_agent_settings_that_cannot_work_are_one_line_and_write_nothing(dream_ag
     assert not out.exists() and not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow  # the binary in a subprocess
 def test_the_binary_says_what_is_missing_in_one_line(tmp_path):
     import subprocess
     import sys

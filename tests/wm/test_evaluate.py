@@ -12,7 +12,9 @@ from wm import evaluate as ev
 from wm import train_controller as tc
 
 # A CMA-ES agent trained one generation of two candidates, and the evaluation the tests repeat.
-TINY_AGENT = dict(popsize=2, trials=1, generations=1, workers=1, max_steps=10, eval_every=0, progress=False)
+TINY_AGENT = dict(
+    popsize=2, trials=1, generations=1, workers=1, layout="central", max_steps=10, eval_every=0, progress=False
+)
 EVAL = dict(episodes=3, seed=5, max_steps=12, progress=False)
 
 
@@ -44,7 +46,11 @@ def test_evaluation_is_deterministic_and_writes_csv_and_videos(agent_dir, tmp_pa
 
     frames = imageio.mimread(str(tmp_path / "videos" / videos[0]))
     assert len(frames) == 12 and frames[0].shape[:2] == (192, 192 + 192 + 96)
-    c = ev.run(make_config(ev.EvaluateConfig, EVAL, agent=agent_dir, seed=6, workers=1, out=str(tmp_path / "c.csv")))
+    c = ev.run(
+        make_config(
+            ev.EvaluateConfig, EVAL, agent=agent_dir, seed=6, workers=1, layout="central", out=str(tmp_path / "c.csv")
+        )
+    )
     assert [r["seed"] for r in _rows(tmp_path / "c.csv")] != [r["seed"] for r in rows]
     assert c["episodes"] == 3
 

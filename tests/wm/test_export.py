@@ -23,7 +23,9 @@ from wm.agents import export as lib
 from wm.agents import loading
 
 # A CMA-ES agent trained one generation of two candidates (then given random parameters, see below).
-TINY_AGENT = dict(popsize=2, trials=1, generations=1, workers=1, max_steps=10, eval_every=0, progress=False)
+TINY_AGENT = dict(
+    popsize=2, trials=1, generations=1, workers=1, layout="central", max_steps=10, eval_every=0, progress=False
+)
 TRACK_SEED, EPISODE_STEPS = 1234, 40
 # Actions of the SavedModel and of the project's agent agree to this (measured: bit for bit, 0.0).
 ACTION_ATOL = 1e-6
@@ -134,6 +136,7 @@ def _evaluate_episode(agent_dir: str, seed: int, steps: int, precision: str = ""
     return np.stack(raw[: len(actions)]), np.stack(actions), policy
 
 
+@pytest.mark.slow  # a Python subprocess that loads TensorFlow and plays stock CarRacing
 def test_the_savedmodel_alone_plays_an_episode_as_wm_evaluate_plays_it(exported, agent_dir, tmp_path):
     _, path = exported
     out = tmp_path / "played.npz"

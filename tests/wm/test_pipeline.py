@@ -146,6 +146,7 @@ def test_a_dreaming_controller_gives_m_its_reward_and_terminal_heads(tmp_path):
     assert not build("train_controller.env=dream", "train_mdnrnn.reward_head=false")["train_mdnrnn"].reward_head
 
 
+@pytest.mark.slow
 def test_smoke_with_one_dream_iteration_end_to_end_then_a_killed_second_one_resumes(tmp_path, monkeypatch):
     wd = str(tmp_path / "iter")
     dream = ["train_controller.env=dream", "train_controller.eval_every=1", "train_controller.eval_episodes=1"]

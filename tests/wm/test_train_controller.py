@@ -14,9 +14,20 @@ from wm.agents import loading
 from wm.agents import workers as workers_lib
 from wm.agents.loading import track_seeds
 
-# Two generations of 3 candidates x 2 trials of 15 steps, evaluated every generation.
+# Two generations of 3 candidates x 2 trials of 15 steps, evaluated every generation. One central environment
+# process: a worker process of --layout=workers starts TensorFlow and loads V and M (~4 s each run), and the
+# layouts are compared in tests/wm/test_workers.py and test_ray_workers.py.
 TINY_CMA = dict(
-    popsize=3, trials=2, generations=2, workers=2, max_steps=15, eval_every=1, eval_episodes=2, seed=0, progress=False
+    popsize=3,
+    trials=2,
+    generations=2,
+    workers=1,
+    layout="central",
+    max_steps=15,
+    eval_every=1,
+    eval_episodes=2,
+    seed=0,
+    progress=False,
 )
 
 
@@ -95,6 +106,7 @@ def test_kill_9_mid_run_then_rerun_continues(tiny_world, tmp_path):
         "--trials=1",
         "--generations=4",
         "--workers=1",
+        "--layout=central",
         "--max_steps=15",
         "--eval_every=0",
         "--noprogress",

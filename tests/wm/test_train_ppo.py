@@ -72,7 +72,9 @@ def test_run_writes_config_metrics_checkpoints_then_resumes_to_a_larger_budget(p
 
 def test_evaluate_plays_the_ppo_agent_deterministically(ppo_dir, tmp_path):
     a = ev.run(make_config(ev.EvaluateConfig, EVAL, agent=ppo_dir, out=str(tmp_path / "a.csv")))
-    b = ev.run(make_config(ev.EvaluateConfig, EVAL, agent=ppo_dir, envs=1, out=str(tmp_path / "b.csv")))
+    b = ev.run(
+        make_config(ev.EvaluateConfig, EVAL, agent=ppo_dir, envs=1, layout="central", out=str(tmp_path / "b.csv"))
+    )
     assert a["episodes"] == 2 and a["env_steps"] == 24
     assert a["mean"] == pytest.approx(b["mean"], abs=1e-4)  # deterministic policy: same tracks, same returns
     policy, params, config = load_policy(ppo_dir)

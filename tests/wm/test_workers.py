@@ -73,6 +73,7 @@ def test_an_in_process_worker_plays_the_same_episodes(spec, params, central):
     assert len(rec[4]["raw"]) == STEPS + 1 and len(rec[4]["a"]) == STEPS and rec[4]["raw"][0].shape == (96, 96, 3)
 
 
+@pytest.mark.slow  # kill -9 of a worker process, and its replacement
 def test_a_killed_worker_s_unfinished_episodes_rerun_on_a_fresh_one(spec, params, central):
     # one environment per worker: each plays its 3 episodes one after another
     with wk.WorkerPool(spec, ENV, 2, 2, STEPS) as pool:
@@ -90,6 +91,7 @@ def test_a_killed_worker_s_unfinished_episodes_rerun_on_a_fresh_one(spec, params
     _same(out, central)
 
 
+@pytest.mark.slow  # worker processes started and killed until the pool gives up
 def test_workers_that_keep_failing_end_in_one_error_not_a_hang(tmp_path):
     bad = wk.AgentSpec(vae=str(tmp_path), mdnrnn=str(tmp_path))
     t = time.perf_counter()
