@@ -104,7 +104,7 @@ def test_worker_processes_and_ray_actors_write_the_same_bytes_and_central_the_sa
     agent_dir, tmp_path, ray_session
 ):
     workers = collect.run(_cfg(agent_dir, tmp_path / "workers", layout="workers"))
-    on_ray = collect.run(_cfg(agent_dir, tmp_path / "ray", ray_address="local"))
+    on_ray = collect.run(_cfg(agent_dir, tmp_path / "ray", layout="workers", ray_address="local"))
     assert shard_digests(tmp_path / "workers") == shard_digests(tmp_path / "ray")
     assert workers["model_errors"] == on_ray["model_errors"]
     # central inference batches the environments differently (two groups taking turns): float error only
