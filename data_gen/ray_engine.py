@@ -64,11 +64,14 @@ def connect(address: str, num_cpus: int | None = None, timeout: float = 5.0):
         return ray
     if address not in ("auto", "local"):
         _probe(address, timeout)
+    from tfrecords import native_logs
+
+    runtime_env = {"env_vars": native_logs.worker_env()}  # the workers keep TensorFlow's C++ lines off too
     try:
         if address == "local":
-            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="warning")
+            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="warning", runtime_env=runtime_env)
         else:
-            ray.init(address=address, logging_level="warning")
+            ray.init(address=address, logging_level="warning", runtime_env=runtime_env)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         raise RayError(f"cannot connect to the Ray cluster at {address}: {_first_line(e)}") from None
     return ray

@@ -31,9 +31,8 @@ if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
     || { echo "$0: error: no TensorFlow: use a tpu-vm-tf-2.21.0-pjrt (or newer) image" >&2; exit 1; }
   command -v swig >/dev/null || sudo apt-get install -y swig build-essential  # Box2D builds from source
   "$PYTHON" -m pip install -e . --no-deps
-  "$PYTHON" -m pip install 'tensorboard>=2.21,<2.22' \
-      'gymnasium[box2d]>=1.1,<2' absl-py numpy pillow tqdm \
-      'imageio>=2.31' 'cma>=3.3' 'matplotlib>=3.7' 'isal>=1.7' 'google-crc32c>=1.5'
+  # setup.cfg's dependencies but TensorFlow (the TPU build stays)
+  "$PYTHON" -m pip install $("$PYTHON" launch/requirements.py --without=tensorflow)
 fi
 
 echo "+ $PYTHON -m wm.pipeline --preset=paper --strategy=tpu --tpu=local --workdir=$WORKDIR $*" >&2

@@ -317,3 +317,37 @@ def test_every_documented_flag_is_accepted_by_its_binary(accepted):
         elif not _accepts(accepted[module], flag):
             problems.append(f"README's --set={stage}.{flag}=...: {module} has no --{flag} (in: {where!r})")
     assert not problems, "\n".join(problems)
+
+
+# README's contract for bad input: one line ``PROG: error: ...`` on stderr, exit status 2, nothing else printed.
+BAD_INPUTS = {
+    "unknown flag": ("wm.train_vae", ["--data=/nonexistent", "--workdir=/nonexistent", "--no_such_flag=1"]),
+    "bad int": ("wm.train_vae", ["--data=/nonexistent", "--workdir=/nonexistent", "--steps=abc"]),
+    "bad choice": ("wm.evaluate", ["--agent=/nonexistent", "--layout=sideways"]),
+    "stray argument": ("wm.evaluate", ["--agent=/nonexistent", "extra"]),
+    "missing agent": ("wm.evaluate", ["--agent=/nonexistent"]),
+    "unknown preset": ("wm.pipeline", ["--workdir=/nonexistent", "--preset=nope"]),
+    "inspect's unknown flag": ("tfrecords.inspect", ["/nonexistent", "--no_such_flag"]),
+    "inspect's stray argument": ("tfrecords.inspect", ["/nonexistent", "extra"]),
+}
+
+
+def _bad(case: str) -> tuple[str, subprocess.CompletedProcess]:
+    module, args = BAD_INPUTS[case]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}  # the user's default logging
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, timeout=180)
+    return case, proc
+
+
+@pytest.mark.slow
+def test_bad_input_to_a_binary_is_one_line_and_exit_2():
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(pool.map(_bad, BAD_INPUTS))
+    problems = []
+    for case, proc in results.items():
+        module = BAD_INPUTS[case][0]
+        prog = module.rsplit(".", 1)[1]
+        err = proc.stderr.decode(errors="replace").splitlines()
+        if proc.returncode != 2 or len(err) != 1 or not err[0].startswith(f"{prog}: error: ") or proc.stdout:
+            problems.append(f"{case} (python -m {module}): exit {proc.returncode}, stderr {err}, stdout {proc.stdout}")
+    assert not problems, "\n".join(problems)

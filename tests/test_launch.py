@@ -126,8 +126,8 @@ def test_colab_notebook_is_nbformat_4():
 
 def test_tpu_install_paths_install_every_requirement_but_the_preinstalled_tensorflow():
     """tpu_vm.sh and the Colab notebook install the package with --no-deps (the image's TensorFlow stays),
-    so they must list the other requirements themselves: without isal and google-crc32c the reader and
-    writer would silently fall back to the slower TensorFlow ones."""
+    so they install the other requirements from launch/requirements.py: without isal and google-crc32c the
+    reader and writer would silently fall back to the slower TensorFlow ones."""
     import configparser
     import re
 
@@ -135,13 +135,18 @@ def test_tpu_install_paths_install_every_requirement_but_the_preinstalled_tensor
     cfg.read(os.path.join(os.path.dirname(LAUNCH), "setup.cfg"))
     names = [re.split(r"[\[<>=!~ ]", r.strip())[0] for r in cfg["options"]["install_requires"].split("\n") if r.strip()]
     wanted = {n for n in names if n not in ("tensorflow",)}
+    script = os.path.join(LAUNCH, "requirements.py")
+    out = subprocess.run([sys.executable, script, "--without=tensorflow"], capture_output=True, text=True, check=True)
+    installed = {re.split(r"[\[<>=!~ ]", r)[0] for r in out.stdout.split()}
+    assert installed == wanted
     with open(os.path.join(LAUNCH, "colab_tpu.ipynb")) as f:
         notebook = "".join("".join(c["source"]) for c in json.load(f)["cells"] if c["cell_type"] == "code")
     with open(os.path.join(LAUNCH, "tpu_vm.sh")) as f:
-        script = f.read()
-    for where, text in (("tpu_vm.sh", script), ("colab_tpu.ipynb", notebook)):
-        missing = sorted(n for n in wanted if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text))
-        assert not missing, f"{where} does not install {missing}"
+        shell = f.read()
+    for where, text in (("tpu_vm.sh", shell), ("colab_tpu.ipynb", notebook)):
+        assert re.search(
+            r"pip install (-q )?\$\((\"\$PYTHON\"|python) launch/requirements.py --without=tensorflow\)", text
+        ), where
 
 
 @pytest.mark.slow
@@ -195,3 +200,29 @@ def test_multi_worker_sh_runs_the_smoke_pipeline_with_an_iteration_on_two_local_
     again = both()
     assert [code for code, _ in again] == [0, 0], [err[-2000:] for _, err in again]
     assert again[1][1].count("nothing to do") == 3  # V, M and M@1, each without joining a collective
+
+
+def test_the_dependency_list_lives_in_setup_cfg_only():
+    import configparser
+
+    sys.path.insert(0, LAUNCH)
+    try:
+        import requirements
+    finally:
+        sys.path.remove(LAUNCH)
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(ROOT, "setup.cfg"))
+    listed = [x.strip() for x in cfg["options"]["install_requires"].splitlines() if x.strip()]
+    assert requirements.requirements({"tensorflow"}) == [x for x in listed if not x.startswith("tensorflow")]
+    assert requirements.requirements() == listed and len(listed) > 5
+    # the installs that must keep a preinstalled TensorFlow take setup.cfg's list from launch/requirements.py
+    nb = json.load(open(os.path.join(LAUNCH, "colab_tpu.ipynb")))
+    texts = {
+        "BUILD.md": open(os.path.join(ROOT, "BUILD.md")).read(),
+        "tpu_vm.sh": open(os.path.join(LAUNCH, "tpu_vm.sh")).read(),
+        "colab_tpu.ipynb": "".join("".join(c["source"]) for c in nb["cells"]),
+    }
+    for name, text in texts.items():
+        assert "launch/requirements.py --without=tensorflow" in text, name
+        for req in listed[1:]:  # (tensorflow itself is named in prose)
+            assert req not in text, f"{name} lists {req} itself"

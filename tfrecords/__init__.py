@@ -9,7 +9,15 @@ paths and atomic writes on any ``tf.io.gfile`` filesystem; ``tfrecords.errors``)
 """
 
 import os as _os
+import sys as _sys
 
+from tfrecords import native_logs as _native_logs
+
+# While Python locates a ``python -m`` module, sys.argv[0] is "-m": a binary of this project is
+# starting (each package imports this one first). Its C++ log lines are filtered from here on
+# (tfrecords.native_logs), before TensorFlow loads; its worker processes filter theirs too.
+if (_sys.argv[:1] == ["-m"] or _os.environ.get(_native_logs.ENV) == "1") and _native_logs.wanted():
+    _native_logs.install()
 # The one place this is set: every package of the project imports this one before TensorFlow
 # (and worker processes inherit the environment).
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -51,6 +51,7 @@ __all__ = [
     "check",
     "config_from_flags",
     "define_flags",
+    "flags_parser",
     "option",
     "parse_value",
     "run_binary",
@@ -252,25 +253,46 @@ def config_from_flags(config_cls: type, flag_values: Any = None) -> Any:
     return config_cls(**values)
 
 
-def run_binary(config_cls: type, run: Callable[[Any], object], prog: str) -> None:
-    """The whole ``__main__`` of a binary: flags from ``config_cls``, parse, :func:`check`, ``run(config)``, exit."""
+def run_binary(config_cls: type, run: Callable[[Any], object], prog: str, lock: bool = True) -> None:
+    """The whole ``__main__`` of a binary: flags from ``config_cls``, parse, :func:`check`, ``run(config)``, exit.
+
+    With ``lock``, ``run`` holds the lock of the directories the config writes into (its ``--workdir``
+    or ``--out_dir``, :mod:`tfrecords.lock`): a second run on one of them is refused at once."""
     from absl import app
+
+    from tfrecords import lock as lock_lib
 
     define_flags(config_cls)
 
     def main(argv: list[str]) -> None:
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-
         def checked_run() -> object:
+            if len(argv) > 1:
+                raise UsageError(f"unexpected argument(s) {' '.join(argv[1:])}: every setting is a --flag")
             cfg = config_from_flags(config_cls)
             check(cfg)
             with stop_signals():  # SIGTERM stops every binary like Ctrl-C: one line, exit 143, resumable
-                return run(cfg)
+                with lock_lib.hold(lock_lib.locked_dirs(cfg) if lock else [], prog):
+                    return run(cfg)
 
         run_main(checked_run, prog)
 
-    app.run(main)
+    app.run(main, flags_parser=flags_parser(prog))
+
+
+def flags_parser(prog: str) -> Callable[[list[str]], list[str]]:
+    """absl's flag parsing for ``app.run(main, flags_parser=...)`` under the binaries' contract: a command
+    line absl cannot parse (an unknown flag, a malformed value) is one line ``PROG: error: ...`` and exit
+    status 2, where absl's own parser prints two lines and exits with 1."""
+
+    def parse(argv: list[str]) -> list[str]:
+        from absl import flags
+
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            _fail(f"{prog}: error: {' '.join(str(e).split())}")
+
+    return parse
 
 
 # ---------------------------------------------------------------- running
@@ -307,9 +329,11 @@ def run_main(fn: Callable[[], object], prog: str) -> None:
     Anything else propagates with its traceback, since it is a bug or an environment problem
     worth seeing.
     """
-    from absl import logging
+    from absl import flags, logging
 
-    logging.set_verbosity(logging.WARNING)  # absl's INFO default would print TensorFlow's chatter
+    fv = flags.FLAGS
+    if not (fv.is_parsed() and "verbosity" in fv and fv["verbosity"].present):
+        logging.set_verbosity(logging.WARNING)  # absl's INFO default would print TensorFlow's chatter
     try:
         fn()
     except Terminated:

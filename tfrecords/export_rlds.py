@@ -62,6 +62,7 @@ import numpy as np
 from tfrecords import fileio, schema, writer
 from tfrecords.cli import check, option, run_binary
 from tfrecords.errors import OneLineError, RunMismatchError, UsageError
+from tfrecords.lock import LOCK_NAME
 
 PROG = "export_rlds"
 DATASET_NAME = "world_models_rollouts"
@@ -358,7 +359,7 @@ def _finished(out_dir: str, spec: dict) -> dict | None:
         raise UsageError(f"--out_dir: {out_dir} is a file")
     marker = fileio.read_json(fileio.join(out_dir, MARKER_NAME))
     if marker is None:
-        if gfile.listdir(out_dir):
+        if [n for n in gfile.listdir(out_dir) if n != LOCK_NAME]:  # (the lock is this run's own)
             raise RunMismatchError(
                 f"{out_dir} exists and is not a finished RLDS export; choose another output directory"
             )

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from tfrecords.cli import UsageError, run_main
+from tfrecords.cli import UsageError, flags_parser, run_main
 
 FLAGS = flags.FLAGS
 
@@ -92,11 +92,10 @@ def describe(manifest: dict) -> str:
 
 
 def main(argv) -> None:
-    if len(argv) != 2:
-        raise app.UsageError("usage: python -m tfrecords.inspect DIR")
-    directory = argv[1]
-
     def run():
+        if len(argv) != 2:
+            raise UsageError("usage: python -m tfrecords.inspect DIR")
+        directory = argv[1]
         if FLAGS.verify:
             manifest, problems = verify(directory)
         else:
@@ -116,4 +115,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     flags.DEFINE_bool("verify", True, "Read every record and check it against the manifest.")
-    app.run(main)
+    app.run(main, flags_parser=flags_parser("inspect"))

@@ -64,6 +64,9 @@ class DreamConfig(WorldFlags):
     seed: int = option(0, help="Seed for M's samples and random actions (with --agent: also of the track).")
     scale: int = option(3, help="Pixel upscaling of the 64x64 frames.", min=1)
     fps: int = option(25, help="Frames per second of the video.", min=1)
+    frame_stride: int = option(
+        1, help="Keep every Nth frame in the video, played at fps/N so it keeps real time (smaller files).", min=1
+    )
     # --agent: a controller's real episode beside its dream
     agent: str = option("", help="A CMA-ES train_controller workdir: play it for real and in M's dream, side by side.")
     track: int = option(0, help="With --agent: the real track, wm.evaluate --seed=SEED's episode TRACK.", min=0)
@@ -204,7 +207,7 @@ def run_agent(cfg: DreamConfig, config: dict) -> dict:
 
     n = max(len(real_frames), len(dreamed))
     frames = video.side_by_side(_pad(real_frames, n), _pad(dreamed, n), cfg.scale)
-    video.write(cfg.out, frames, cfg.fps)
+    video.write(cfg.out, frames[:: cfg.frame_stride], cfg.fps / cfg.frame_stride)
     tag = f"real_vs_dream_track{cfg.track}_tau{cfg.temperature:g}_dropout{dropout:g}"
     _log_frames(fileio.join(cfg.agent, "tensorboard", "dream_vs_real"), tag, frames)
     ending = "ended by M's terminal head" if terminated else f"reached --max_steps={cfg.max_steps}"
@@ -255,7 +258,7 @@ def run(cfg: DreamConfig) -> str | dict:
     context = min(cfg.context, steps)
     dreamed = dream(vae_model, m_model, ep["frames"], actions, context, steps, cfg.temperature, cfg.seed)
     frames = video.side_by_side(ep["frames"][:steps], dreamed, cfg.scale)
-    video.write(cfg.out, frames, cfg.fps)
+    video.write(cfg.out, frames[:: cfg.frame_stride], cfg.fps / cfg.frame_stride)
     _log_frames(
         fileio.join(cfg.mdnrnn, "tensorboard", "dream"), f"dream_tau{cfg.temperature:g}_{cfg.actions}_actions", frames
     )

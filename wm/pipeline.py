@@ -16,12 +16,14 @@ stage; ``--strategy``/``--tpu`` go to the two training stages that use accelerat
 ``--set=train_controller.env=dream`` trains C in M's dream (on ``series/``), and M then gets its
 reward and terminal heads.
 
-Iterative training (``--iterations=K``, 0 by default): after the first pass, K iterations of
+Iterative training (``--iterations=K``; -1, the default, takes the preset's: 2 for ``dream``, 0 for
+the others): after the first pass, K iterations of
 ``collect@k`` (``wm.collect``: rollouts played by the current ``controller/`` with parameter noise,
 into ``iter_k/rollouts``) -> ``encode@k`` (``iter_k/series``) -> ``train_mdnrnn@k`` (M continued
 in ``mdnrnn/`` on every series so far, ``iteration.mdnrnn_steps`` more steps) ->
-``train_controller@k`` (CMA-ES continued in ``controller/`` from its current state in the new M,
-``iteration.generations`` more, ending with a real evaluation of its mean), then ``evaluate`` and
+``train_controller@k`` (CMA-ES continued in ``controller/`` from its current state with the new M,
+``iteration.generations`` more, in the real environment or, with ``iteration.env=dream``, in the new
+M's dream, ending with a real evaluation of its mean), then ``evaluate`` and
 ``report`` of the final ``controller/``. ``--set=collect.FLAG=V`` sets every ``collect@k``;
 ``--set=iteration.generations=N`` / ``iteration.mdnrnn_steps=N`` the increments. Raising K later
 runs only the new iterations (and what follows them).
@@ -30,9 +32,10 @@ Presets:
 
 * ``smoke``: seconds; for tests.
 * ``quickstart``: about an hour on a 2-core CPU (see README for what it reaches).
-* ``dream``: about an hour on a 2-core CPU: a shorter quickstart (C in the real environment),
-  then two iterations of collecting with the agent, continuing M on that data and CMA-ES in M's
-  dream (see README for what it reaches, and why the first pass is not in the dream).
+* ``dream`` (README's main job): under an hour on a 2-core CPU: a shorter quickstart (C in the real
+  environment), then two iterations of collecting with the agent, continuing M on that data and
+  continuing CMA-ES, also in the real environment, with M's dream as a logged gauge of every
+  evaluated mean (see README for what it reaches, and why C is not trained in the dream).
 * ``paper``: the paper's settings (10,000 rollouts; V for 10 epochs; M for 20 epochs of 999-step
   sequences; CMA-ES with population 64 x 16 trials; evaluation over 100 tracks), for
   accelerators and many cores.
@@ -49,7 +52,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tfrecords import fileio
+from tfrecords import fileio, lock
 from tfrecords.cli import UsageError, check, option, parse_value, run_binary
 from wm.core import distribute
 
@@ -375,6 +378,8 @@ def iteration_configs(cfg: PipelineConfig, base: dict[str, Any], stages: dict[st
                 vae="",
                 mdnrnn="",
                 max_steps=out[f"collect@{k}"].max_steps,
+                scale=2,  # with every 2nd frame: 1000 steps in ~5 MB (24 MB at the default scale 3, every frame)
+                frame_stride=2,
                 temperature=c.temperature,
                 dream_dropout=c.dream_dropout,
                 seed=k,
@@ -429,7 +434,8 @@ def run(cfg: PipelineConfig) -> dict:
         fileio.write_json_atomic(status_path, status)
         t0 = time.perf_counter()
         try:
-            st.run(stage_cfg)
+            with lock.hold(lock.locked_dirs(stage_cfg), name):  # against a stage run by hand meanwhile
+                st.run(stage_cfg)
         except BaseException as e:
             entry["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             entry["wall_time"] = prior + time.perf_counter() - t0

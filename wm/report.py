@@ -77,7 +77,7 @@ body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-se
        max-width: 1100px; margin: 2em auto; padding: 0 1em; line-height: 1.45; }
 h1 { margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.8em; }
 .sub { color: #666; margin-top: 0; }
-table { border-collapse: collapse; margin: 0.6em 0; }
+table { border-collapse: collapse; margin: 0.6em 0; display: block; max-width: 100%; overflow-x: auto; }
 th, td { border: 1px solid #ddd; padding: 0.3em 0.7em; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code { font-family: Menlo, Consolas, monospace; font-size: 0.85em; overflow-wrap: anywhere; }
@@ -516,6 +516,13 @@ def iteration_rows(workdir: str, pipeline: dict | None) -> list[dict]:
     return rows
 
 
+def iteration_env(pipeline: dict | None) -> str:
+    """Where the iterations' CMA-ES ran: "dream" or "real" (train_controller@1's ``--env``; real by default)."""
+    stages = {s.get("name"): s for s in (pipeline or {}).get("stages", [])}
+    m = re.search(r"--env=(\w+)", (stages.get("train_controller@1") or {}).get("command") or "")
+    return m.group(1) if m else "real"
+
+
 def _iterations(page: _Page, workdir: str, pipeline: dict | None) -> None:
     if not (pipeline or {}).get("iterations"):
         return
@@ -553,9 +560,14 @@ def _iterations(page: _Page, workdir: str, pipeline: dict | None) -> None:
                 f"<figure>{_gif(workdir, rel, 'real and dream')}<figcaption>iteration {r['iteration']}: "
                 "real (left) and dream (right), the same controller</figcaption></figure>"
             )
+    where = (
+        "in the new M's dream"
+        if iteration_env(pipeline) == "dream"
+        else "in the real environment (the dream column: the same mean played in the new M's dream, a gauge)"
+    )
     body = (
         '<p class="note">Each iteration collects rollouts with the current controller, continues M on all data '
-        "and CMA-ES in the new dream. M's errors are measured on each iteration's new data before M trains on it; "
+        f"and CMA-ES {where}. M's errors are measured on each iteration's new data before M trains on it; "
         "the return error is M's predicted return along the real episodes minus their real return.</p>"
         f"<table>{head}{''.join(cells)}</table>" + ('<div class="row">' + "".join(figs) + "</div>" if figs else "")
     )
@@ -697,4 +709,4 @@ def run(cfg: ReportConfig) -> str:
 
 
 if __name__ == "__main__":
-    run_binary(ReportConfig, run, "report")
+    run_binary(ReportConfig, run, "report", lock=False)  # it only reads, and replaces report.html atomically

@@ -123,6 +123,19 @@ def _section() -> str:
     return body[: len(SECTION) + nxt.start()] if nxt else body
 
 
+def test_the_head_s_dashboard_and_jobs_api_listen_on_loopback_only(config):
+    from ray.autoscaler._private.util import prepare_config
+
+    head = " ".join(prepare_config(config)["head_start_ray_commands"])  # what `ray up` would run
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+    assert "--head" in head and "--port=6379" in head and "--autoscaling-config=" in head
+    workers = " ".join(config["worker_start_ray_commands"])
+    assert "--address=$RAY_HEAD_IP:6379" in workers and "0.0.0.0" not in workers
+    with open(LAUNCH_README, encoding="utf-8") as f:
+        section = f.read().split(SECTION, 1)[1].split("\n## ", 1)[0]
+    assert "ray dashboard launch/ray_cluster.yaml" in section and "CVE-2023-48022" in section
+
+
 def test_the_section_runs_the_paper_preset_with_ray_stages():
     contract = cli.parse_readme(_section())
     assert {"preset", "workdir", "set"} <= contract.flags["wm.pipeline"]

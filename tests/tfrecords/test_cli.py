@@ -125,3 +125,31 @@ def test_run_binary_exit_codes(tmp_path, argv, code, last):
     assert proc.returncode == code, proc.stderr
     out = (proc.stdout if code == 0 else proc.stderr).strip().splitlines()
     assert out[-1] == last
+
+
+_VERBOSITY = """
+from absl import logging
+from tfrecords.cli import option, run_binary
+import dataclasses
+
+@dataclasses.dataclass
+class C:
+    n: int = option(1, help="n")
+
+def run(cfg):
+    print("verbosity", logging.get_verbosity())
+
+if __name__ == "__main__":
+    run_binary(C, run, "demo")
+"""
+
+
+@pytest.mark.parametrize("argv,level", [([], "-1"), (["--verbosity=0"], "0"), (["-v", "1"], "1")])
+def test_verbosity_is_warning_unless_given(tmp_path, argv, level):
+    script = tmp_path / "demo.py"
+    script.write_text(_VERBOSITY)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=root)
+    )
+    assert proc.returncode == 0 and proc.stdout.split() == ["verbosity", level], proc.stderr

@@ -89,6 +89,13 @@ def test_agent_plays_the_real_track_and_the_dream_side_by_side(dream_agent, drea
     assert len(frames) == max(summary["real_steps"], summary["dream_steps"]) and frames[0].shape[:2] == (64, 129)
     assert os.listdir(os.path.join(dream_agent, "tensorboard", "dream_vs_real"))
     line = capsys.readouterr().err
+    # every 2nd frame at scale 2 (what the pipeline's iterations write): half the frames, played at half the rate
+    thin = str(tmp_path / "thin.gif")
+    dream.run(dream.DreamConfig(agent=dream_agent, out=thin, track=1, max_steps=STEPS, scale=2, frame_stride=2, seed=3))
+    with imageio.get_reader(thin) as r:
+        kept = [f for f in r]
+        assert r.get_meta_data()["duration"] == pytest.approx(2 * 1000 / 25, abs=1)
+    assert len(kept) == (len(frames) + 1) // 2 and kept[0].shape[:2] == (128, 258)
     assert f"real {summary['real_return']:.1f} in {summary['real_steps']} steps" in line
     assert f"dream {summary['dream_return']:.1f} in {summary['dream_steps']} steps" in line
 

@@ -74,6 +74,8 @@ def test_killed_stage_resumes(tmp_path):
     p.wait()
     assert os.path.exists(ckpt), "the kill should land during train_vae"
     assert _status(wd)["train_vae"]["status"] == "running"
+    # the killed run's locks are left behind (the pipeline's and its stage's), and do not block the rerun
+    assert os.path.exists(os.path.join(wd, ".lock")) and os.path.exists(os.path.join(wd, "vae", ".lock"))
     r = subprocess.run(
         args[:-3]
         + ["--set=train_vae.steps=40", "--set=train_vae.checkpoint_every=4", "--set=train_vae.steps_per_loop=2"],
@@ -86,6 +88,45 @@ def test_killed_stage_resumes(tmp_path):
     assert "vae: resuming from step" in r.stderr
     st = _status(wd)
     assert st["generate"]["status"] == "skipped" and st["train_vae"]["status"] == "done"
+    assert not os.path.exists(os.path.join(wd, ".lock")) and not os.path.exists(os.path.join(wd, "vae", ".lock"))
+
+
+@pytest.mark.slow
+def test_a_second_pipeline_on_a_workdir_in_use_is_one_line_and_exit_2_and_the_first_ends_as_a_solo_run(tmp_path):
+    from helpers import shard_digests
+
+    def command(wd):
+        return [sys.executable, "-m", "wm.pipeline", f"--workdir={wd}", "--preset=smoke", "--noprogress"]
+
+    wd = tmp_path / "shared"
+    first = subprocess.Popen(command(wd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (wd / ".lock").exists() and time.time() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    second = subprocess.run(command(wd), capture_output=True, text=True, timeout=120)
+    err = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and len(err) == 1, second.stderr[-2000:]
+    assert err[0].startswith(f"pipeline: error: {wd} is in use by pipeline (host ") and f"pid {first.pid}" in err[0]
+    first_err = first.communicate(timeout=600)[1]
+    assert first.returncode == 0, first_err[-2000:]
+    # and its whole output, its worker processes' included, holds no line of TensorFlow's C++ logging
+    from tfrecords.native_logs import is_native_log_line
+
+    assert "pipeline: done in" in first_err
+    assert [x for x in first_err.splitlines() if is_native_log_line(x.encode())] == []
+    solo = tmp_path / "solo"
+    assert subprocess.run(command(solo), capture_output=True, timeout=600).returncode == 0
+    # the first run's files are a solo run's: the same rollouts (V, and so the series, train with nondeterministic
+    # input order), and each stage's log written once, step by step
+    assert shard_digests(wd / "rollouts") == shard_digests(solo / "rollouts") != {}
+
+    def logged(w, d):  # the steps (V, M) or generations (C) in a stage's metrics.jsonl, in order
+        key = "generation" if d == "controller" else "step"
+        return [json.loads(x).get(key) for x in open(w / d / "metrics.jsonl")]
+
+    for d in ("vae", "mdnrnn", "controller"):
+        assert logged(wd, d) == logged(solo, d)
+    assert not (wd / ".lock").exists()
 
 
 @pytest.mark.parametrize(
@@ -187,3 +228,53 @@ def test_smoke_with_one_dream_iteration_end_to_end_then_a_killed_second_one_resu
     later = list(pipeline.build_configs(dataclasses.replace(cfg, iterations=2)))[11:]
     assert later[:5] == ["collect@2", "encode@2", "train_mdnrnn@2", "train_controller@2", "dream@2"]
     assert all(st[n]["status"] == "done" for n in later)
+
+
+def _readme_preset_rows() -> dict[str, list[str]]:
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "README.md")
+    rows = {}
+    for line in open(readme, encoding="utf-8"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 6 and cells[0].strip("`") in pipeline.PRESETS:
+            rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def _number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def test_the_readme_s_preset_table_says_what_each_preset_sets():
+    import re
+
+    rows = _readme_preset_rows()
+    assert set(rows) == set(pipeline.PRESETS), "README's preset table and PRESETS name other presets"
+    for name, (rollouts, v, m, c, evaluation) in rows.items():
+        p = pipeline.PRESETS[name]
+        where = f"README's row for {name!r}"
+        n, steps = re.match(r"([\d,]+) × ([\d,]+) steps", rollouts).groups()
+        assert (_number(n), _number(steps)) == (p["generate"]["episodes"], p["generate"]["max_steps"]), where
+        for cell, stage in ((v, "train_vae"), (m, "train_mdnrnn")):
+            count, unit, batch = re.match(r"([\d,]+) (steps|epochs)(?: of (\d+))?", cell).groups()
+            assert _number(count) == p[stage][unit], where
+            assert batch is None or int(batch) == p[stage]["batch_size"], where
+        cm = re.search(r"(\d+) × (\d+)(?: trials)?, ([\d,]+) generations", c).groups()
+        tc = p["train_controller"]
+        assert (int(cm[0]), int(cm[1]), _number(cm[2])) == (tc["popsize"], tc["trials"], tc["generations"]), where
+        assert _number(re.match(r"([\d,]+) tracks", evaluation).group(1)) == p["evaluate"]["episodes"], where
+        iterations = p.get("pipeline", {}).get("iterations", 0)
+        assert (f"{iterations} iterations" in c) == (iterations > 0), where
+
+
+def test_the_report_s_iteration_note_names_where_the_iterations_trained(tmp_path):
+    from wm import report
+
+    for overrides, env in (([], "real"), (["iteration.env=dream"], "dream")):
+        cfg = pipeline.PipelineConfig(workdir=str(tmp_path), preset="dream", overrides=overrides)
+        configs = pipeline.build_configs(cfg)
+        stages = [
+            {"name": n, "command": pipeline.command_line(pipeline._stages()[n.split("@")[0]], c)}
+            for n, c in configs.items()
+        ]
+        assert configs["train_controller@1"].env == env
+        assert report.iteration_env({"stages": stages, "iterations": 2}) == env

@@ -220,3 +220,21 @@ def test_damaged_shard_is_a_one_line_error(tiny_rollouts, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("train_vae:")]
     assert lines and f"error: corrupted or truncated shard {shard}" in lines[-1]
+
+
+def test_profile_steps_leave_a_trace_that_tensorboard_s_profile_plugin_finds(tiny_rollouts, tmp_path):
+    import argparse
+    import importlib.metadata
+
+    from tensorboard.plugins import base_plugin
+    from xprof.profile_plugin import ProfilePlugin  # the `profile` extra (the `test` extra has it too)
+
+    # what makes TensorBoard show a Profile tab: the plugin registered under its entry point
+    assert "profile" in {e.name for e in importlib.metadata.entry_points(group="tensorboard_plugins")}
+    train_vae.run(_cfg(tiny_rollouts, tmp_path / "v", steps=6, steps_per_loop=1, profile_steps="3,4"))
+    logdir = str(tmp_path / "v")  # as `tensorboard --logdir WORKDIR` opens it
+    context = base_plugin.TBContext(logdir=logdir, flags=argparse.Namespace(master_tpu_unsecure_channel=""))
+    plugin = ProfilePlugin(context)
+    runs = list(plugin.generate_runs())
+    assert plugin.is_active() and len(runs) == 1 and runs[0].startswith("tensorboard/train/")
+    assert "trace_viewer" in str(plugin.run_tools_imp(runs[0]))

@@ -109,13 +109,9 @@ def _new_strategy(name: str, tpu_address: str | None) -> tf.distribute.Strategy:
 def is_chief_process(strategy_name: str) -> bool:
     """Whether this process is the chief, known before any strategy exists: only a multi-worker
     run has other workers, named by ``TF_CONFIG`` (worker 0, or the task of type ``chief``)."""
-    if strategy_name != "multi_worker":
-        return True
-    import json
+    from tfrecords import lock
 
-    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task") or {}
-    kind = task.get("type") or "worker"
-    return kind == "chief" or (kind == "worker" and int(task.get("index", 0)) == 0)
+    return lock.is_chief(strategy_name)
 
 
 def device_type(strategy: tf.distribute.Strategy) -> str:
