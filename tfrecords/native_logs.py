@@ -69,11 +69,11 @@ def install() -> None:
     os.dup2(w, 2)
     os.close(w)
     os.set_inheritable(2, True)
-    # Python's stderr writes to the real descriptor from now on, unbuffered line by line as before.
+    # Python's stderr writes to the real descriptor from now on, each write at once (a progress bar's
+    # carriage returns too).
     encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
-    sys.stderr = io.TextIOWrapper(
-        io.FileIO(real, "w", closefd=False), encoding=encoding, errors="backslashreplace", line_buffering=True
-    )
+    raw = io.FileIO(real, "w", closefd=False)
+    sys.stderr = io.TextIOWrapper(raw, encoding=encoding, errors="backslashreplace", write_through=True)
     thread = threading.Thread(target=_forward, args=(r, real), name="native-log-filter", daemon=True)
     thread.start()
     _installed.update(real=real, thread=thread)
