@@ -194,13 +194,16 @@ def hold(directories: Sequence[str], prog: str) -> Iterator[None]:
             if key in _HELD:
                 continue
             created = not _exists(d)
-            _makedirs(d)
             try:
+                _makedirs(d)
                 lock = _RemoteLock(d, prog) if fileio.is_url(d) else _LocalLock(d, prog)
-            except BaseException:
+            except BaseException as e:
                 if created:
                     _remove_if_empty(d)
-                raise
+                if isinstance(e, DirectoryInUse) or not isinstance(e, Exception):
+                    raise
+                # (the message tfrecords.writer gives for an output directory it cannot write)
+                raise UsageError(f"cannot write to {d}: {getattr(e, 'message', None) or e}") from None
             _HELD.add(key)
             held.append((lock, key, created))
         yield

@@ -99,3 +99,9 @@ def test_on_a_filesystem_without_locks_a_fresh_holder_file_refuses_and_a_stale_o
     with lock.hold([d], "rerun"):
         assert fileio.read_json(path)["prog"] == "rerun"
     assert not fileio.exists(path)
+
+
+def test_a_directory_that_cannot_be_made_is_one_line():
+    with pytest.raises(lock.UsageError, match="^cannot write to /proc/forbidden/x: "):
+        with lock.hold(["/proc/forbidden/x"], "run"):
+            pytest.fail("nothing runs without the lock")
