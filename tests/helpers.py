@@ -21,6 +21,13 @@ SMOKE_OUTPUTS = (
     "report.html",
 )
 
+# A CMA-ES agent trained one generation of two candidates, one trial each, for the tests that need a trained
+# controller. One central environment process: a worker process of --layout=workers starts TensorFlow and loads V
+# and M (~4 s a run); the layouts are compared in tests/wm/test_workers.py and test_ray_workers.py.
+TINY_AGENT = dict(
+    popsize=2, trials=1, generations=1, workers=1, layout="central", max_steps=10, eval_every=0, progress=False
+)
+
 # The loop the train_vae and train_mdnrnn tests run: 5 steps a call, a log every 5 and a checkpoint every 10.
 TRAIN_LOOP = dict(steps_per_loop=5, log_every=5, checkpoint_every=10, seed=0, progress=False)
 

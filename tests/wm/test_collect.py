@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import interrupt_on_call, shard_digests, world_config
+from helpers import TINY_AGENT, interrupt_on_call, shard_digests, world_config
 
 import tfrecords
 from tfrecords import writer
@@ -26,18 +26,7 @@ TINY = dict(
 @pytest.fixture(scope="module")
 def agent_dir(tiny_world, tmp_path_factory):
     d = tmp_path_factory.mktemp("collect") / "controller"
-    cma = dict(
-        popsize=2,
-        trials=1,
-        generations=1,
-        workers=1,
-        layout="central",
-        max_steps=15,
-        eval_every=0,
-        seed=0,
-        progress=False,
-    )
-    tc.run(world_config(tc.TrainControllerConfig, tiny_world, d, cma))
+    tc.run(world_config(tc.TrainControllerConfig, tiny_world, d, TINY_AGENT, max_steps=15, seed=0))
     return str(d)
 
 

@@ -5,16 +5,13 @@ import json
 import os
 
 import pytest
-from helpers import make_config, world_config
+from helpers import TINY_AGENT, make_config, world_config
 
 from tfrecords.cli import UsageError
 from wm import evaluate as ev
 from wm import train_controller as tc
 
-# A CMA-ES agent trained one generation of two candidates, and the evaluation the tests repeat.
-TINY_AGENT = dict(
-    popsize=2, trials=1, generations=1, workers=1, layout="central", max_steps=10, eval_every=0, progress=False
-)
+# The evaluation the tests repeat (of helpers.TINY_AGENT).
 EVAL = dict(episodes=3, seed=5, max_steps=12, progress=False)
 
 

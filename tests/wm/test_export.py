@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import world_config
+from helpers import TINY_AGENT, world_config
 
 from data_gen import rollout
 from data_gen.preprocess import preprocess_frame
@@ -22,10 +22,7 @@ from wm import train_controller as tc
 from wm.agents import export as lib
 from wm.agents import loading
 
-# A CMA-ES agent trained one generation of two candidates (then given random parameters, see below).
-TINY_AGENT = dict(
-    popsize=2, trials=1, generations=1, workers=1, layout="central", max_steps=10, eval_every=0, progress=False
-)
+# helpers.TINY_AGENT is given random parameters below.
 TRACK_SEED, EPISODE_STEPS = 1234, 40
 # Actions of the SavedModel and of the project's agent agree to this (measured: bit for bit, 0.0).
 ACTION_ATOL = 1e-6
