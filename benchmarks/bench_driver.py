@@ -8,7 +8,7 @@ Three measured parts, all in one run:
 1. **CMA-ES in the driver** (``wm.training.cma_es`` calls pycma directly, so this does too, with
    the same options): ``es.ask()``, ``es.tell()`` for the paper's 867 parameters, and the
    per-generation checkpoint ``train_controller`` writes (``pickle.dumps`` of the state holding
-   the CMA-ES object, then ``tfrecords.fileio.write_bytes_atomic``), mean ms per generation over
+   the CMA-ES object, then ``tfrecords.runtime.fileio.write_bytes_atomic``), mean ms per generation over
    ``--generations`` generations after one untimed one (pycma's eigendecomposition is lazy: the
    mean amortizes it).
 2. **Dispatch and result gathering** through the engine the driver uses
@@ -132,7 +132,7 @@ def cma_cost(popsize: int, generations: int, tmpdir: str) -> dict:
     and (ask, tell) CPU time of this process's threads, and the median generation's wall total."""
     import cma
 
-    from tfrecords import fileio
+    from tfrecords.runtime import fileio
 
     es = cma.CMAEvolutionStrategy(np.zeros(NUM_PARAMS), 0.1, {"popsize": popsize, "seed": 1, "verbose": -9})
     rng = np.random.default_rng(0)

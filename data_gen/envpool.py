@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tfrecords.errors import OneLineError
+from tfrecords.runtime.errors import OneLineError
 
 
 class PoolError(OneLineError, RuntimeError):

@@ -26,7 +26,7 @@ from concurrent import futures
 
 from data_gen import policies, ray_engine, rollout
 from tfrecords import fast_reader, schema, writer
-from tfrecords.cli import UsageError, check, option, run_binary
+from tfrecords.runtime.cli import UsageError, check, option, run_binary
 
 SHARD_PREFIX = "rollouts"
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import socket
 
-from tfrecords.errors import OneLineError, UsageError
+from tfrecords.runtime.errors import OneLineError, UsageError
 
 _HOST_PORT = re.compile(r"^(?:ray://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
 
@@ -64,7 +64,7 @@ def connect(address: str, num_cpus: int | None = None, timeout: float = 5.0):
         return ray
     if address not in ("auto", "local"):
         _probe(address, timeout)
-    from tfrecords import native_logs
+    from tfrecords.runtime import native_logs
 
     runtime_env = {"env_vars": native_logs.worker_env()}  # the workers keep TensorFlow's C++ lines off too
     try:

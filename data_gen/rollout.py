@@ -8,7 +8,7 @@ import numpy as np
 from data_gen import fast_car_racing
 from data_gen.policies import Policy
 from data_gen.preprocess import preprocess_frame
-from tfrecords.errors import UsageError
+from tfrecords.runtime.errors import UsageError
 from tfrecords.schema import Episode
 
 

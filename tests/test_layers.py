@@ -1,6 +1,6 @@
 """Imports run only down the layers, and binaries never import binaries (the pipeline excepted).
 
-    tfrecords  <  data_gen  <  wm.core  <  wm.models  <  wm.agents  <  wm.training  <  wm/*.py (binaries)
+    tfrecords.runtime < tfrecords < data_gen < wm.core < wm.models < wm.agents < wm.training < wm/*.py (binaries)
 
 Every import counts, including the ones inside functions.
 """
@@ -12,7 +12,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("tfrecords", "data_gen", "wm")
-LAYERS = ["tfrecords", "data_gen", "wm.core", "wm.models", "wm.agents", "wm.training", "wm"]
+LAYERS = ["tfrecords.runtime", "tfrecords", "data_gen", "wm.core", "wm.models", "wm.agents", "wm.training", "wm"]
 RUNS_THE_STAGES = {"wm.pipeline"}  # the one binary that may import other binaries
 
 
@@ -72,8 +72,8 @@ def _layer(module: str) -> int:
 
 def test_the_layout_is_what_the_rules_describe():
     assert {
-        "tfrecords.cli",
-        "tfrecords.fileio",
+        "tfrecords.runtime.cli",
+        "tfrecords.runtime.fileio",
         "data_gen.envpool",
         "wm.core.workdir",
         "wm.training.loop",
@@ -108,4 +108,10 @@ def test_the_checker_sees_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from wm import train_vae\n    from wm.agents import loading\n")
     assert {"wm.train_vae", "wm.agents.loading"} <= _imports(bad)
-    assert _layer("wm.train_vae") > _layer("wm.agents.loading") > _layer("wm.core.workdir") > _layer("tfrecords.cli")
+    assert (
+        _layer("wm.train_vae")
+        > _layer("wm.agents.loading")
+        > _layer("wm.core.workdir")
+        > _layer("tfrecords.reader")
+        > _layer("tfrecords.runtime.cli")
+    )

@@ -59,10 +59,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tfrecords import fileio, schema, writer
-from tfrecords.cli import check, option, run_binary
-from tfrecords.errors import OneLineError, RunMismatchError, UsageError
-from tfrecords.lock import LOCK_NAME
+from tfrecords import schema, writer
+from tfrecords.runtime import fileio
+from tfrecords.runtime.cli import check, option, run_binary
+from tfrecords.runtime.errors import OneLineError, RunMismatchError, UsageError
+from tfrecords.runtime.lock import LOCK_NAME
 
 PROG = "export_rlds"
 DATASET_NAME = "world_models_rollouts"

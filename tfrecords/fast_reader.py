@@ -8,7 +8,7 @@ straight into a fresh 64-byte-aligned buffer at the frames' offset; ``from_gener
 such arrays to TensorFlow without a copy.
 
 The stored format is unchanged, and both masked CRC-32C checksums of every record are verified,
-as TensorFlow's reader does: damage raises :class:`~tfrecords.errors.ShardError` naming the
+as TensorFlow's reader does: damage raises :class:`ShardError` naming the
 shard, or with ``skip_corrupt`` skips the rest of that shard with one warning.
 
 Limit: the resulting dataset runs Python, so it cannot be serialized (tf.data service, or a
@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging
 
 from tfrecords import schema
-from tfrecords.errors import ShardError
+from tfrecords.runtime.errors import OneLineError
 
 try:
     import google_crc32c
@@ -50,6 +50,10 @@ READERS = (
     "isal",
     "tf",
 )  # frames_dataset(reader=...): this module, TensorFlow's reader, or the first if installed
+
+
+class ShardError(OneLineError, RuntimeError):
+    """A shard is missing, truncated or corrupted (the readers' one-line error, also ``tfrecords.ShardError``)."""
 
 
 def available() -> bool:

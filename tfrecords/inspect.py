@@ -15,7 +15,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from tfrecords.cli import UsageError, flags_parser, run_main
+from tfrecords.runtime.cli import UsageError, flags_parser, run_main
 
 FLAGS = flags.FLAGS
 
@@ -40,7 +40,7 @@ def verify(directory: str) -> tuple[dict, list[str]]:
     import tensorflow as tf
 
     from tfrecords import schema
-    from tfrecords.fileio import read_json
+    from tfrecords.runtime.fileio import read_json
 
     mpath = os.path.join(directory, schema.MANIFEST_NAME)
     if not tf.io.gfile.exists(mpath):
@@ -99,7 +99,7 @@ def main(argv) -> None:
         if FLAGS.verify:
             manifest, problems = verify(directory)
         else:
-            from tfrecords.fileio import read_json
+            from tfrecords.runtime.fileio import read_json
 
             manifest, problems = read_json(os.path.join(directory, "manifest.json")), []
         print(describe(manifest))

@@ -27,8 +27,8 @@ import tensorflow as tf
 from absl import logging
 
 from tfrecords import fast_reader, schema
-from tfrecords.errors import ShardError
-from tfrecords.fileio import read_json
+from tfrecords.fast_reader import ShardError
+from tfrecords.runtime.fileio import read_json
 
 AUTOTUNE = tf.data.AUTOTUNE
 _READ_BUFFER = 8 << 20

@@ -22,8 +22,9 @@ import struct
 import uuid
 from collections.abc import Iterable, Sequence
 
-from tfrecords import fast_reader, fileio, schema
-from tfrecords.errors import RunMismatchError, UsageError
+from tfrecords import fast_reader, schema
+from tfrecords.runtime import fileio
+from tfrecords.runtime.errors import RunMismatchError, UsageError
 
 INCOMPLETE_DIR = ".incomplete"
 SPEC_NAME = "spec.json"

@@ -29,8 +29,9 @@ import sys
 import time
 
 from data_gen import rollout
-from tfrecords import fileio, schema, writer
-from tfrecords.cli import UsageError, check, option, run_binary
+from tfrecords import schema, writer
+from tfrecords.runtime import fileio
+from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.agents import loading
 from wm.agents import workers as workers_lib
 from wm.core import distribute

@@ -37,8 +37,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from tfrecords import fileio
-from tfrecords.cli import UsageError, check, option, run_binary
+from tfrecords.runtime import fileio
+from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.agents import loading
 from wm.agents.dream import check_dreamer
 from wm.agents.loading import WorldFlags

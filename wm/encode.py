@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from tfrecords.cli import UsageError, check, option, run_binary
+from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.core import workdir
 
 SHARD_PREFIX = "latents"

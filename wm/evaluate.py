@@ -24,8 +24,8 @@ import sys
 import time
 
 from data_gen import ray_engine, rollout
-from tfrecords import fileio
-from tfrecords.cli import UsageError, check, option, run_binary
+from tfrecords.runtime import fileio
+from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.agents import loading
 from wm.agents import workers as workers_lib
 from wm.core import distribute, video

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from tfrecords.cli import check, option, run_binary
+from tfrecords.runtime.cli import check, option, run_binary
 from wm.agents import export
 from wm.core import distribute
 

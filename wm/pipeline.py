@@ -52,8 +52,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tfrecords import fileio, lock
-from tfrecords.cli import UsageError, check, option, parse_value, run_binary
+from tfrecords.runtime import fileio, lock
+from tfrecords.runtime.cli import UsageError, check, option, parse_value, run_binary
 from wm.core import distribute
 
 STAGES = ("generate", "train_vae", "encode", "train_mdnrnn", "dream", "train_controller", "evaluate", "report")

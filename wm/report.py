@@ -28,8 +28,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tfrecords import fileio
-from tfrecords.cli import UsageError, check, option, run_binary
+from tfrecords.runtime import fileio
+from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.core.workdir import read_metrics
 
 REPORT_NAME = "report.html"

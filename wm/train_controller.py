@@ -10,7 +10,7 @@ default): it speeds up early generations, whose cars mostly stand still or leave
 and changes fitness only for episodes that had stopped making progress.
 """
 
-from tfrecords.cli import run_binary
+from tfrecords.runtime.cli import run_binary
 from wm.training.cma_es import METRICS_NAME, PARAMS_NAME, STATE_NAME, TrainControllerConfig, run  # noqa: F401
 
 if __name__ == "__main__":

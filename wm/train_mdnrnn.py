@@ -21,7 +21,7 @@ import dataclasses
 import math
 import sys
 
-from tfrecords.cli import UsageError, check, option, run_binary
+from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.core import distribute
 from wm.training import supervised as train_lib
 

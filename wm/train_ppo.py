@@ -8,7 +8,7 @@ collector and the update are :mod:`wm.agents.ppo`'s. ``python -m wm.evaluate --a
 plays the deterministic policy (the squashed mean).
 """
 
-from tfrecords.cli import run_binary
+from tfrecords.runtime.cli import run_binary
 from wm.training.ppo import CHECKPOINT_DIR, CONFIG_NAME, METRICS_NAME, TrainPPOConfig, run  # noqa: F401
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from tfrecords import fast_reader, fileio
-from tfrecords.cli import UsageError, check, option, run_binary
+from tfrecords import fast_reader
+from tfrecords.runtime import fileio
+from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.core import distribute
 from wm.models.loading import load_vae
 from wm.training import supervised as train_lib

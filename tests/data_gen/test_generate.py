@@ -16,7 +16,8 @@ from helpers import shard_digests
 
 from data_gen import policies, rollout
 from data_gen.generate import GenerateConfig, run
-from tfrecords import fileio, schema, writer
+from tfrecords import schema, writer
+from tfrecords.runtime import fileio
 
 
 def _shards(d):

@@ -1,4 +1,4 @@
-"""tfrecords.cli: flags generated from a config dataclass, the generic checks, --set parsing, exit codes."""
+"""tfrecords.runtime.cli: flags generated from a config dataclass, the generic checks, --set parsing, exit codes."""
 
 import dataclasses
 import os
@@ -9,8 +9,8 @@ import sys
 import pytest
 from absl import flags
 
-from tfrecords import cli
-from tfrecords.cli import UsageError, option
+from tfrecords.runtime import cli
+from tfrecords.runtime.cli import UsageError, option
 
 
 @dataclasses.dataclass
@@ -84,7 +84,7 @@ def test_stop_signals_turn_sigterm_into_terminated_and_restore_the_handler():
 
 _SCRIPT = """
 import dataclasses, os, signal, time
-from tfrecords.cli import UsageError, option, run_binary, stop_signals
+from tfrecords.runtime.cli import UsageError, option, run_binary, stop_signals
 
 @dataclasses.dataclass
 class C:
@@ -129,7 +129,7 @@ def test_run_binary_exit_codes(tmp_path, argv, code, last):
 
 _VERBOSITY = """
 from absl import logging
-from tfrecords.cli import option, run_binary
+from tfrecords.runtime.cli import option, run_binary
 import dataclasses
 
 @dataclasses.dataclass

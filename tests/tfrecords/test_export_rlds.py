@@ -16,8 +16,8 @@ import tensorflow as tf
 from helpers import interrupt_on_call
 
 from tfrecords import export_rlds, schema, writer
-from tfrecords.errors import RunMismatchError, UsageError
 from tfrecords.export_rlds import ExportRldsConfig, episode_steps, run
+from tfrecords.runtime.errors import RunMismatchError, UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

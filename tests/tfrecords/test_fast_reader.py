@@ -194,7 +194,7 @@ def test_unknown_reader_is_refused(tiny_rollouts):
 
 
 def test_binaries_report_a_damaged_shard_in_one_line(tiny_rollouts, tmp_path):
-    from tfrecords.cli import shard_error_line
+    from tfrecords.runtime.cli import shard_error_line
 
     d = str(tmp_path / "damaged")
     shutil.copytree(tiny_rollouts, d)

@@ -1,4 +1,4 @@
-"""tfrecords.lock: one run per directory; a lock left by a killed run is taken over; nothing left behind."""
+"""tfrecords.runtime.lock: one run per directory; a lock left by a killed run is taken over; nothing left behind."""
 
 import json
 import os
@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from tfrecords import fileio, lock
+from tfrecords.runtime import fileio, lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Another process that takes the lock of sys.argv[1], says so, and holds it until killed.
 HOLDER = (
     "import sys, time\n"
-    "from tfrecords import lock\n"
+    "from tfrecords.runtime import lock\n"
     "with lock.hold([sys.argv[1]], 'holder'):\n"
     "    print('held', flush=True)\n"
     "    time.sleep(120)\n"

@@ -23,7 +23,7 @@ def test_onednn_is_left_to_tensorflow_and_to_the_user():
 
 
 def test_native_log_lines_are_recognised():
-    from tfrecords.native_logs import is_native_log_line
+    from tfrecords.runtime.native_logs import is_native_log_line
 
     dropped = [
         b"I0000 00:00:1796533625.157603    1405 cudart_stub.cc:31] Could not find cuda drivers on your machine.",
@@ -45,7 +45,7 @@ def test_native_log_lines_are_recognised():
 # from a child process, as a worker would), and a line through Python's stderr.
 FILTERED = r"""
 import os, subprocess, sys
-from tfrecords import native_logs
+from tfrecords.runtime import native_logs
 native_logs.install()
 os.write(2, b"I0000 00:00:1796533625.156187    1405 port.cc:153] oneDNN custom operations are on.\nfrom C\n")
 subprocess.run([sys.executable, "-c", "import os; os.write(2, b'W0000 00:00:1.5  7 x.cc:1] w\\nfrom a child\\n')"])

@@ -9,8 +9,8 @@ from helpers import TINY_AGENT, interrupt_on_call, shard_digests, world_config
 
 import tfrecords
 from tfrecords import writer
-from tfrecords.cli import UsageError
-from tfrecords.errors import RunMismatchError
+from tfrecords.runtime.cli import UsageError
+from tfrecords.runtime.errors import RunMismatchError
 from wm import collect
 from wm import train_controller as tc
 from wm.agents import loading

@@ -6,7 +6,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-from tfrecords.cli import UsageError
+from tfrecords.runtime.cli import UsageError
 from wm import dream
 from wm.models.loading import load_mdnrnn, load_vae
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrecords.errors import UsageError
+from tfrecords.runtime.errors import UsageError
 from wm.agents.dream import DreamEnv, start_latents
 from wm.models.controller import Controller
 from wm.models.mdnrnn import MDNRNN, sample_z_from_noise

@@ -7,7 +7,7 @@ import os
 import pytest
 from helpers import TINY_AGENT, make_config, world_config
 
-from tfrecords.cli import UsageError
+from tfrecords.runtime.cli import UsageError
 from wm import evaluate as ev
 from wm import train_controller as tc
 
@@ -64,7 +64,7 @@ def test_non_agent_workdirs_and_out_of_range_video_episodes_are_refused(agent_di
 def test_out_that_is_a_directory_is_refused_before_evaluating(tmp_path):
     with pytest.raises(UsageError, match="is a directory"):
         ev.validate(ev.EvaluateConfig(agent=str(tmp_path), out=str(tmp_path)))
-    from tfrecords import fileio
+    from tfrecords.runtime import fileio
 
     with pytest.raises(UsageError, match="is a directory"):
         fileio.write_text_atomic(str(tmp_path), "x")

@@ -16,7 +16,7 @@ from helpers import TINY_AGENT, world_config
 
 from data_gen import rollout
 from data_gen.preprocess import preprocess_frame
-from tfrecords.cli import UsageError
+from tfrecords.runtime.cli import UsageError
 from wm import export as ex
 from wm import train_controller as tc
 from wm.agents import export as lib

@@ -74,7 +74,7 @@ def test_an_overflow_on_one_replica_skips_the_step_everywhere():
 def test_a_batch_the_replicas_do_not_divide_names_the_nearest_valid_sizes():
     import pytest
 
-    from tfrecords.errors import UsageError
+    from tfrecords.runtime.errors import UsageError
 
     strategy = distribute.make_strategy("mirrored")
     setup = distribute.Setup(strategy, "CPU", "float32", False)

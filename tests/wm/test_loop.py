@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tfrecords.cli import Terminated
-from tfrecords.errors import UsageError
+from tfrecords.runtime.cli import Terminated
+from tfrecords.runtime.errors import UsageError
 from wm.core import workdir
 from wm.training.loop import RunLog, due, stopping
 

@@ -11,7 +11,7 @@ import time
 import pytest
 from helpers import SMOKE_OUTPUTS, interrupt_on_call
 
-from tfrecords.cli import UsageError
+from tfrecords.runtime.cli import UsageError
 from wm import pipeline
 
 
@@ -110,7 +110,7 @@ def test_a_second_pipeline_on_a_workdir_in_use_is_one_line_and_exit_2_and_the_fi
     first_err = first.communicate(timeout=600)[1]
     assert first.returncode == 0, first_err[-2000:]
     # and its whole output, its worker processes' included, holds no line of TensorFlow's C++ logging
-    from tfrecords.native_logs import is_native_log_line
+    from tfrecords.runtime.native_logs import is_native_log_line
 
     assert "pipeline: done in" in first_err
     assert [x for x in first_err.splitlines() if is_native_log_line(x.encode())] == []

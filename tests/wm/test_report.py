@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from tfrecords.cli import UsageError
+from tfrecords.runtime.cli import UsageError
 from wm import report
 
 COMMAND = "python -m wm.train_vae --data=W/rollouts --workdir=W/vae --batch_size=8 --steps=4"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import interrupt_on_call, world_config
 
-from tfrecords.cli import UsageError
+from tfrecords.runtime.cli import UsageError
 from wm import train_controller as tc
 from wm.agents import agent as agent_lib
 from wm.agents import loading

@@ -9,7 +9,7 @@ import tensorflow as tf
 from helpers import TRAIN_LOOP, make_config
 
 from tfrecords import schema, writer
-from tfrecords.cli import UsageError
+from tfrecords.runtime.cli import UsageError
 from wm.core import distribute
 from wm.core import workdir as wdir
 from wm.models import mdnrnn
@@ -170,7 +170,7 @@ def test_several_series_directories_are_sized_from_their_own_manifests(series, t
 
 
 def test_series_directories_that_disagree_are_one_line(series, tmp_path, tiny_rollouts):
-    from tfrecords.errors import ShardError
+    from tfrecords import ShardError
 
     with pytest.raises(ShardError, match="hold different data"):
         run(_cfg(f"{series},{tiny_rollouts}", tmp_path / "m"))
@@ -201,7 +201,7 @@ def test_deterministic_resume_ends_with_the_weights_of_an_uninterrupted_run(seri
 
 
 def test_deterministic_needs_a_seed_and_no_dropout(series, tmp_path):
-    from tfrecords.errors import UsageError
+    from tfrecords.runtime.errors import UsageError
 
     with pytest.raises(UsageError, match="--deterministic needs --seed"):
         run(_cfg(series, tmp_path / "a", deterministic=True, seed=None))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import make_config, world_config
 
-from tfrecords.cli import UsageError
+from tfrecords.runtime.cli import UsageError
 from wm import evaluate as ev
 from wm import train_ppo as tp
 from wm.agents.loading import load_policy

@@ -12,7 +12,7 @@ import pytest
 from helpers import TRAIN_LOOP, make_config
 
 import tfrecords
-from tfrecords.cli import UsageError
+from tfrecords.runtime.cli import UsageError
 from wm import encode, train_vae
 from wm.core import workdir as wdir
 from wm.models.loading import load_vae

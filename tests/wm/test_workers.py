@@ -7,7 +7,7 @@ import pytest
 from helpers import crash_worker
 
 from data_gen.envpool import InlineEnvs
-from tfrecords.errors import UsageError
+from tfrecords.runtime.errors import UsageError
 from wm.agents import workers as wk
 
 ENV = "CarRacingFast-v3"

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tfrecords.errors import UsageError
+from tfrecords.runtime.errors import UsageError
 from wm.models.controller import Controller
 
 START_MODES = ("first", "random")

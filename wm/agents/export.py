@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from data_gen.preprocess import CROP_ROWS, SIZE
-from tfrecords import fileio
-from tfrecords.errors import UsageError
+from tfrecords.runtime import fileio
+from tfrecords.runtime.errors import UsageError
 from wm.agents import loading
 
 OBSERVATION_SHAPE = (96, 96, 3)  # CarRacing's raw observation

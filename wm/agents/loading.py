@@ -12,9 +12,9 @@ import io
 
 import numpy as np
 
-from tfrecords import fileio
-from tfrecords.cli import option
-from tfrecords.errors import UsageError
+from tfrecords.runtime import fileio
+from tfrecords.runtime.cli import option
+from tfrecords.runtime.errors import UsageError
 from wm.core import workdir
 from wm.models.controller import Controller
 

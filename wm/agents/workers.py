@@ -36,7 +36,7 @@ import numpy as np
 
 from data_gen import ray_engine
 from data_gen.envpool import EnvPool, InlineEnvs
-from tfrecords.errors import OneLineError, UsageError
+from tfrecords.runtime.errors import OneLineError, UsageError
 from wm.agents.agent import EpisodeResult, run_episodes
 
 LAYOUTS = ("auto", "central", "workers")

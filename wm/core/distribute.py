@@ -109,7 +109,7 @@ def _new_strategy(name: str, tpu_address: str | None) -> tf.distribute.Strategy:
 def is_chief_process(strategy_name: str) -> bool:
     """Whether this process is the chief, known before any strategy exists: only a multi-worker
     run has other workers, named by ``TF_CONFIG`` (worker 0, or the task of type ``chief``)."""
-    from tfrecords import lock
+    from tfrecords.runtime import lock
 
     return lock.is_chief(strategy_name)
 

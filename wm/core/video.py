@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tfrecords import fileio
-from tfrecords.errors import UsageError
+from tfrecords.runtime import fileio
+from tfrecords.runtime.errors import UsageError
 
 FORMATS = (".gif", ".mp4")
 

@@ -7,9 +7,9 @@
     WORKDIR/checkpoints/       tf.train.CheckpointManager (V, M, PPO)
     WORKDIR/tensorboard/       summaries
 
-Paths go through ``tfrecords.fileio``, so a workdir can be local or on any ``tf.io.gfile``
+Paths go through ``tfrecords.runtime.fileio``, so a workdir can be local or on any ``tf.io.gfile``
 filesystem. Every failure a user can cause (a workdir of another kind or with other settings)
-is a one-line :class:`~tfrecords.errors.UsageError`.
+is a one-line :class:`~tfrecords.runtime.errors.UsageError`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tfrecords import fileio
-from tfrecords.errors import UsageError
+from tfrecords.runtime import fileio
+from tfrecords.runtime.errors import UsageError
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"

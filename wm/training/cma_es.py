@@ -39,8 +39,8 @@ import sys
 import time
 
 from data_gen import rollout
-from tfrecords import fileio
-from tfrecords.cli import UsageError, check, option
+from tfrecords.runtime import fileio
+from tfrecords.runtime.cli import UsageError, check, option
 from wm.agents import loading
 from wm.agents import workers as workers_lib
 from wm.agents.dream import START_MODES, can_dream, check_dreamer

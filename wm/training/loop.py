@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from tfrecords import fileio
-from tfrecords.cli import stop_signals
+from tfrecords.runtime import fileio
+from tfrecords.runtime.cli import stop_signals
 from wm.core.workdir import MetricsLog
 
 
@@ -149,7 +149,7 @@ class RunLog:
 @contextlib.contextmanager
 def stopping(on_stop: Callable[[], None] | None = None) -> Iterator[None]:
     """Ctrl-C (SIGINT) and SIGTERM inside: ``on_stop()`` saves what is done, then the stop goes on
-    up to ``tfrecords.cli.run_main`` (exit 130 or 143, "rerun the same command to resume")."""
+    up to ``tfrecords.runtime.cli.run_main`` (exit 130 or 143, "rerun the same command to resume")."""
     with stop_signals():
         try:
             yield

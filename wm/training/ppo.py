@@ -26,8 +26,8 @@ import sys
 import time
 
 from data_gen import ray_engine, rollout
-from tfrecords import fileio
-from tfrecords.cli import UsageError, check, option
+from tfrecords.runtime import fileio
+from tfrecords.runtime.cli import UsageError, check, option
 from wm.agents import loading
 from wm.agents.ppo import PPOHyper
 from wm.core import distribute, workdir

@@ -42,9 +42,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfrecords import fileio
-from tfrecords.cli import option
-from tfrecords.errors import OneLineError, UsageError
+from tfrecords.runtime import fileio
+from tfrecords.runtime.cli import option
+from tfrecords.runtime.errors import OneLineError, UsageError
 from wm.core import distribute
 from wm.core import workdir as workdir_lib
 from wm.core.distribute import Setup
@@ -168,7 +168,7 @@ def setup_from_flags(cfg: TrainFlags) -> Setup:
 
 
 def check_train_flags(cfg: TrainFlags) -> None:
-    """The cross-field checks V and M share (after ``tfrecords.cli.check``)."""
+    """The cross-field checks V and M share (after ``tfrecords.runtime.cli.check``)."""
     if not cfg.steps and not cfg.epochs:
         raise UsageError("set --steps or --epochs")
     if cfg.deterministic and cfg.seed is None:
@@ -288,7 +288,7 @@ def _preemption_handler(setup: Setup, manager, step: tf.Variable):
     ``tf.distribute.experimental.PreemptionCheckpointHandler`` watches SIGTERM on every worker
     (and GCE maintenance notices); when any worker receives one, all of them save at the same
     step (the chief into ``checkpoints/``, the others into their temporary directories) and
-    then stop through :class:`tfrecords.cli.Terminated`, like a local SIGTERM: exit 143,
+    then stop through :class:`tfrecords.runtime.cli.Terminated`, like a local SIGTERM: exit 143,
     rerun to resume. Single-host strategies (default, mirrored, a one-host TPU VM) keep the
     loop's own handler (:func:`_save_on_interrupt`). Its restore reads the manager's directory:
     on a non-chief worker that is its temporary directory, emptied first so that it cannot
@@ -296,7 +296,7 @@ def _preemption_handler(setup: Setup, manager, step: tf.Variable):
     """
     if not isinstance(setup.strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return None
-    from tfrecords.cli import Terminated
+    from tfrecords.runtime.cli import Terminated
 
     if not setup.is_chief and tf.io.gfile.exists(manager.directory):
         tf.io.gfile.rmtree(manager.directory)

@@ -38,7 +38,7 @@ import typing
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
-from tfrecords.errors import OneLineError, UsageError
+from tfrecords.runtime.errors import OneLineError, UsageError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -257,10 +257,10 @@ def run_binary(config_cls: type, run: Callable[[Any], object], prog: str, lock: 
     """The whole ``__main__`` of a binary: flags from ``config_cls``, parse, :func:`check`, ``run(config)``, exit.
 
     With ``lock``, ``run`` holds the lock of the directories the config writes into (its ``--workdir``
-    or ``--out_dir``, :mod:`tfrecords.lock`): a second run on one of them is refused at once."""
+    or ``--out_dir``, :mod:`tfrecords.runtime.lock`): a second run on one of them is refused at once."""
     from absl import app
 
-    from tfrecords import lock as lock_lib
+    from tfrecords.runtime import lock as lock_lib
 
     define_flags(config_cls)
 
@@ -323,7 +323,7 @@ def stop_signals() -> Iterator[None]:
 
 def run_main(fn: Callable[[], object], prog: str) -> None:
     """Calls ``fn`` and exits: 0 on success, 2 with ``prog: error: ...`` on an expected failure
-    (:class:`~tfrecords.errors.OneLineError`, a missing file or permission), 130 on Ctrl-C, 143 on
+    (:class:`~tfrecords.runtime.errors.OneLineError`, a missing file or permission), 130 on Ctrl-C, 143 on
     a SIGTERM caught by :func:`stop_signals`.
 
     Anything else propagates with its traceback, since it is a bug or an environment problem

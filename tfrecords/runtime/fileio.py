@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from typing import Any
 
-from tfrecords.errors import UsageError
+from tfrecords.runtime.errors import UsageError
 
 
 def _gfile():

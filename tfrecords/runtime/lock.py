@@ -31,8 +31,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tfrecords import fileio
-from tfrecords.errors import UsageError
+from tfrecords.runtime import fileio
+from tfrecords.runtime.errors import UsageError
 
 LOCK_NAME = ".lock"
 # The config fields that name a directory a run writes into (each binary's --workdir or --out_dir).
