@@ -12,7 +12,7 @@ Three measured parts, all in one run:
    ``--generations`` generations after one untimed one (pycma's eigendecomposition is lazy: the
    mean amortizes it).
 2. **Dispatch and result gathering** through the engine the driver uses
-   (``wm.agents.workers.WorkerPool``: local worker processes, and Ray actors on
+   (``wm.agents.workers.WorkerPool``, its engines in ``wm.agents.engines``: local worker processes, and Ray actors on
    ``ray.init(num_cpus=--workers)``): ``popsize x --trials`` jobs of one step each on a tiny
    in-memory environment (registered in each worker, 96x96x3 zero frames) with a do-nothing agent,
    so the time is the driver's and the plumbing's, not the environment's or V + M + C's. Each job

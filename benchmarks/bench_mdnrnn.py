@@ -1,4 +1,4 @@
-"""M training throughput: our train step (wm.training.supervised + wm.models.mdnrnn) against PyTorch, same run.
+"""M training throughput: our train step (wm.training.trainer + wm.models.mdnrnn) against PyTorch, same run.
 
     python benchmarks/bench_mdnrnn.py --batch=32 --seq_len=999
 
@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from wm.core import distribute
 from wm.models import mdnrnn
-from wm.training import supervised as train_lib
+from wm.training.trainer import LoopConfig, Task, Trainer
 
 Z, A, H, K = 32, 3, 256, 5
 
@@ -34,15 +34,15 @@ def tf_step_fn(batch_np, args, workdir):
         z = b["mu"] + tf.exp(0.5 * b["logvar"]) * tf.random.normal(tf.shape(b["mu"]))
         return mdnrnn.sequence_loss_terms(model, z, b["actions"], b["mask"], training=training)
 
-    task = train_lib.Task(
+    task = Task(
         name="mdnrnn",
         arch={},
         model_fn=lambda p: mdnrnn.MDNRNN(dtype_policy=p),
         loss_fn=loss_fn,
         train_data=lambda ctx: tf.data.Dataset.from_tensors(batch).repeat(),
     )
-    cfg = train_lib.LoopConfig(workdir=workdir, steps=1, batch_size=args.batch, learning_rate=1e-3, clip_norm=1.0)
-    trainer = train_lib.Trainer(task, setup, cfg)
+    cfg = LoopConfig(workdir=workdir, steps=1, batch_size=args.batch, learning_rate=1e-3, clip_norm=1.0)
+    trainer = Trainer(task, setup, cfg)
     it = iter(setup.strategy.distribute_datasets_from_function(task.train_data))
     return lambda n: trainer.train_steps(it, tf.constant(n, tf.int64))["loss"].numpy()
 

@@ -5,7 +5,7 @@
 Ours: what ``wm.train_ppo`` does per update, with the paper's V and M sizes (random weights:
 speed does not depend on their values): ``wm.agents.ppo.RolloutCollector`` steps ``--envs``
 environments in ``--workers`` processes with one batched V + M + actor-critic call per step,
-then ``wm.agents.ppo.PPOTrainer`` runs the update (4 epochs of 256-step minibatches). Env steps/s =
+then ``wm.training.ppo_update.PPOTrainer`` runs the update (4 epochs of 256-step minibatches). Env steps/s =
 rollout steps / (collect + update time). Bare: one process stepping the same environment with
 random actions (one core). Rounds alternate with the bare measurement so machine load hits
 both alike; medians, per-core rates and their ratio are printed.
@@ -42,14 +42,16 @@ def main() -> None:
     from wm.agents import ppo
     from wm.agents.agent import Agent
     from wm.core.distribute import inference_policy
+    from wm.models import actor_critic
     from wm.models.controller import Controller
     from wm.models.mdnrnn import MDNRNN
     from wm.models.vae import ConvVAE
+    from wm.training import ppo_update
 
     dtype = inference_policy(a.inference_precision)
     agent = Agent(ConvVAE(dtype_policy=dtype), MDNRNN(), Controller())
-    policy = ppo.PPOPolicy(agent, ppo.ActorCritic(agent.z_size + agent.hidden), seed=0)
-    trainer = ppo.PPOTrainer(policy.model, ppo.PPOHyper(), seed=1)
+    policy = ppo.PPOPolicy(agent, actor_critic.ActorCritic(agent.z_size + agent.hidden), seed=0)
+    trainer = ppo_update.PPOTrainer(policy.model, ppo_update.PPOHyper(), seed=1)
     cores = os.cpu_count()
     ours, base, split = [], [], []
     with EnvPool(a.env_id, a.envs, a.workers, a.max_steps) as pool:

@@ -9,11 +9,11 @@ so machine load hits both sides alike; medians, per-round ratios and their range
 1. Numerics against float64 NumPy on random inputs: M's per-dimension mixture log-likelihood
    (:func:`wm.models.mdnrnn.mixture_log_prob` against ``tfd.MixtureSameFamily(Categorical, Normal)``)
    with ordinary and extreme (1e4) logits and clipped tiny sigmas, and its gradients; PPO's
-   squashed-Gaussian log-density (:func:`wm.agents.ppo.log_prob`, from the pre-squash u) against
+   squashed-Gaussian log-density (:func:`wm.models.actor_critic.log_prob`, from the pre-squash u) against
    ``tfd.TransformedDistribution(Normal, Shift . Scale . Tanh)`` (from the action, as TFP's API takes
    it, and from u through the bijector's log-det-Jacobian), on random draws, at the action bounds
    (TensorFlow's float32 tanh returns exactly +-1 from |u| = 7.9) and near them.
-2. M's train step (``wm.training.supervised.Trainer.train_steps``, the paper's sizes, the generic
+2. M's train step (``wm.training.trainer.Trainer.train_steps``, the paper's sizes, the generic
    LSTM kernel that XLA can compile) with the hand-written mixture NLL against the TFP one; same
    weights, so the first losses must agree too. ``--jit`` XLA-compiles both; ``--policy=mixed_bfloat16``
    runs both in bfloat16.
@@ -48,11 +48,10 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tests.wm.test_mdnrnn import np_log_prob  # the tests' float64 reference
-from wm.agents import ppo
 from wm.core import distribute
-from wm.models import mdnrnn
+from wm.models import actor_critic, mdnrnn
 from wm.models.mdnrnn import Mixture
-from wm.training import supervised as train_lib
+from wm.training.trainer import LoopConfig, Task, Trainer
 
 tfd, tfb = tfp.distributions, tfp.bijectors
 Z, A = mdnrnn.Z_SIZE, mdnrnn.ACTION_SIZE
@@ -80,7 +79,7 @@ def tfp_sample_z(mix: Mixture, temperature: float, seed: tf.Tensor) -> tf.Tensor
 
 
 def _squash_bijector() -> tfb.Bijector:
-    return tfb.Chain([tfb.Shift(ppo.OFFSET), tfb.Scale(ppo.SCALE), tfb.Tanh()])
+    return tfb.Chain([tfb.Shift(actor_critic.OFFSET), tfb.Scale(actor_critic.SCALE), tfb.Tanh()])
 
 
 def tfp_policy(mean: tf.Tensor, log_std: tf.Tensor) -> tfd.Distribution:
@@ -90,7 +89,7 @@ def tfp_policy(mean: tf.Tensor, log_std: tf.Tensor) -> tfd.Distribution:
 
 def tfp_log_prob_of_action(u: tf.Tensor, mean: tf.Tensor, log_std: tf.Tensor) -> tf.Tensor:
     """TFP's ``log_prob`` of the action a = squash(u) (what its API takes: it inverts the tanh)."""
-    return tfp_policy(mean, log_std).log_prob(ppo.squash_action(u))
+    return tfp_policy(mean, log_std).log_prob(actor_critic.squash_action(u))
 
 
 def tfp_log_prob_of_u(u: tf.Tensor, mean: tf.Tensor, log_std: tf.Tensor) -> tf.Tensor:
@@ -118,7 +117,7 @@ def np_squashed_log_prob(u, mean, log_std) -> np.ndarray:
     """float64 log-density [...] of squash(u) for u ~ N(mean, exp(log_std)^2), exact for |u| < 700."""
     u, mean, log_std = (np.asarray(x, np.float64) for x in (u, mean, log_std))
     gauss = -0.5 * ((u - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi)
-    log_det = np.log(ppo.SCALE.astype(np.float64)) + np.log(4.0) - 2.0 * np.log(np.exp(u) + np.exp(-u))
+    log_det = np.log(actor_critic.SCALE.astype(np.float64)) + np.log(4.0) - 2.0 * np.log(np.exp(u) + np.exp(-u))
     return (gauss - log_det).sum(-1)
 
 
@@ -166,7 +165,7 @@ def mixture_numerics() -> None:
 
 def squash_numerics() -> None:
     """Prints finiteness and max errors of the squashed-Gaussian log-densities against float64."""
-    fns = {"hand(u)": ppo.log_prob, "tfp(a)": tfp_log_prob_of_action, "tfp(u)": tfp_log_prob_of_u}
+    fns = {"hand(u)": actor_critic.log_prob, "tfp(a)": tfp_log_prob_of_action, "tfp(u)": tfp_log_prob_of_u}
     rng = np.random.default_rng(2)
     mean = rng.normal(size=(4096, 3))
     log_std = rng.uniform(-2, 1, size=(4096, 3))
@@ -185,8 +184,8 @@ def squash_numerics() -> None:
             fin = np.isfinite(got)
             err = np.abs(got[fin] - want[fin]).max() if fin.any() else float("nan")
             parts.append(f"{name} {100 * fin.mean():5.1f}% finite, max |err| {err:.1e}")
-        a = ppo.squash_action(tf.constant(uu)).numpy()
-        at_bound = np.mean(np.any((a <= ppo.ACTION_LOW) | (a >= ppo.ACTION_HIGH), axis=-1))
+        a = actor_critic.squash_action(tf.constant(uu)).numpy()
+        at_bound = np.mean(np.any((a <= actor_critic.ACTION_LOW) | (a >= actor_critic.ACTION_HIGH), axis=-1))
         print(f"squashed log p, {case:15s} ({100 * at_bound:5.1f}% of actions on a bound): " + "; ".join(parts))
     # acting with a saturated mean: log_prob of the tensor sample() returned can use the bijector's cache
     # (no inverse), but not through Independent (its sample is a new tensor), and never in the update,
@@ -206,14 +205,14 @@ def squash_numerics() -> None:
     mean, log_std = np.zeros((1, 3), np.float32), np.full((1, 3), -0.5, np.float32)
     for delta in (0.0, 1e-7, 1e-6, 1e-4, 1e-2):
         for side in ("low", "high"):
-            a = (ppo.ACTION_LOW + delta) if side == "low" else (ppo.ACTION_HIGH - delta)
+            a = (actor_critic.ACTION_LOW + delta) if side == "low" else (actor_critic.ACTION_HIGH - delta)
             a = np.asarray(a, np.float32)[None]
             got = tfp_policy(*_f32(mean, log_std)).log_prob(a).numpy()[0]
             want = float("-inf")  # the density's limit at a bound
             if delta:
-                want = np_squashed_log_prob(np.arctanh((a.astype(np.float64) - ppo.OFFSET) / ppo.SCALE), mean, log_std)[
-                    0
-                ]
+                want = np_squashed_log_prob(
+                    np.arctanh((a.astype(np.float64) - actor_critic.OFFSET) / actor_critic.SCALE), mean, log_std
+                )[0]
             where = f"{side} bound {'+' if side == 'low' else '-'} {delta:g}"
             print(f"tfp(a) at {where:18s}: log p {got:.4f} (float64 at that float32 action: {want:.4f})")
 
@@ -281,19 +280,17 @@ def m_train_step(args) -> None:
     batch["mask"][0, w // 2 :] = 0  # one padded window
     const = {k: tf.constant(v) for k, v in batch.items()}
     setup = distribute.Setup(tf.distribute.get_strategy(), "CPU", args.policy, args.jit)
-    cfg = train_lib.LoopConfig(
-        workdir="unused", steps=args.steps, batch_size=args.batch, learning_rate=1e-3, clip_norm=1.0
-    )
+    cfg = LoopConfig(workdir="unused", steps=args.steps, batch_size=args.batch, learning_rate=1e-3, clip_norm=1.0)
     trainers, weights = {}, None
     for name, fn in (("hand", mdnrnn.mixture_log_prob), ("tfp", tfp_mixture_log_prob)):
-        task = train_lib.Task(
+        task = Task(
             "mdnrnn",
             {},
             lambda p: mdnrnn.MDNRNN(dtype_policy=p, use_cudnn=False),
             m_loss_fn(fn),
             lambda ctx: tf.data.Dataset.from_tensors(const).repeat(),
         )
-        trainers[name] = train_lib.Trainer(task, setup, cfg)
+        trainers[name] = Trainer(task, setup, cfg)
         if weights is None:
             weights = trainers[name].model.get_weights()
         else:
@@ -383,7 +380,7 @@ def m_sampling(args) -> None:
 def ppo_timing(args) -> None:
     """Times PPO's log-prob + gradient (minibatch 256) and its acting step (16 envs), hand-written vs TFP."""
     keras.utils.set_random_seed(0)
-    model = ppo.ActorCritic(Z + mdnrnn.HIDDEN)
+    model = actor_critic.ActorCritic(Z + mdnrnn.HIDDEN)
     rng = np.random.default_rng(5)
     feats = tf.constant(rng.normal(size=(256, Z + mdnrnn.HIDDEN)), tf.float32)
     mean0, log_std0, _ = model(feats)
@@ -400,7 +397,7 @@ def ppo_timing(args) -> None:
         return step
 
     steps = {
-        "hand": grad_fn(ppo.log_prob),
+        "hand": grad_fn(actor_critic.log_prob),
         "tfp(a)": grad_fn(tfp_log_prob_of_action),
         "tfp(u)": grad_fn(tfp_log_prob_of_u),
     }
@@ -418,7 +415,7 @@ def ppo_timing(args) -> None:
     def act_hand(feats):
         mean, log_std, _ = model(feats)
         uu = mean + tf.exp(log_std) * gen.normal(tf.shape(mean))
-        return ppo.squash_action(uu), ppo.log_prob(uu, mean, log_std)
+        return actor_critic.squash_action(uu), actor_critic.log_prob(uu, mean, log_std)
 
     @tf.function
     def act_tfp(feats):

@@ -5,7 +5,7 @@
 
 Measures, in one process with interleaved rounds (so load from other processes hits both):
 
-* ``tf step``: ``wm.training.supervised.Trainer.train_steps`` (the exact step ``python -m wm.train_vae``
+* ``tf step``: ``wm.training.trainer.Trainer.train_steps`` (the exact step ``python -m wm.train_vae``
   runs: the paper's VAE, Adam, per-replica loss over the global batch, ``--steps_per_loop``
   steps per call) on an in-memory batch;
 * ``torch step``: the same network, loss and optimizer written the usual PyTorch way, with
@@ -128,7 +128,7 @@ def main() -> None:
     import tfrecords
     from wm.core import distribute
     from wm.models import vae
-    from wm.training import supervised as train_lib
+    from wm.training.trainer import LoopConfig, Task, Trainer
 
     data = args.data or synthetic_rollouts(os.path.join(tempfile.gettempdir(), "bench_vae_rollouts"))
     b = args.batch_size
@@ -137,15 +137,15 @@ def main() -> None:
     setup = distribute.setup("default", mixed_precision="auto", jit_compile="auto")
 
     def make_trainer(dataset_fn):
-        task = train_lib.Task(
+        task = Task(
             "vae",
             {},
             lambda pol: vae.ConvVAE(dtype_policy=pol),
             lambda m, x, t: vae.loss_terms(m, x, training=t),
             dataset_fn,
         )
-        trainer = train_lib.Trainer(
-            task, setup, train_lib.LoopConfig(workdir="", steps=1, batch_size=b, steps_per_loop=args.steps_per_loop)
+        trainer = Trainer(
+            task, setup, LoopConfig(workdir="", steps=1, batch_size=b, steps_per_loop=args.steps_per_loop)
         )
         return trainer, iter(setup.strategy.distribute_datasets_from_function(dataset_fn))
 

@@ -3,7 +3,7 @@
     python benchmarks/bench_xla.py --rounds=3
 
 Both sides run the exact step ``python -m wm.train_vae`` / ``wm.train_mdnrnn`` run
-(``wm.training.supervised.Trainer.train_steps``, ``--steps_per_loop`` steps per call) on the same
+(``wm.training.trainer.Trainer.train_steps``, ``--steps_per_loop`` steps per call) on the same
 in-memory batches; rounds alternate between the default step and the XLA one, each after its own
 warm-up call (compilation is not timed). Medians and the XLA/default ratio are printed per model.
 """
@@ -18,19 +18,19 @@ import tensorflow as tf
 
 from wm.core import distribute
 from wm.models import mdnrnn, vae
-from wm.training import supervised as train_lib
+from wm.training.trainer import LoopConfig, Task, Trainer
 
 VAE_BATCH, M_BATCH, SEQ_LEN = 32, 8, 100  # V: frames; M: sequences of SEQ_LEN + 1 steps
 
 
-def vae_task(batch: int) -> train_lib.Task:
+def vae_task(batch: int) -> Task:
     frames = np.random.default_rng(0).integers(0, 256, (4 * batch, 64, 64, 3), dtype=np.uint8)
     data = lambda ctx: tf.data.Dataset.from_tensor_slices(frames).batch(batch, drop_remainder=True).repeat()  # noqa: E731
     loss = lambda m, x, training: vae.loss_terms(m, x, training=training)  # noqa: E731
-    return train_lib.Task("vae", {}, lambda p: vae.ConvVAE(dtype_policy=p), loss, data)
+    return Task("vae", {}, lambda p: vae.ConvVAE(dtype_policy=p), loss, data)
 
 
-def mdnrnn_task(batch: int, seq_len: int) -> train_lib.Task:
+def mdnrnn_task(batch: int, seq_len: int) -> Task:
     rng = np.random.default_rng(0)
     d = {
         "mu": rng.normal(size=(4 * batch, seq_len + 1, 32)).astype(np.float32),
@@ -43,14 +43,14 @@ def mdnrnn_task(batch: int, seq_len: int) -> train_lib.Task:
         return mdnrnn.sequence_loss_terms(m, b["mu"], b["actions"], b["mask"], training=training)
 
     model = lambda p: mdnrnn.MDNRNN(dtype_policy=p, use_cudnn=False)  # noqa: E731  (the kernel XLA compiles)
-    return train_lib.Task("mdnrnn", {}, model, loss, data)
+    return Task("mdnrnn", {}, model, loss, data)
 
 
-def timed_step(task: train_lib.Task, batch: int, policy: str, jit: bool, steps: int):
+def timed_step(task: Task, batch: int, policy: str, jit: bool, steps: int):
     """A function that runs ``steps`` train steps in one call and returns the seconds per step."""
     setup = distribute.Setup(tf.distribute.get_strategy(), "CPU", policy, jit)
-    cfg = train_lib.LoopConfig(workdir="unused", steps=steps, batch_size=batch, steps_per_loop=steps)
-    trainer = train_lib.Trainer(task, setup, cfg)
+    cfg = LoopConfig(workdir="unused", steps=steps, batch_size=batch, steps_per_loop=steps)
+    trainer = Trainer(task, setup, cfg)
     it = iter(setup.strategy.distribute_datasets_from_function(task.train_data))
     n = tf.constant(steps, tf.int64)
     float(trainer.train_steps(it, n)["loss"])  # compile and warm up

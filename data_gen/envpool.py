@@ -10,7 +10,7 @@ those slots and raises :class:`WorkerLost` naming them, so the caller can rerun 
 episodes; after ``max_restarts`` restarts it raises :class:`PoolError` instead.
 
 :class:`InlineEnvs` has the same surface with the environments in the calling process, for a
-worker that infers for its own environments (``wm.agents.workers``).
+worker that infers for its own environments (``wm.agents.engines.EpisodeWorker``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import multiprocessing as mp
 import os
 import signal
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import wait as mp_wait
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -35,6 +36,8 @@ class PoolError(OneLineError, RuntimeError):
 
 class WorkerLost(RuntimeError):
     """A worker died or raised; its slots are empty again and must be reset."""
+
+    partial: dict[int, Step]  # set by gather(): the steps of the healthy workers
 
     def __init__(self, slots: list[int], reason: str):
         super().__init__(f"environment worker lost ({reason}); slots {slots} will be rerun")
@@ -57,7 +60,7 @@ class Step:
 # ---------------------------------------------------------------- worker process
 
 
-def _tiles(env) -> int:
+def _tiles(env: Any) -> int:
     return int(getattr(env.unwrapped, "tile_visited_count", 0))
 
 
@@ -81,7 +84,7 @@ def apply_ops(envs: list[Any], payload: list, env_id: str, max_steps: int) -> li
     return out
 
 
-def _worker(conn, env_id: str, max_steps: int, n_slots: int) -> None:
+def _worker(conn: Any, env_id: str, max_steps: int, n_slots: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     envs: list[Any] = [None] * n_slots
@@ -116,8 +119,21 @@ class Ticket:
     replies: dict = dataclasses.field(default_factory=dict)  # worker -> (status, payload), once read
 
 
+_Pool = TypeVar("_Pool", bound="PoolSurface")
+
+
 class PoolSurface:
     """What every pool builds on its ``send``/``recv``/``close``: blocking ``reset``/``step`` and a context manager."""
+
+    if TYPE_CHECKING:  # what each pool defines
+
+        def send(
+            self, steps: dict[int, np.ndarray], resets: dict[int, int] | None = None, raw: frozenset[int] = frozenset()
+        ) -> Ticket: ...
+
+        def recv(self, ticket: Any) -> dict[int, Step]: ...
+
+        def close(self) -> None: ...
 
     def reset(self, seeds: dict[int, int], raw: frozenset[int] = frozenset()) -> dict[int, Step]:
         """Resets slots with the given environment seeds; returns their first frames."""
@@ -127,14 +143,14 @@ class PoolSurface:
         """Steps the given slots with their actions."""
         return self.recv(self.send(actions, None, raw))
 
-    def __enter__(self):
+    def __enter__(self: _Pool) -> _Pool:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def gather(ticket: Ticket, workers: int, slots_of) -> dict[int, Step]:
+def gather(ticket: Ticket, workers: int, slots_of: Callable[[int], list[int]]) -> dict[int, Step]:
     """A ticket's replies as slot -> Step (slot = local slot x ``workers`` + worker); raises one
     WorkerLost naming every lost worker's slots (``slots_of(w)``), the healthy ones' steps in ``partial``."""
     lost, results = list(ticket.lost), {}
@@ -301,7 +317,7 @@ class InlineEnvs(PoolSurface):
     ``wait_any``/``reset``/``step``, one "worker") so the same episode runner drives them.
 
     A request runs at once, inside :meth:`send`: for a process that owns its environments and
-    infers for them itself (``wm.agents.workers``), with no pipes or frames between processes.
+    infers for them itself (``wm.agents.engines``), with no pipes or frames between processes.
     """
 
     def __init__(self, env_id: str, num_envs: int, max_steps: int):
@@ -316,6 +332,7 @@ class InlineEnvs(PoolSurface):
         self, steps: dict[int, np.ndarray], resets: dict[int, int] | None = None, raw: frozenset[int] = frozenset()
     ) -> Ticket:
         """Resets (slot -> seed), then steps (slot -> action), now; the ticket holds the results."""
+        payload: list[tuple[int, str, Any, bool]]
         payload = [(sl, "reset", seed, sl in raw) for sl, seed in (resets or {}).items()]
         payload += [(sl, "step", np.asarray(a, np.float32), sl in raw) for sl, a in steps.items()]
         ticket = Ticket(sent=[(0, 0)])

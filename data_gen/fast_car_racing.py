@@ -77,6 +77,8 @@ make ``gymnasium.make("CarRacingFast-v3")`` available.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -146,7 +148,7 @@ _SHOWN_RECT = (0, _N_HIDDEN, _cr.WINDOW_W, _cr.WINDOW_H - _N_HIDDEN)
 _THREAD_SURFACES = threading.local()
 
 
-def _shared_surface(name: str, make) -> pygame.Surface:
+def _shared_surface(name: str, make: Callable[[], pygame.Surface]) -> pygame.Surface:
     surf = getattr(_THREAD_SURFACES, name, None)
     if surf is None:
         surf = make()
@@ -154,7 +156,7 @@ def _shared_surface(name: str, make) -> pygame.Surface:
     return surf
 
 
-def _covers_surface(quad, width: float, height: float, margin: float) -> bool:
+def _covers_surface(quad: Sequence[tuple[float, float]], width: float, height: float, margin: float) -> bool:
     """Whether the convex ``quad`` contains the surface grown by ``margin``.
 
     True only if every corner of ``[-margin, width + margin] x [-margin,
@@ -190,6 +192,10 @@ class FastCarRacing(_cr.CarRacing):
     identical observations, rewards, terminations, truncations and infos; see
     the module docstring for what is done differently and why it is exact.
     """
+
+    # CarRacing sets these to None without declaring a type, which mypy reads as "always None"
+    surf: Any
+    clock: Any
 
     def __init__(
         self,
@@ -244,7 +250,7 @@ class FastCarRacing(_cr.CarRacing):
                 self._geom = (np.ascontiguousarray(geom[:, :, 0].T), np.ascontiguousarray(geom[:, :, 1].T))
         return self._geom
 
-    def _mapped_color(self, color) -> int:
+    def _mapped_color(self, color: Any) -> int:
         """Return the pixel value gfxdraw writes for ``color`` on ``self.surf``.
 
         Obtained by letting gfxdraw itself plot the colour on a 1x1 surface of
@@ -258,7 +264,7 @@ class FastCarRacing(_cr.CarRacing):
         return scratch.get_at_mapped((0, 0))
 
     def _screen_polygons(
-        self, geom: tuple[np.ndarray, np.ndarray], zoom: float, translation, angle: float
+        self, geom: tuple[np.ndarray, np.ndarray], zoom: float, translation: Any, angle: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Transform all polygons to screen coordinates and select them.
 
@@ -295,7 +301,7 @@ class FastCarRacing(_cr.CarRacing):
         drawn[0] = False  # the background is handled by _render_road
         return px, py, stock, drawn
 
-    def _render_road(self, zoom: float, translation, angle: float) -> None:
+    def _render_road(self, zoom: float, translation: Any, angle: float) -> None:
         """Clear ``self.surf`` and draw background, grass and road.
 
         Produces exactly the pixels of ``CarRacing._render_road`` on a fresh
@@ -332,6 +338,7 @@ class FastCarRacing(_cr.CarRacing):
         pts = np.stack([px[:, idx], py[:, idx]], axis=-1).tolist()
         grass_color = self.grass_color
         road_poly = self.road_poly
+        color: Any
         for i, k in enumerate(idx.tolist()):
             poly = [pts[0][i], pts[1][i], pts[2][i], pts[3][i]]
             if k < _N_STATIC:
@@ -363,7 +370,7 @@ class FastCarRacing(_cr.CarRacing):
         return surface, rect
 
     # --------------------------------------------------------------- render
-    def _render(self, mode: str):
+    def _render(self, mode: str) -> Any:
         """Render a frame; same steps as ``CarRacing._render``.
 
         Differences are purely in how the work is done: the road is drawn by
@@ -396,7 +403,7 @@ class FastCarRacing(_cr.CarRacing):
         zoom = 0.1 * _cr.SCALE * max(1 - self.t, 0) + _cr.ZOOM * _cr.SCALE * min(self.t, 1)
         scroll_x = -(self.car.hull.position[0]) * zoom
         scroll_y = -(self.car.hull.position[1]) * zoom
-        trans = pygame.math.Vector2((scroll_x, scroll_y)).rotate_rad(angle)
+        trans: Any = pygame.math.Vector2((scroll_x, scroll_y)).rotate_rad(angle)
         trans = (_cr.WINDOW_W / 2 + trans[0], _cr.WINDOW_H / 4 + trans[1])
 
         self._render_road(zoom, trans, angle)

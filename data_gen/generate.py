@@ -22,7 +22,9 @@ import queue
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
+from typing import Any
 
 from data_gen import policies, ray_engine, rollout
 from tfrecords import fast_reader, schema, writer
@@ -85,14 +87,16 @@ _PROGRESS: mp.Queue | None = None
 _ENV_CACHE: dict = {}
 
 
-def _init_worker(progress_queue) -> None:
+def _init_worker(progress_queue: Any) -> None:
     global _PROGRESS
     _PROGRESS = progress_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
     progress_queue.put(("pid", os.getpid()))
 
 
-def _episodes(cfg: GenerateConfig, items, report):
+def _episodes(
+    cfg: GenerateConfig, items: Iterable[int], report: Callable[[int, float], object]
+) -> Iterator[schema.Episode]:
     key = (cfg.env_id, cfg.max_steps, cfg.policy)
     if key not in _ENV_CACHE:
         _ENV_CACHE.clear()
@@ -106,9 +110,12 @@ def _episodes(cfg: GenerateConfig, items, report):
         yield ep
 
 
-def _write_shard(cfg: GenerateConfig, plan: writer.ShardPlan, report=None) -> dict:
+def _write_shard(
+    cfg: GenerateConfig, plan: writer.ShardPlan, report: Callable[[int, float], object] | None = None
+) -> dict:
     if report is None:
-        report = lambda steps, ret: _PROGRESS.put(("episode", steps, ret))  # noqa: E731
+        # (in a pool worker, whose initializer set _PROGRESS)
+        report = lambda steps, ret: _PROGRESS.put(("episode", steps, ret))  # type: ignore[union-attr]  # noqa: E731
     return writer.write_shard(cfg.out_dir, plan, _episodes(cfg, plan.items, report), writer=cfg.writer)
 
 
@@ -148,7 +155,7 @@ class _Progress:
         return self.steps / max(time.perf_counter() - self.start, 1e-9)
 
 
-def _run_parallel(cfg: GenerateConfig, pending, progress: _Progress, workers: int) -> None:
+def _run_parallel(cfg: GenerateConfig, pending: list[writer.ShardPlan], progress: _Progress, workers: int) -> None:
     ctx = mp.get_context("spawn")  # never fork a process that may hold TensorFlow threads
     q = ctx.Queue()
     pids: list[int] = []
@@ -172,11 +179,12 @@ def _run_parallel(cfg: GenerateConfig, pending, progress: _Progress, workers: in
     pool.shutdown(wait=True)
 
 
-def _run_ray(cfg: GenerateConfig, pending, progress: _Progress) -> int:
+def _run_ray(cfg: GenerateConfig, pending: list[writer.ShardPlan], progress: _Progress) -> int:
     """The pending shards as Ray tasks (at most ``cfg.workers`` in flight if set); returns the cluster's CPUs."""
     ray = ray_engine.connect(cfg.ray_address, cfg.workers or None)
     task = ray.remote(num_cpus=1, max_retries=3)(_write_shard_task)
-    todo, running = list(pending)[::-1], []
+    todo = list(pending)[::-1]
+    running: list[Any] = []
     limit = cfg.workers or len(todo)
     try:
         while todo or running:
@@ -196,7 +204,7 @@ def _run_ray(cfg: GenerateConfig, pending, progress: _Progress) -> int:
     return int(ray.cluster_resources().get("CPU", 0))
 
 
-def _drain(q, progress: _Progress, pids: list[int]) -> None:
+def _drain(q: Any, progress: _Progress, pids: list[int]) -> None:
     while True:
         try:
             msg = q.get_nowait()

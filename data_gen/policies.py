@@ -7,7 +7,7 @@ own random generator, which keeps episodes reproducible whatever the worker coun
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 import gymnasium as gym
 import numpy as np
@@ -35,8 +35,9 @@ class RandomPolicy:
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         if isinstance(self.space, gym.spaces.Discrete):
-            return np.int64(self.rng.integers(self.space.n))
-        return self.rng.uniform(self.space.low, self.space.high).astype(np.float32)
+            return np.int64(self.rng.integers(self.space.n))  # type: ignore[return-value]  # a discrete action is a scalar
+        space = cast(gym.spaces.Box, self.space)
+        return self.rng.uniform(space.low, space.high).astype(np.float32)
 
 
 class BrownianPolicy:

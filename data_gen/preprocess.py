@@ -19,4 +19,4 @@ def preprocess_frame(obs: np.ndarray, full_frame: bool = False) -> np.ndarray:
     if full_frame:
         return obs.copy()
     img = Image.fromarray(obs[:CROP_ROWS])
-    return np.asarray(img.resize((SIZE, SIZE), Image.BILINEAR), np.uint8)
+    return np.asarray(img.resize((SIZE, SIZE), Image.Resampling.BILINEAR), np.uint8)

@@ -8,7 +8,7 @@ cluster that cannot be reached is one line (:class:`RayError`, exit status 2), n
 wait: a ``HOST:PORT`` is first probed with a plain TCP connection (``timeout`` seconds), because
 ``ray.init`` itself retries an unreachable address for minutes.
 
-Used by ``data_gen.generate`` and, above it, by ``wm.agents.workers``; it imports nothing from
+Used by ``data_gen.generate`` and, above it, by ``wm.agents.workers`` and ``wm.agents.engines``; it imports nothing from
 ``wm`` and imports ``ray`` only when asked to connect.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import socket
+from typing import Any
 
 from tfrecords.runtime.errors import OneLineError, UsageError
 
@@ -38,6 +39,7 @@ def check_address(address: str) -> None:
 
 def _probe(address: str, timeout: float) -> None:
     m = _HOST_PORT.match(address)
+    assert m is not None  # connect() ran check_address first
     host, port = m.group(1).strip("[]"), int(m.group(2))
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -46,7 +48,7 @@ def _probe(address: str, timeout: float) -> None:
         raise RayError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
 
 
-def connect(address: str, num_cpus: int | None = None, timeout: float = 5.0):
+def connect(address: str, num_cpus: int | None = None, timeout: float = 5.0) -> Any:
     """Connects this process to Ray (once; later calls reuse the connection) and returns the ``ray`` module.
 
     ``local`` starts a one-machine cluster with ``num_cpus`` CPUs (default: all). Raises
@@ -69,9 +71,10 @@ def connect(address: str, num_cpus: int | None = None, timeout: float = 5.0):
     runtime_env = {"env_vars": native_logs.worker_env()}  # the workers keep TensorFlow's C++ lines off too
     try:
         if address == "local":
-            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="warning", runtime_env=runtime_env)
+            # ray.init takes a level's name as well as its number (its stub says int)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="warning", runtime_env=runtime_env)  # type: ignore[arg-type]
         else:
-            ray.init(address=address, logging_level="warning", runtime_env=runtime_env)
+            ray.init(address=address, logging_level="warning", runtime_env=runtime_env)  # type: ignore[arg-type]
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         raise RayError(f"cannot connect to the Ray cluster at {address}: {_first_line(e)}") from None
     return ray

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 
@@ -35,7 +37,7 @@ def check_env_id(env_id: str) -> None:
         raise UsageError(f"unknown environment {env_id!r}: {e}") from None
 
 
-def make_env(env_id: str, max_steps: int, **kwargs) -> gym.Env:
+def make_env(env_id: str, max_steps: int, **kwargs: Any) -> gym.Env:
     """Creates the environment with its time limit set to ``max_steps``."""
     import data_gen  # noqa: F401
 
@@ -56,7 +58,11 @@ def run_episode(
     """
     obs, _ = env.reset(seed=env_seed)
     policy.reset(rng)
-    raw, frames, actions, rewards, terminals = [], [], [], [], []
+    raw: list[np.ndarray] = []
+    frames: list[np.ndarray] = []
+    actions: list[np.ndarray] = []
+    rewards: list[Any] = []  # the env's SupportsFloat
+    terminals: list[int] = []
     for _ in range(max_steps):
         action = policy.act(obs)
         # Preprocessed in blocks rather than between steps: resizing right after rendering ran

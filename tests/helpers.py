@@ -9,16 +9,20 @@ import time
 
 import numpy as np
 
-# What the pipeline's smoke preset leaves in its workdir (besides pipeline.json and the controller's bookkeeping).
+from wm.core.layout import Layout
+
+# What the pipeline's smoke preset leaves in its workdir (besides pipeline.json and the controller's bookkeeping),
+# relative to the workdir (the paths of a Layout of "").
+_REL = Layout("")
 SMOKE_OUTPUTS = (
-    "rollouts/manifest.json",
-    "vae/export/encoder.keras",
-    "series/manifest.json",
-    "mdnrnn/config.json",
-    "dream.gif",
-    "controller/controller.npz",
-    "controller/evaluation.csv",
-    "report.html",
+    os.path.join(_REL.rollouts, "manifest.json"),
+    os.path.join(_REL.vae_export, "encoder.keras"),
+    os.path.join(_REL.series, "manifest.json"),
+    os.path.join(_REL.mdnrnn, "config.json"),
+    _REL.dream_gif,
+    _REL.controller_params,
+    _REL.evaluation_csv,
+    _REL.report,
 )
 
 # A CMA-ES agent trained one generation of two candidates, one trial each, for the tests that need a trained

@@ -8,6 +8,8 @@ shares (flags from configs, one-line errors, file I/O, locks, the process enviro
 subpackage ``tfrecords.runtime``.
 """
 
+from typing import Any
+
 from tfrecords.runtime import tf_env as _tf_env
 
 # Every package of the project imports this one first, before TensorFlow loads.
@@ -25,7 +27,7 @@ _READERS = (
 )
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _READERS:
         from tfrecords import reader
 

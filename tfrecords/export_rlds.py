@@ -55,7 +55,8 @@ import io
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def episode_steps(ep: schema.Episode) -> dict[str, np.ndarray]:
     terminated = bool(terminals[-1])
     n = t + 1 if terminated else t
 
-    def padded(x: np.ndarray, dtype) -> np.ndarray:
+    def padded(x: np.ndarray | None, dtype: Any) -> np.ndarray:
         x = np.asarray(x, dtype)
         return np.concatenate([x, np.zeros((1, *x.shape[1:]), dtype)]) if terminated else x
 
@@ -252,7 +253,7 @@ def _episodes(data: str, rollouts: dict, series_dir: str, series: dict | None) -
 # ---------------------------------------------------------------- the TFDS builder
 
 
-def _features(tfds, frame_shape: tuple[int, ...], latent_dim: int | None):
+def _features(tfds: Any, frame_shape: tuple[int, ...], latent_dim: int | None) -> Any:
     """The RLDS feature layout (as ``tfds.rlds.rlds_base.build_info`` builds it), with docs."""
     tf_bool = np.bool_
     step = {
@@ -301,11 +302,14 @@ def _description(rollouts: dict, series: dict | None) -> str:
     return text
 
 
-def _make_builder(data_dir: str, features, description: str, metadata: dict, examples):
+def _make_builder(
+    data_dir: str, features: Any, description: str, metadata: dict, examples: Iterable[tuple[int, dict]]
+) -> Any:
     """A TFDS ``GeneratorBasedBuilder`` writing ``examples`` (key, episode dict) as split ``train``."""
     import tensorflow_datasets as tfds
 
-    class WorldModelsRollouts(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    # (tfds is untyped, so mypy checks the keyword against object.__init_subclass__)
+    class WorldModelsRollouts(tfds.core.GeneratorBasedBuilder, skip_registration=True):  # type: ignore[call-arg]
         name = DATASET_NAME
         VERSION = tfds.core.Version(DATASET_VERSION)
         RELEASE_NOTES = {DATASET_VERSION: "RLDS export of the world-models rollout format (schema version 1)."}
@@ -314,7 +318,7 @@ def _make_builder(data_dir: str, features, description: str, metadata: dict, exa
         # (tensorflow/datasets#11212).
         code_path = None
 
-        def _info(self):
+        def _info(self) -> Any:
             return tfds.core.DatasetInfo(
                 builder=self,
                 description=description,
@@ -325,10 +329,10 @@ def _make_builder(data_dir: str, features, description: str, metadata: dict, exa
                 disable_shuffling=True,  # episode order, as stored
             )
 
-        def _split_generators(self, dl_manager):
+        def _split_generators(self, dl_manager: Any) -> dict[str, Iterator[tuple[int, dict]]]:
             return {"train": self._generate_examples()}
 
-        def _generate_examples(self):
+        def _generate_examples(self) -> Iterator[tuple[int, dict]]:
             yield from examples
 
     return WorldModelsRollouts(data_dir=data_dir)
@@ -442,7 +446,7 @@ def run(cfg: ExportRldsConfig) -> dict:
     counts = {"episodes": 0, "steps": 0, "terminated": 0}
     failure: list[BaseException] = []  # our own one-line error, whatever TFDS wraps it in
 
-    def examples():
+    def examples() -> Iterator[tuple[int, dict]]:
         try:
             for index, ep in _episodes(cfg.data, rollouts, cfg.series, series):
                 steps = episode_steps(ep)

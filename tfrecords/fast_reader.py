@@ -23,6 +23,7 @@ import queue
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from absl import logging
@@ -34,7 +35,8 @@ try:
     import google_crc32c
     from isal import igzip, isal_zlib
 
-    _INFLATE_ERRORS: tuple[type[BaseException], ...] = (isal_zlib.error, OSError, EOFError, ValueError)
+    # isal's stub declares `error: Exception`, an instance; at run time it is the exception class
+    _INFLATE_ERRORS: tuple[type[BaseException], ...] = (isal_zlib.error, OSError, EOFError, ValueError)  # type: ignore[assignment]
     _MISSING = None if google_crc32c.implementation == "c" else "google-crc32c has no C extension on this platform"
 except ImportError as e:  # a platform without wheels: frames_dataset falls back to TensorFlow's reader
     _MISSING = str(e)
@@ -70,7 +72,7 @@ def _masked(crc: int) -> int:
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-def masked_crc(data) -> int:
+def masked_crc(data: bytes | np.ndarray) -> int:
     """TFRecord's masked CRC-32C of ``data`` (bytes or a contiguous uint8 array)."""
     return _masked(google_crc32c.value(data))
 
@@ -92,7 +94,7 @@ class _Unusual(Exception):
     """A layout no writer of this project produces: parse the whole record with protobuf instead."""
 
 
-def _varint(buf, i: int, avail: int) -> tuple[int, int]:
+def _varint(buf: Any, i: int, avail: int) -> tuple[int, int]:
     out = shift = 0
     while True:
         if i >= avail:
@@ -107,7 +109,7 @@ def _varint(buf, i: int, avail: int) -> tuple[int, int]:
             raise _Unusual
 
 
-def _skip(buf, i: int, wire: int, avail: int) -> int:
+def _skip(buf: Any, i: int, wire: int, avail: int) -> int:
     if wire == 0:
         return _varint(buf, i, avail)[1]
     if wire == 1:
@@ -120,7 +122,7 @@ def _skip(buf, i: int, wire: int, avail: int) -> int:
     raise _Unusual
 
 
-def _frames_in_entry(buf, i: int, avail: int, key: bytes) -> tuple[int, int] | None:
+def _frames_in_entry(buf: Any, i: int, avail: int, key: bytes) -> tuple[int, int] | None:
     """A ``Features.feature`` map entry: key (field 1), then value (field 2: Feature.bytes_list.value)."""
     tag, i = _varint(buf, i, avail)
     if tag != 0x0A:
@@ -139,7 +141,9 @@ def _frames_in_entry(buf, i: int, avail: int, key: bytes) -> tuple[int, int] | N
     return i, n
 
 
-def locate_bytes_feature(buf, avail: int, size: int, key: bytes = _FRAMES_KEY) -> tuple[int, int] | None:
+def locate_bytes_feature(
+    buf: bytes | bytearray | memoryview, avail: int, size: int, key: bytes = _FRAMES_KEY
+) -> tuple[int, int] | None:
     """Offset and length of the bytes value of feature ``key`` in a serialized ``tf.train.Example``.
 
     ``buf[:avail]`` holds the first bytes of a ``size``-byte record. Returns None if the Example
@@ -186,7 +190,7 @@ class _GFileRaw(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
+    def readinto(self, b: Any) -> int:
         data = self._f.read(len(b))
         memoryview(b).cast("B")[: len(data)] = data
         return len(data)
@@ -196,11 +200,11 @@ class _GFileRaw(io.RawIOBase):
         super().close()
 
 
-def _open(path: str):
+def _open(path: str) -> io.RawIOBase | io.BufferedReader:
     return _GFileRaw(path) if "://" in path else open(path, "rb")
 
 
-def _read_exact(stream, view: memoryview) -> int:
+def _read_exact(stream: Any, view: memoryview) -> int:
     """Fills ``view`` from ``stream``; returns the bytes read (fewer only at the end of the stream)."""
     got = 0
     while got < len(view):
@@ -240,7 +244,7 @@ class _ShardFrames:
         except _INFLATE_ERRORS as e:  # bad deflate data, a bad GZIP header or trailer, an early end
             raise self._bad(f"{type(e).__name__}: {e}") from None
 
-    def _record(self, gz, size: int) -> np.ndarray:
+    def _record(self, gz: Any, size: int) -> np.ndarray:
         """Reads one record of ``size`` bytes (and its checksum); returns its frames, flat and aligned."""
         avail = min(size, _PREFIX)
         buf = bytearray(avail)
@@ -269,7 +273,8 @@ class _ShardFrames:
         out[:have] = np.frombuffer(buf, np.uint8, have, start)
         crc = google_crc32c.value(np.frombuffer(buf, np.uint8, avail))
         if have < n:
-            if _read_exact(gz, memoryview(out[have:])) < n - have:
+            # numpy's stubs give ndarray __buffer__ only from Python 3.12 on
+            if _read_exact(gz, memoryview(out[have:])) < n - have:  # type: ignore[arg-type]
                 raise self._bad("it ends inside a record")
             crc = google_crc32c.extend(crc, out[have:])
         rest = size - max(avail, start + n)
@@ -281,7 +286,7 @@ class _ShardFrames:
             raise self._bad("a record fails its checksum")
         return out
 
-    def _whole_record(self, gz, buf: bytearray, avail: int, size: int) -> np.ndarray:
+    def _whole_record(self, gz: Any, buf: bytearray, avail: int, size: int) -> np.ndarray:
         """The slow, general path: read all of the record and let protobuf parse it."""
         import tensorflow as tf
 
@@ -358,7 +363,7 @@ class _Feed:
             if not repeat:
                 return
 
-    def _put(self, item) -> bool:
+    def _put(self, item: object) -> bool:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -430,7 +435,7 @@ def episode_frames_dataset(
     skip_corrupt: bool,
     threads: int,
     keep: Callable[[int, int], bool] | None = None,
-):
+) -> Any:
     """A ``tf.data.Dataset`` of each episode's frames ``[T, H, W, C]`` uint8, in no fixed order.
 
     Args:
@@ -449,8 +454,10 @@ def episode_frames_dataset(
     shape = tuple(int(d) for d in frame_shape)
     frame_bytes = int(np.prod(shape))
 
-    def generate():
-        opts = dict(threads=threads, shuffle=shuffle, seed=seed, repeat=repeat, skip_corrupt=skip_corrupt, keep=keep)
+    def generate() -> Iterator[np.ndarray]:
+        opts: dict[str, Any] = dict(
+            threads=threads, shuffle=shuffle, seed=seed, repeat=repeat, skip_corrupt=skip_corrupt, keep=keep
+        )
         feed = _Feed(shards, frame_bytes, **opts)
         try:
             for flat in feed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 from absl import app, flags
@@ -20,7 +21,7 @@ from tfrecords.runtime.cli import UsageError, flags_parser, run_main
 FLAGS = flags.FLAGS
 
 
-def _read_shard(path: str, frame_shape) -> dict:
+def _read_shard(path: str, frame_shape: Sequence[int]) -> dict:
     import tensorflow as tf
 
     from tfrecords import schema
@@ -91,8 +92,8 @@ def describe(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv) -> None:
-    def run():
+def main(argv: list[str]) -> None:
+    def run() -> None:
         if len(argv) != 2:
             raise UsageError("usage: python -m tfrecords.inspect DIR")
         directory = argv[1]

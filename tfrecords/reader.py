@@ -22,6 +22,7 @@ import functools
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 from absl import logging
@@ -135,7 +136,7 @@ def _shard_records(path: tf.Tensor, expected: tf.Tensor, skip_corrupt: bool, cou
     records = records.concatenate(tf.data.Dataset.from_tensors((tf.constant(b""), True)))
     records = records.scan(tf.constant(0, tf.int64), lambda n, x: (n + 1, (x[0], x[1], n)))
 
-    def check(record, is_end, count):
+    def check(record: Any, is_end: Any, count: Any) -> Any:
         bad = tf.logical_and(is_end, tf.logical_and(expected >= 0, count != expected))
         if skip_corrupt:
             tf.cond(
@@ -246,14 +247,14 @@ def _parse_frames_only(record: tf.Tensor, path: tf.Tensor, frame_shape: Sequence
         return tf.reshape(raw, [-1, *frame_shape])
 
 
-def _infer_kind(file_pattern, kind: str | None) -> str:
+def _infer_kind(file_pattern: str | Sequence[str], kind: str | None) -> str:
     if kind:
         return kind
     m = dataset_manifest(file_pattern)
     return m.get("kind", schema.KIND_ROLLOUTS) if m else schema.KIND_ROLLOUTS
 
 
-def _default_frame_shape(file_pattern, frame_shape):
+def _default_frame_shape(file_pattern: str | Sequence[str], frame_shape: Sequence[int] | None) -> tuple[int, ...]:
     if frame_shape is not None:
         return tuple(frame_shape)
     m = dataset_manifest(file_pattern)
@@ -373,7 +374,14 @@ def _use_fast_reader(reader: str) -> bool:
 
 
 def _fast_episode_frames(
-    file_pattern, shape, shuffle, seed, repeat, input_context, skip_corrupt, threads
+    file_pattern: str | Sequence[str],
+    shape: Sequence[int],
+    shuffle: bool,
+    seed: int | None,
+    repeat: bool,
+    input_context: Any,
+    skip_corrupt: bool,
+    threads: int | None,
 ) -> tf.data.Dataset:
     """Each episode's frames via :mod:`tfrecords.fast_reader`, split between input pipelines like
     ``episode_records``."""

@@ -19,7 +19,8 @@ place of ``frames``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class Episode:
         return float(np.sum(self.rewards, dtype=np.float64))
 
 
-def _feature_spec_common():
+def _feature_spec_common() -> dict[str, Any]:
     import tensorflow as tf
 
     return {
@@ -122,7 +123,7 @@ def encode_episode(ep: Episode) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(deterministic=True)
 
 
-def decode_episode(record: bytes, frame_shape=FRAME_SHAPE, latent_dim: int | None = None) -> Episode:
+def decode_episode(record: bytes, frame_shape: Sequence[int] = FRAME_SHAPE, latent_dim: int | None = None) -> Episode:
     """Parses one serialized record back to an :class:`Episode` with NumPy arrays (eager, for tools/tests)."""
     import tensorflow as tf
 

@@ -21,6 +21,7 @@ import json
 import struct
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from tfrecords import fast_reader, schema
 from tfrecords.runtime import fileio
@@ -55,7 +56,7 @@ def plan_shards(num_items: int, items_per_shard: int, prefix: str = "shard") -> 
     ]
 
 
-def _gfile():
+def _gfile() -> Any:
     import tensorflow as tf
 
     return tf.io.gfile
@@ -95,14 +96,14 @@ class GzipRecordWriter:
     def __enter__(self) -> GzipRecordWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
 WRITERS = ("auto", "isal", "tf")
 
 
-def record_writer(path: str, kind: str = "auto"):
+def record_writer(path: str, kind: str = "auto") -> Any:
     """A GZIP TFRecord writer for ``path``: ``"isal"`` (ISA-L level 3), ``"tf"`` (TensorFlow's zlib
     level 6, smaller shards, slower), or ``"auto"``: ISA-L when installed."""
     if kind not in WRITERS:
@@ -125,6 +126,7 @@ def write_shard(out_dir: str, plan: ShardPlan, episodes: Iterable[schema.Episode
     gfile = tf.io.gfile
     inc = fileio.join(out_dir, INCOMPLETE_DIR)
     tmp = fileio.join(inc, f"{plan.name}.tmp-{uuid.uuid4().hex[:8]}")
+    stats: dict[str, Any]
     stats = {"name": plan.name, "episodes": 0, "frames": 0, "return_sum": 0.0, "first_item": plan.items[0]}
     try:
         with record_writer(tmp, writer) as w:
@@ -259,7 +261,7 @@ def package_versions(names: Sequence[str] = ("tensorflow", "gymnasium", "numpy",
     """Installed versions of the packages that shape the data, for manifests."""
     from importlib import metadata
 
-    out = {}
+    out: dict[str, str | None] = {}
     for n in names:
         try:
             out[n] = metadata.version(n)

@@ -27,6 +27,7 @@ import hashlib
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 from data_gen import rollout
 from tfrecords import schema, writer
@@ -35,6 +36,9 @@ from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.agents import loading
 from wm.agents import workers as workers_lib
 from wm.core import distribute
+
+if TYPE_CHECKING:
+    from wm.agents.agent import EpisodeResult
 
 SHARD_PREFIX = "rollouts"
 
@@ -96,7 +100,7 @@ def run(cfg: CollectConfig) -> dict:
         "params_sha256": _params_sha(cfg.agent),
         "param_noise": cfg.param_noise,
     }
-    spec = {
+    spec: Any = {  # the run's spec here, the agent's below
         "episodes": cfg.episodes,
         "max_steps": cfg.max_steps,
         "policy": policy,
@@ -134,7 +138,7 @@ def run(cfg: CollectConfig) -> dict:
     returns: list[float] = []
     m_model = getattr(agent, "mdnrnn", None)
 
-    def on_episode(res) -> None:
+    def on_episode(res: EpisodeResult) -> None:
         ep, z = runner.recorded.pop(res.job)
         index = items[res.job]
         done[index] = ep
@@ -165,7 +169,7 @@ def run(cfg: CollectConfig) -> dict:
     finally:
         bar.close()
     steps = sum(r.steps for r in results)
-    extra = {}
+    extra: dict[str, Any] = {}
     if errors:  # M's error on this data before training on it, averaged over episodes
         keys = sorted({k for e in errors.values() for k in e})
         extra["model_errors"] = {k: float(np.mean([e[k] for e in errors.values() if k in e])) for k in keys}

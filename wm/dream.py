@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import TYPE_CHECKING, Any
 
 from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
@@ -43,6 +44,13 @@ from wm.agents import loading
 from wm.agents.dream import check_dreamer
 from wm.agents.loading import WorldFlags
 from wm.core import video, workdir
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from wm.agents.agent import EpisodeResult
+    from wm.models.mdnrnn import MDNRNN
+    from wm.models.vae import ConvVAE
 
 
 @dataclasses.dataclass
@@ -112,7 +120,16 @@ def real_episode(data: str, index: int) -> dict:
     raise UsageError(f"{data} has no episode {index}")
 
 
-def dream(vae_model, m_model, frames, actions, context: int, steps: int, temperature: float, seed: int):
+def dream(
+    vae_model: ConvVAE,
+    m_model: MDNRNN,
+    frames: np.ndarray,
+    actions: np.ndarray,
+    context: int,
+    steps: int,
+    temperature: float,
+    seed: int,
+) -> np.ndarray:
     """Returns dreamed frames [steps, H, W, 3] in [0, 1].
 
     The first ``context`` outputs are V's reconstructions of the real frames; after that each
@@ -134,7 +151,7 @@ def dream(vae_model, m_model, frames, actions, context: int, steps: int, tempera
     return np.asarray(vae_model.decode(tf.constant(np.stack(zs[:steps]))), np.float32)
 
 
-def _log_frames(logdir: str, name: str, frames) -> None:
+def _log_frames(logdir: str, name: str, frames: np.ndarray) -> None:
     """Up to 16 evenly spaced frames of the video as TensorBoard images."""
     import numpy as np
     import tensorflow as tf
@@ -146,14 +163,16 @@ def _log_frames(logdir: str, name: str, frames) -> None:
     writer.close()
 
 
-def _pad(frames, n: int):
+def _pad(frames: np.ndarray, n: int) -> np.ndarray:
     """``frames`` [T, ...] to n frames, repeating the last."""
     import numpy as np
 
     return np.concatenate([frames, np.repeat(frames[-1:], n - len(frames), axis=0)]) if len(frames) < n else frames
 
 
-def play_real(agent, params, env_id: str, seed: int, max_steps: int):
+def play_real(
+    agent: Any, params: np.ndarray, env_id: str, seed: int, max_steps: int
+) -> tuple[EpisodeResult, np.ndarray]:
     """One real episode of the agent on track ``seed`` (1 environment, 1 worker), as wm.evaluate plays
     it: (EpisodeResult, the 64x64 frames C acted on [steps, 64, 64, 3])."""
     import numpy as np
@@ -161,9 +180,9 @@ def play_real(agent, params, env_id: str, seed: int, max_steps: int):
     from data_gen.envpool import EnvPool
     from wm.agents.agent import run_episodes
 
-    rec = {"frames": [], "acted": 0}
+    rec: dict[str, Any] = {"frames": [], "acted": 0}
 
-    def on_step(steps, actions, zs, slot_jobs):
+    def on_step(steps: dict[int, Any], actions: dict[int, np.ndarray], zs: Any, slot_jobs: Any) -> None:
         for s, st in steps.items():
             if s not in actions:  # a (re)start: drop anything from an attempt a lost worker cut short
                 rec["frames"], rec["acted"] = [], 0
@@ -253,7 +272,7 @@ def run(cfg: DreamConfig) -> str | dict:
 
         walk = BrownianPolicy(gym.spaces.Box(np.array([-1, 0, 0], np.float32), np.ones(3, np.float32)))
         walk.reset(np.random.default_rng(cfg.seed))
-        actions = np.stack([walk.act(None) for _ in range(steps)])
+        actions = np.stack([walk.act(None) for _ in range(steps)])  # type: ignore[arg-type]  # (it ignores the frame)
     steps = min(steps, len(ep["frames"]))
     context = min(cfg.context, steps)
     dreamed = dream(vae_model, m_model, ep["frames"], actions, context, steps, cfg.temperature, cfg.seed)

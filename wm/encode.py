@@ -17,9 +17,15 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.core import workdir
+
+if TYPE_CHECKING:
+    from tfrecords import schema
+    from tfrecords.writer import ShardPlan
 
 SHARD_PREFIX = "latents"
 
@@ -40,7 +46,7 @@ def validate(cfg: EncodeConfig) -> None:
     check(cfg)
 
 
-def _source_plans(cfg: EncodeConfig):
+def _source_plans(cfg: EncodeConfig) -> tuple[list[str], dict, list[ShardPlan]]:
     """Input shards sorted by first episode, their manifest, and one output ShardPlan per input shard."""
     import tfrecords
     from tfrecords import schema, writer
@@ -110,7 +116,7 @@ def run(cfg: EncodeConfig) -> dict:
         file=sys.stderr,
     )
 
-    def episodes(path):
+    def episodes(path: str) -> Iterator[schema.Episode]:
         for ep in tfrecords.episodes_dataset(path, kind=schema.KIND_ROLLOUTS):
             frames = ep[schema.FRAMES]
             parts = [encode(frames[i : i + cfg.batch_size]) for i in range(0, int(frames.shape[0]), cfg.batch_size)]

@@ -28,7 +28,7 @@ from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.agents import loading
 from wm.agents import workers as workers_lib
-from wm.core import distribute, video
+from wm.core import distribute, layout, video
 
 EVAL_SEED_STREAM = loading.EVAL_STREAM
 
@@ -123,7 +123,7 @@ def run(cfg: EvaluateConfig) -> dict:
         "wall_time": wall,
         "env_steps_per_sec": steps / wall,
     }
-    out = cfg.out or fileio.join(cfg.agent, "evaluation.csv")
+    out = cfg.out or fileio.join(cfg.agent, layout.EVALUATION_CSV)
     fileio.makedirs(fileio.dirname(out))
     table = io.StringIO(newline="")
     w = csv.writer(table)

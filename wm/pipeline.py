@@ -12,7 +12,7 @@ skipped (its marker is ``WORKDIR/.pipeline/STAGE.json``) unless a stage before i
 unfinished one resumes, since every
 stage resumes from its own checkpoints. ``--set=STAGE.FLAG=VALUE`` overrides any flag of any
 stage; ``--strategy``/``--tpu`` go to the two training stages that use accelerators (V and M).
-``WORKDIR/pipeline.json`` records each stage's command, status and wall time.
+``WORKDIR/pipeline.json`` records each stage's command, resolved config, status and wall time.
 ``--set=train_controller.env=dream`` trains C in M's dream (on ``series/``), and M then gets its
 reward and terminal heads.
 
@@ -28,24 +28,15 @@ M's dream, ending with a real evaluation of its mean), then ``evaluate`` and
 ``--set=iteration.generations=N`` / ``iteration.mdnrnn_steps=N`` the increments. Raising K later
 runs only the new iterations (and what follows them).
 
-Presets:
-
-* ``smoke``: seconds; for tests.
-* ``quickstart``: about an hour on a 2-core CPU (see README for what it reaches).
-* ``dream`` (README's main job): under an hour on a 2-core CPU: a shorter quickstart (C in the real
-  environment), then two iterations of collecting with the agent, continuing M on that data and
-  continuing CMA-ES, also in the real environment, with M's dream as a logged gauge of every
-  evaluated mean (see README for what it reaches, and why C is not trained in the dream).
-* ``paper``: the paper's settings (10,000 rollouts; V for 10 epochs; M for 20 epochs of 999-step
-  sequences; CMA-ES with population 64 x 16 trials; evaluation over 100 tracks), for
-  accelerators and many cores.
+Presets (``--preset``): ``smoke``, ``quickstart``, ``dream`` and ``paper``, one module each in
+:mod:`wm.presets`, whose docstring gives its command, cost and measured result. The workdir's
+paths are named once, in :mod:`wm.core.layout`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 import uuid
@@ -55,85 +46,12 @@ from typing import Any
 from tfrecords.runtime import fileio, lock
 from tfrecords.runtime.cli import UsageError, check, option, parse_value, run_binary
 from wm.core import distribute
+from wm.core.layout import Layout
+from wm.presets import PRESETS
 
 STAGES = ("generate", "train_vae", "encode", "train_mdnrnn", "dream", "train_controller", "evaluate", "report")
 # one iteration, in order (dream@k, the controller's real episode beside its dream, when M has a reward head)
 ITERATION_STAGES = ("collect", "encode", "train_mdnrnn", "train_controller", "dream")
-
-
-def _cpu_bf16() -> bool:
-    return distribute.cpu_has_bfloat16()
-
-
-# A table, one stage per line, laid out by hand:
-# fmt: off
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "smoke": {
-        "generate": dict(episodes=4, max_steps=40, episodes_per_shard=2, workers=1),
-        "train_vae": dict(batch_size=8, steps=4, steps_per_loop=2, log_every=2, checkpoint_every=4, eval_shards=1,
-                          eval_batches=2),
-        "encode": dict(),
-        "train_mdnrnn": dict(seq_len=15, batch_size=2, steps=4, steps_per_loop=2, log_every=2, checkpoint_every=4,
-                             eval_shards=0, hidden=32),
-        "dream": dict(steps=10, scale=2),
-        "train_controller": dict(popsize=2, trials=1, generations=2, workers=1, max_steps=20, eval_every=0),
-        "evaluate": dict(episodes=2, max_steps=20, workers=1),
-        "collect": dict(episodes=2, max_steps=20, episodes_per_shard=1, workers=1),
-        "iteration": dict(mdnrnn_steps=2, generations=1, env="dream", trials=2),
-    },
-    "quickstart": {
-        "generate": dict(episodes=120, max_steps=1000, episodes_per_shard=10, workers=os.cpu_count() or 1),
-        # bfloat16 where the CPU has bfloat16 units: ~1.7x faster V training on this project's CPU machines
-        "train_vae": dict(batch_size=100, steps=2000, log_every=100, checkpoint_every=250, eval_shards=1,
-                          eval_batches=20, mixed_precision="bfloat16" if _cpu_bf16() else "auto"),
-        "encode": dict(),
-        "train_mdnrnn": dict(seq_len=999, batch_size=16, steps=300, log_every=25, checkpoint_every=100, eval_shards=1,
-                             learning_rate=1e-3),
-        "dream": dict(steps=200, temperature=1.15),
-        "train_controller": dict(popsize=16, trials=2, generations=50, max_steps=1000, eval_every=10, eval_episodes=4,
-                                 early_stop=50),
-        "evaluate": dict(episodes=20, max_steps=1000),
-        "collect": dict(episodes=40, max_steps=1000, episodes_per_shard=10),
-        "iteration": dict(mdnrnn_steps=100, generations=20),
-    },
-    "paper": {
-        # batches of 104, the multiple of 8 nearest the paper's 100: 8-replica TPUs (v2-8, v3-8, Colab's,
-        # 8-chip v5e/v6e) split it evenly, as they split every multiple of 8
-        "generate": dict(episodes=10_000, max_steps=1000, episodes_per_shard=50, workers=os.cpu_count() or 1),
-        "train_vae": dict(batch_size=104, epochs=10, steps=0),
-        "encode": dict(),
-        "train_mdnrnn": dict(seq_len=999, batch_size=104, epochs=20, steps=0),
-        "dream": dict(steps=300, temperature=1.15),
-        "train_controller": dict(popsize=64, trials=16, generations=2000, eval_every=25, eval_episodes=1024),
-        "evaluate": dict(episodes=100, max_steps=1000),
-        "collect": dict(episodes=1000, max_steps=1000, episodes_per_shard=50),
-        "iteration": dict(mdnrnn_epochs=2, generations=200),
-    },
-}
-# fmt: on
-
-
-def _derived(base: str, changes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Preset ``base`` with some stages' settings changed (or added)."""
-    return {stage: {**PRESETS[base].get(stage, {}), **changes.get(stage, {})} for stage in {**PRESETS[base], **changes}}
-
-
-# The quickstart's first pass with C in the real environment for fewer generations, then iterations of
-# collecting with the agent, M continued on that data and CMA-ES continued (in the real environment: in
-# M's dream it left the real optimum in every measured iteration, BENCHMARKS.md), with M's dream kept as a
-# gauge (the dream score of every evaluated mean); under an hour on a 2-core CPU (README).
-# --set=iteration.env=dream --set=iteration.trials=16 --set=iteration.generations=40 is the earlier
-# dream-trained variant.
-PRESETS["dream"] = _derived(
-    "quickstart",
-    {
-        "train_mdnrnn": dict(steps=500, reward_head=True, terminal_head=True, dropout=0.05),
-        "train_controller": dict(generations=25, eval_every=5, eval_episodes=8, temperature=1.15, dream_dropout=0.1),
-        "collect": dict(param_noise=0.05),
-        "iteration": dict(mdnrnn_steps=150, generations=12, env="real", trials=2),
-        "pipeline": dict(iterations=2),
-    },
-)
 
 
 @dataclasses.dataclass
@@ -162,84 +80,39 @@ class Stage:
     module: str
     config_cls: type
     run: Callable[[Any], Any]
-    paths: Callable[[str], dict]  # workdir -> the path fields of its config
 
 
 def _stages() -> dict[str, Stage]:
     from data_gen import generate
     from wm import collect, dream, encode, evaluate, report, train_controller, train_mdnrnn, train_vae
 
-    j = fileio.join
-    return {
-        "generate": Stage(
-            "generate",
-            "data_gen.generate",
-            generate.GenerateConfig,
-            generate.run,
-            lambda w: {"out_dir": j(w, "rollouts")},
-        ),
-        "train_vae": Stage(
-            "train_vae",
-            "wm.train_vae",
-            train_vae.TrainVaeConfig,
-            train_vae.run,
-            lambda w: {"data": j(w, "rollouts"), "workdir": j(w, "vae")},
-        ),
-        "encode": Stage(
-            "encode",
-            "wm.encode",
-            encode.EncodeConfig,
-            encode.run,
-            lambda w: {"vae": j(w, "vae"), "data": j(w, "rollouts"), "out_dir": j(w, "series")},
-        ),
-        "train_mdnrnn": Stage(
-            "train_mdnrnn",
-            "wm.train_mdnrnn",
-            train_mdnrnn.TrainMdnrnnConfig,
-            train_mdnrnn.run,
-            lambda w: {"series": j(w, "series"), "workdir": j(w, "mdnrnn")},
-        ),
-        "dream": Stage(
-            "dream",
-            "wm.dream",
-            dream.DreamConfig,
-            dream.run,
-            lambda w: {
-                "vae": j(w, "vae"),
-                "mdnrnn": j(w, "mdnrnn"),
-                "out": j(w, "dream.gif"),
-                "data": j(w, "rollouts"),
-            },
-        ),
-        "train_controller": Stage(
-            "train_controller",
-            "wm.train_controller",
-            train_controller.TrainControllerConfig,
-            train_controller.run,
-            # the series starts dream episodes (--set=train_controller.env=dream); the real env ignores it
-            lambda w: {
-                "vae": j(w, "vae"),
-                "mdnrnn": j(w, "mdnrnn"),
-                "workdir": j(w, "controller"),
-                "series": j(w, "series"),
-            },
-        ),
-        "evaluate": Stage(
-            "evaluate",
-            "wm.evaluate",
-            evaluate.EvaluateConfig,
-            evaluate.run,
-            lambda w: {"agent": j(w, "controller"), "video_dir": j(w, "videos")},
-        ),
-        "report": Stage("report", "wm.report", report.ReportConfig, report.run, lambda w: {"workdir": w}),
+    stages = [
+        Stage("generate", "data_gen.generate", generate.GenerateConfig, generate.run),
+        Stage("train_vae", "wm.train_vae", train_vae.TrainVaeConfig, train_vae.run),
+        Stage("encode", "wm.encode", encode.EncodeConfig, encode.run),
+        Stage("train_mdnrnn", "wm.train_mdnrnn", train_mdnrnn.TrainMdnrnnConfig, train_mdnrnn.run),
+        Stage("dream", "wm.dream", dream.DreamConfig, dream.run),
+        Stage("train_controller", "wm.train_controller", train_controller.TrainControllerConfig, train_controller.run),
+        Stage("evaluate", "wm.evaluate", evaluate.EvaluateConfig, evaluate.run),
+        Stage("report", "wm.report", report.ReportConfig, report.run),
         # the iterations' own stage (the others repeat train_mdnrnn's, encode's and train_controller's)
-        "collect": Stage(
-            "collect",
-            "wm.collect",
-            collect.CollectConfig,
-            collect.run,
-            lambda w: {"agent": j(w, "controller"), "out_dir": j(w, "iter_1", "rollouts")},
-        ),
+        Stage("collect", "wm.collect", collect.CollectConfig, collect.run),
+    ]
+    return {st.name: st for st in stages}
+
+
+def stage_paths(w: Layout) -> dict[str, dict[str, str]]:
+    """The path fields of each first-pass stage's config in the workdir ``w`` (the iterations' are set below)."""
+    return {
+        "generate": {"out_dir": w.rollouts},
+        "train_vae": {"data": w.rollouts, "workdir": w.vae},
+        "encode": {"vae": w.vae, "data": w.rollouts, "out_dir": w.series},
+        "train_mdnrnn": {"series": w.series, "workdir": w.mdnrnn},
+        "dream": {"vae": w.vae, "mdnrnn": w.mdnrnn, "out": w.dream_gif, "data": w.rollouts},
+        # the series starts dream episodes (--set=train_controller.env=dream); the real env ignores it
+        "train_controller": {"vae": w.vae, "mdnrnn": w.mdnrnn, "workdir": w.controller, "series": w.series},
+        "evaluate": {"agent": w.controller, "video_dir": w.videos},
+        "report": {"workdir": w.workdir},
     }
 
 
@@ -263,7 +136,7 @@ def parse_overrides(items: list[str], stages: dict[str, Stage]) -> dict[str, dic
     return out
 
 
-def command_line(stage: Stage, cfg) -> str:
+def command_line(stage: Stage, cfg: Any) -> str:
     """The equivalent shell command for a stage's config (flags that differ from the defaults)."""
     defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
     parts = ["python", "-m", stage.module]
@@ -329,12 +202,13 @@ def build_configs(cfg: PipelineConfig) -> dict[str, Any]:
     iteration_env = {**PRESETS[cfg.preset].get("iteration", {}), **overrides.get("iteration", {})}.get("env")
     # whether or not iterations run yet: raising --iterations later must not change M's architecture
     dreaming = controller_env.get("env") == "dream" or iteration_env == "dream"
+    paths = stage_paths(Layout(cfg.workdir))
     for name in STAGES:
         st = stages[name]
         values = dict(PRESETS[cfg.preset].get(name, {}))
         if name == "train_mdnrnn" and dreaming:  # the dream needs M's reward and terminal heads
             values.update(reward_head=True, terminal_head=True)
-        values.update(st.paths(cfg.workdir))
+        values.update(paths[name])
         if name in ("train_vae", "train_mdnrnn"):
             values.update(strategy=cfg.strategy, tpu=cfg.tpu)
         fields = {f.name for f in dataclasses.fields(st.config_cls)}
@@ -347,20 +221,22 @@ def build_configs(cfg: PipelineConfig) -> dict[str, Any]:
     return {**{n: out[n] for n in STAGES[:-2]}, **iterations, **{n: out[n] for n in STAGES[-2:]}}
 
 
-def iteration_configs(cfg: PipelineConfig, base: dict[str, Any], stages: dict[str, Stage], overrides: dict) -> dict:
+def iteration_configs(
+    cfg: PipelineConfig, base: dict[str, Any], stages: dict[str, Stage], overrides: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     """The configs of iterations 1..K: collect with the current agent, encode, continue M, continue C."""
     it = IterationConfig(**{**PRESETS[cfg.preset].get("iteration", {}), **overrides.get("iteration", {})})
     check(it)
-    j, w = fileio.join, cfg.workdir
+    w = Layout(cfg.workdir)
     out: dict[str, Any] = {}
     for k in range(1, iterations_of(cfg) + 1):
-        series = ",".join([j(w, "series")] + [j(w, f"iter_{i}", "series") for i in range(1, k + 1)])
-        rollouts = j(w, f"iter_{k}", "rollouts")
-        collect_values = {**PRESETS[cfg.preset].get("collect", {}), "agent": j(w, "controller"), "out_dir": rollouts}
+        series = ",".join(w.series_through(k))
+        rollouts = w.iteration(k).rollouts
+        collect_values = {**PRESETS[cfg.preset].get("collect", {}), "agent": w.controller, "out_dir": rollouts}
         collect_values.update(seed=k, progress=cfg.progress)  # seed k: tracks no other iteration (or generate) used
         collect_values.update(overrides.get("collect", {}))
         out[f"collect@{k}"] = stages["collect"].config_cls(**collect_values)
-        out[f"encode@{k}"] = dataclasses.replace(base["encode"], data=rollouts, out_dir=j(w, f"iter_{k}", "series"))
+        out[f"encode@{k}"] = dataclasses.replace(base["encode"], data=rollouts, out_dir=w.iteration(k).series)
         m = base["train_mdnrnn"]
         more = {"steps": m.steps + k * it.mdnrnn_steps} if m.steps else {"epochs": m.epochs + k * it.mdnrnn_epochs}
         out[f"train_mdnrnn@{k}"] = dataclasses.replace(m, series=series, **more)
@@ -373,8 +249,8 @@ def iteration_configs(cfg: PipelineConfig, base: dict[str, Any], stages: dict[st
         if base["train_mdnrnn"].reward_head:
             out[f"dream@{k}"] = dataclasses.replace(
                 base["dream"],
-                agent=j(w, "controller"),
-                out=j(w, f"iter_{k}", "dream_vs_real.gif"),
+                agent=w.controller,
+                out=w.iteration(k).dream_vs_real,
                 vae="",
                 mdnrnn="",
                 max_steps=out[f"collect@{k}"].max_steps,
@@ -387,7 +263,7 @@ def iteration_configs(cfg: PipelineConfig, base: dict[str, Any], stages: dict[st
     return out
 
 
-def run(cfg: PipelineConfig) -> dict:
+def run(cfg: PipelineConfig) -> dict[str, Any]:
     """Runs (or resumes) the pipeline; returns the contents of pipeline.json."""
     configs = build_configs(cfg)
     stages = _stages()
@@ -397,8 +273,9 @@ def run(cfg: PipelineConfig) -> dict:
     unknown = [s for s in selected if s not in known]
     if unknown:
         raise UsageError(f"--stages: unknown {unknown}; stages: {', '.join(names)}")
-    fileio.makedirs(fileio.join(cfg.workdir, ".pipeline"))
-    status_path = fileio.join(cfg.workdir, "pipeline.json")
+    w = Layout(cfg.workdir)
+    fileio.makedirs(w.markers)
+    status_path = w.pipeline_json
     status = fileio.read_json(status_path) or {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "stages": [],
@@ -413,13 +290,14 @@ def run(cfg: PipelineConfig) -> dict:
         st, stage_cfg = stages[name.split("@")[0]], configs[name]
         entry = entries[name]
         entry["command"] = command_line(st, stage_cfg)
-        marker_path = fileio.join(cfg.workdir, ".pipeline", f"{name}.json")
+        # the stage's config as it runs (the report reads its values); its marker keeps it without --progress
+        entry["config"] = json.loads(json.dumps(dataclasses.asdict(stage_cfg), default=str))
+        marker_path = w.marker(name)
         marker = fileio.read_json(marker_path) or {}
         if name not in selected and name.split("@")[0] not in selected:
             upstream = marker.get("token")
             continue
-        fingerprint = json.loads(json.dumps(dataclasses.asdict(stage_cfg), default=str))
-        fingerprint.pop("progress", None)
+        fingerprint = {k: v for k, v in entry["config"].items() if k != "progress"}
         # Skip only if this stage finished with these settings on the very output the stage
         # before it has now: an upstream stage that ran again makes this one stale.
         if marker.get("config") == fingerprint and marker.get("upstream") == upstream:
@@ -449,10 +327,7 @@ def run(cfg: PipelineConfig) -> dict:
         upstream = token
     fileio.write_json_atomic(status_path, status)
     total = sum(s.get("wall_time") or 0 for s in status["stages"])
-    print(
-        f"pipeline: done in {total / 60:.1f} min of stage time; report: {fileio.join(cfg.workdir, 'report.html')}",
-        file=sys.stderr,
-    )
+    print(f"pipeline: done in {total / 60:.1f} min of stage time; report: {w.report}", file=sys.stderr)
     return status
 
 

@@ -20,14 +20,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+from typing import Any
 
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.core import distribute
-from wm.training import supervised as train_lib
+from wm.training import deterministic, supervised
+from wm.training.trainer import Task
 
 
 @dataclasses.dataclass
-class TrainMdnrnnConfig(train_lib.TrainFlags):
+class TrainMdnrnnConfig(supervised.TrainFlags):
     """Everything ``run`` needs (the flags of ``python -m wm.train_mdnrnn``)."""
 
     series: str = option(help="Latent-series shards from wm.encode: a directory, glob or list.", required=True)
@@ -62,7 +64,7 @@ class TrainMdnrnnConfig(train_lib.TrainFlags):
 def validate(cfg: TrainMdnrnnConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
     check(cfg)
-    train_lib.check_train_flags(cfg)
+    supervised.check_train_flags(cfg)
     if cfg.deterministic and cfg.dropout:
         raise UsageError("--deterministic does not cover M's --dropout masks yet; use one or the other")
 
@@ -104,7 +106,7 @@ def resolve_device_choices(setup: distribute.Setup, jit_mode: str) -> tuple[dist
 
 
 def make_loss_fn(cfg: TrainMdnrnnConfig):
-    """The per-example loss for train_lib: resample z from (mu, logvar), then the sequence NLL."""
+    """The per-example loss for supervised.run: resample z from (mu, logvar), then the sequence NLL."""
     import tensorflow as tf
 
     from wm.models import mdnrnn
@@ -115,7 +117,7 @@ def make_loss_fn(cfg: TrainMdnrnnConfig):
         if key is None:
             eps = tf.random.normal(tf.shape(mu))
         else:  # the noise a single device would draw for these rows of the global batch
-            eps = train_lib.replica_normal(tf.shape(mu), key, cfg.batch_size)
+            eps = deterministic.replica_normal(tf.shape(mu), key, cfg.batch_size)
         z = mu + tf.exp(0.5 * logvar) * eps
         return mdnrnn.sequence_loss_terms(
             model,
@@ -133,7 +135,7 @@ def make_loss_fn(cfg: TrainMdnrnnConfig):
 
 
 def run(cfg: TrainMdnrnnConfig) -> dict:
-    """Trains (or resumes) M; returns train_lib.run's result."""
+    """Trains (or resumes) M; returns supervised.run's result."""
     validate(cfg)
     import keras
     import tensorflow as tf
@@ -146,8 +148,8 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
     z_size = int((manifest or {}).get("latent_dim", schema.LATENT_DIM))
     window = cfg.seq_len + 1
     steps_per_epoch = max(1, (windows_in(train_files, infos, window) or 0) // cfg.batch_size)
-    steps = train_lib.total_steps(cfg, steps_per_epoch, cfg.series, sized=infos is not None)
-    arch = {
+    steps = supervised.total_steps(cfg, steps_per_epoch, cfg.series, sized=infos is not None)
+    arch: dict[str, Any] = {
         "z_size": z_size,
         "action_size": schema.ACTION_DIM,
         "hidden": cfg.hidden,
@@ -156,10 +158,10 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
         "terminal_head": cfg.terminal_head,
         "dropout": cfg.dropout,
     }
-    done = train_lib.already_trained(cfg.workdir, "mdnrnn", arch, steps)
+    done = supervised.already_trained(cfg.workdir, "mdnrnn", arch, steps)
     if done is not None:  # before any strategy: see already_trained
         return {"step": done, "train": {}, "eval": {}}
-    setup, use_cudnn = resolve_device_choices(train_lib.setup_from_flags(cfg), cfg.jit_compile)
+    setup, use_cudnn = resolve_device_choices(supervised.setup_from_flags(cfg), cfg.jit_compile)
 
     eval_windows = windows_in(eval_files, infos, window) or 0
 
@@ -185,11 +187,14 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
                 latent_dim=z_size,
                 deterministic=cfg.deterministic,
             )
-            return train_lib.replica_shares(ds, cfg.seed, ctx) if exact else ds
+            if not exact:
+                return ds
+            assert cfg.seed is not None  # check_train_flags: --deterministic needs --seed
+            return deterministic.replica_shares(ds, cfg.seed, ctx)
 
         return fn
 
-    task = train_lib.Task(
+    task = Task(
         name="mdnrnn",
         arch=arch,
         model_fn=lambda policy: mdnrnn.MDNRNN(**arch, dtype_policy=policy, use_cudnn=use_cudnn),
@@ -199,7 +204,7 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
         optimizer_fn=lambda lr: keras.optimizers.Adam(lr),
     )
     split = (train_files, eval_files)
-    result = train_lib.run_stage(task, setup, cfg, steps, steps_per_epoch, split, clip_norm=cfg.grad_clip or None)
+    result = supervised.run_stage(task, setup, cfg, steps, steps_per_epoch, split, clip_norm=cfg.grad_clip or None)
     print(f"train_mdnrnn: step {result['step']} in {cfg.workdir}", file=sys.stderr)
     return result
 

@@ -3,9 +3,10 @@
     python -m wm.train_ppo --vae=runs/demo/vae --mdnrnn=runs/demo/mdnrnn \\
         --workdir=runs/demo/ppo --envs=16 --env_steps=1000000
 
-The loop, its resume and its files are :mod:`wm.training.ppo`'s; the policy, the rollout
-collector and the update are :mod:`wm.agents.ppo`'s. ``python -m wm.evaluate --agent=WORKDIR``
-plays the deterministic policy (the squashed mean).
+The loop, its resume and its files are :mod:`wm.training.ppo`'s; the policy and the rollout
+collector are :mod:`wm.agents.ppo`'s, the actor-critic :mod:`wm.models.actor_critic`'s, the update
+:mod:`wm.training.ppo_update`'s. ``python -m wm.evaluate --agent=WORKDIR`` plays the deterministic
+policy (the squashed mean).
 """
 
 from tfrecords.runtime.cli import run_binary

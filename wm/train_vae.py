@@ -18,13 +18,14 @@ import sys
 from tfrecords import fast_reader
 from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
-from wm.core import distribute
+from wm.core import distribute, layout
 from wm.models.loading import load_vae
-from wm.training import supervised as train_lib
+from wm.training import deterministic, supervised
+from wm.training.trainer import Task
 
 
 @dataclasses.dataclass
-class TrainVaeConfig(train_lib.TrainFlags):
+class TrainVaeConfig(supervised.TrainFlags):
     """Everything ``run`` needs (the flags of ``python -m wm.train_vae``)."""
 
     data: str = option(help="Rollout shards: a directory, glob or comma-separated list.", required=True)
@@ -45,7 +46,7 @@ class TrainVaeConfig(train_lib.TrainFlags):
 def validate(cfg: TrainVaeConfig) -> None:
     """Raises UsageError with a one-line message for bad settings."""
     check(cfg)
-    train_lib.check_train_flags(cfg)
+    supervised.check_train_flags(cfg)
     if cfg.reader == "isal" and not fast_reader.available():
         raise UsageError(f"--reader=isal needs the isal and google-crc32c packages: {fast_reader.unavailable_reason()}")
 
@@ -69,7 +70,7 @@ def split_shards(cfg: TrainVaeConfig) -> tuple[list[str], list[str], int | None]
 
 
 def run(cfg: TrainVaeConfig) -> dict:
-    """Trains (or resumes) the VAE, then exports encoder and decoder; returns train_lib.run's result."""
+    """Trains (or resumes) the VAE, then exports encoder and decoder; returns supervised.run's result."""
     validate(cfg)
     import tensorflow as tf
 
@@ -78,16 +79,16 @@ def run(cfg: TrainVaeConfig) -> dict:
 
     train_files, eval_files, train_frames = split_shards(cfg)
     steps_per_epoch = max(1, (train_frames or 0) // cfg.batch_size)
-    steps = train_lib.total_steps(cfg, steps_per_epoch, cfg.data, sized=train_frames is not None)
+    steps = supervised.total_steps(cfg, steps_per_epoch, cfg.data, sized=train_frames is not None)
     arch = {"z_size": cfg.z_size, "kl_tolerance": cfg.kl_tolerance, "frame_shape": list(vae.FRAME_SHAPE)}
-    done = train_lib.already_trained(cfg.workdir, "vae", arch, steps)
+    done = supervised.already_trained(cfg.workdir, "vae", arch, steps)
     if done is not None:  # before any strategy: see already_trained
-        export_dir = fileio.join(cfg.workdir, "export")
+        export_dir = fileio.join(cfg.workdir, layout.VAE_EXPORT)
         exported = tf.io.gfile.exists(fileio.join(export_dir, "decoder.keras"))
         if distribute.is_chief_process(cfg.strategy) and not exported:
             export(load_vae(cfg.workdir), export_dir)
         return {"step": done, "train": {}, "eval": {}}
-    setup = train_lib.setup_from_flags(cfg)
+    setup = supervised.setup_from_flags(cfg)
 
     def data(files, train):
         def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -105,7 +106,10 @@ def run(cfg: TrainVaeConfig) -> dict:
                 reader=cfg.reader,
                 deterministic=cfg.deterministic,
             )
-            return train_lib.replica_shares(ds, cfg.seed, ctx) if exact else ds
+            if not exact:
+                return ds
+            assert cfg.seed is not None  # check_train_flags: --deterministic needs --seed
+            return deterministic.replica_shares(ds, cfg.seed, ctx)
 
         return fn
 
@@ -113,7 +117,7 @@ def run(cfg: TrainVaeConfig) -> dict:
         if not isinstance(batch, tuple):
             return vae.loss_terms(model, batch, training=training)
         frames, key = batch  # --deterministic: the noise a single device would draw for these rows
-        eps = train_lib.replica_normal([tf.shape(frames)[0], cfg.z_size], key, cfg.batch_size)
+        eps = deterministic.replica_normal([tf.shape(frames)[0], cfg.z_size], key, cfg.batch_size)
         return vae.loss_terms(model, frames, training=training, eps=eps)
 
     preview = next(
@@ -127,7 +131,7 @@ def run(cfg: TrainVaeConfig) -> dict:
         tf.summary.image("input_vs_reconstruction", pairs, max_outputs=8)
         tf.summary.image("prior_samples", model.decode(prior_z), max_outputs=8)
 
-    task = train_lib.Task(
+    task = Task(
         name="vae",
         arch=arch,
         model_fn=lambda policy: vae.ConvVAE(cfg.z_size, cfg.kl_tolerance, dtype_policy=policy),
@@ -137,9 +141,11 @@ def run(cfg: TrainVaeConfig) -> dict:
         summary_fn=summaries,
     )
     split = (train_files, eval_files)
-    result = train_lib.run_stage(task, setup, cfg, steps, steps_per_epoch, split, eval_batches=cfg.eval_batches or None)
+    result = supervised.run_stage(
+        task, setup, cfg, steps, steps_per_epoch, split, eval_batches=cfg.eval_batches or None
+    )
     if setup.is_chief:
-        export(load_vae(cfg.workdir), fileio.join(cfg.workdir, "export"))
+        export(load_vae(cfg.workdir), fileio.join(cfg.workdir, layout.VAE_EXPORT))
         print(f"train_vae: exported {cfg.workdir}/export/{{encoder,decoder}}.keras", file=sys.stderr)
     return result
 

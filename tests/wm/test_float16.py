@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from wm.core import distribute
-from wm.training import supervised as train_lib
+from wm.training.trainer import LoopConfig, Task, Trainer
 
 BATCH = 4
 
@@ -31,9 +31,9 @@ def _trainer():
         x = 0.01 * np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)  # no natural overflow
         return tf.data.Dataset.from_tensor_slices(x).batch(ctx.get_per_replica_batch_size(BATCH)).repeat()
 
-    task = train_lib.Task("toy", {}, model_fn, loss_fn, data, optimizer_fn=lambda lr: keras.optimizers.SGD(lr))
-    cfg = train_lib.LoopConfig(workdir="unused", steps=3, batch_size=BATCH, learning_rate=0.1)
-    trainer = train_lib.Trainer(task, setup, cfg)
+    task = Task("toy", {}, model_fn, loss_fn, data, optimizer_fn=lambda lr: keras.optimizers.SGD(lr))
+    cfg = LoopConfig(workdir="unused", steps=3, batch_size=BATCH, learning_rate=0.1)
+    trainer = Trainer(task, setup, cfg)
     it = iter(strategy.distribute_datasets_from_function(task.train_data))
     return trainer, strategy, inject, it
 
@@ -78,6 +78,6 @@ def test_a_batch_the_replicas_do_not_divide_names_the_nearest_valid_sizes():
 
     strategy = distribute.make_strategy("mirrored")
     setup = distribute.Setup(strategy, "CPU", "float32", False)
-    task = train_lib.Task("toy", {}, lambda p: keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), None, None)
+    task = Task("toy", {}, lambda p: keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), None, None)
     with pytest.raises(UsageError, match="--batch_size 5 is not divisible by the 2 replicas; use 4 or 6"):
-        train_lib.Trainer(task, setup, train_lib.LoopConfig(workdir="unused", steps=1, batch_size=5))
+        Trainer(task, setup, LoopConfig(workdir="unused", steps=1, batch_size=5))

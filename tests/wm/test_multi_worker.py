@@ -206,7 +206,7 @@ def test_deterministic_replica_shares_concatenated_are_the_single_pipeline_globa
     import tensorflow as tf
 
     import tfrecords
-    from wm.training import supervised as train_lib
+    from wm.training import deterministic
 
     def global_batches():
         kw = dict(shuffle_buffer=64, seed=5, reader="tf", deterministic=True)
@@ -214,7 +214,7 @@ def test_deterministic_replica_shares_concatenated_are_the_single_pipeline_globa
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     shares = strategy.distribute_datasets_from_function(
-        lambda ctx: train_lib.replica_shares(global_batches(), 5, ctx).skip(2 * 2)  # resume at step 2
+        lambda ctx: deterministic.replica_shares(global_batches(), 5, ctx).skip(2 * 2)  # resume at step 2
     )
     # one iterator: a second pass over the same dataset would reshuffle (fresh datasets repeat)
     steps = iter(shares)
@@ -226,7 +226,7 @@ def test_deterministic_replica_shares_concatenated_are_the_single_pipeline_globa
         assert [f.shape[0] for f in frames] == [4, 4]
         np.testing.assert_array_equal(np.concatenate(frames), expected)
         assert keys == [[5, n + 2, 0], [5, n + 2, 4]]
-    noise = strategy.run(tf.function(lambda b: train_lib.replica_normal([4, 3], b[1], 8)), args=(step,))
+    noise = strategy.run(tf.function(lambda b: deterministic.replica_normal([4, 3], b[1], 8)), args=(step,))
     eps = np.concatenate([x.numpy() for x in strategy.experimental_local_results(noise)])
     np.testing.assert_array_equal(eps, tf.random.stateless_normal([8, 3], [5, 4]).numpy())
 

@@ -1,4 +1,4 @@
-"""wm.pipeline: the smoke preset end to end, a rerun skips every stage, a killed stage resumes."""
+"""wm.pipeline: the smoke preset end to end, a rerun skips every stage, a killed stage resumes; the presets."""
 
 import dataclasses
 import json
@@ -12,12 +12,18 @@ import pytest
 from helpers import SMOKE_OUTPUTS, interrupt_on_call
 
 from tfrecords.runtime.cli import UsageError
-from wm import pipeline
+from wm import pipeline, presets
+from wm.core.layout import Layout
 
 
 def _status(workdir):
-    with open(os.path.join(workdir, "pipeline.json")) as f:
+    with open(Layout(workdir).pipeline_json) as f:
         return {s["name"]: s for s in json.load(f)["stages"]}
+
+
+def _json(stage_cfg) -> dict:
+    """A stage's config as pipeline.json records it."""
+    return json.loads(json.dumps(dataclasses.asdict(stage_cfg), default=str))
 
 
 @pytest.mark.slow
@@ -31,11 +37,12 @@ def test_smoke_end_to_end_then_every_stage_is_skipped(tmp_path):
         assert os.path.exists(os.path.join(wd, name)), name
     assert st["train_vae"]["command"].startswith("python -m wm.train_vae --data=")
     assert all(st[n]["wall_time"] > 0 for n in pipeline.STAGES)
-    before = os.path.getmtime(os.path.join(wd, "controller", "controller.npz"))
+    assert all(st[n]["config"] == _json(c) for n, c in pipeline.build_configs(cfg).items())
+    before = os.path.getmtime(Layout(wd).controller_params)
     pipeline.run(cfg)
     st = _status(wd)
     assert [st[n]["status"] for n in pipeline.STAGES] == ["skipped"] * len(pipeline.STAGES)
-    assert os.path.getmtime(os.path.join(wd, "controller", "controller.npz")) == before
+    assert os.path.getmtime(Layout(wd).controller_params) == before
     # more generations: only the controller and what follows it run again
     pipeline.run(
         pipeline.PipelineConfig(
@@ -66,7 +73,7 @@ def test_killed_stage_resumes(tmp_path):
     p = subprocess.Popen(
         args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     )
-    ckpt = os.path.join(wd, "vae", "checkpoints", "checkpoint")
+    ckpt = os.path.join(Layout(wd).vae, "checkpoints", "checkpoint")
     deadline = time.time() + 240
     while not os.path.exists(ckpt) and time.time() < deadline and p.poll() is None:
         time.sleep(0.1)
@@ -75,7 +82,7 @@ def test_killed_stage_resumes(tmp_path):
     assert os.path.exists(ckpt), "the kill should land during train_vae"
     assert _status(wd)["train_vae"]["status"] == "running"
     # the killed run's locks are left behind (the pipeline's and its stage's), and do not block the rerun
-    assert os.path.exists(os.path.join(wd, ".lock")) and os.path.exists(os.path.join(wd, "vae", ".lock"))
+    assert os.path.exists(os.path.join(wd, ".lock")) and os.path.exists(os.path.join(Layout(wd).vae, ".lock"))
     r = subprocess.run(
         args[:-3]
         + ["--set=train_vae.steps=40", "--set=train_vae.checkpoint_every=4", "--set=train_vae.steps_per_loop=2"],
@@ -88,7 +95,7 @@ def test_killed_stage_resumes(tmp_path):
     assert "vae: resuming from step" in r.stderr
     st = _status(wd)
     assert st["generate"]["status"] == "skipped" and st["train_vae"]["status"] == "done"
-    assert not os.path.exists(os.path.join(wd, ".lock")) and not os.path.exists(os.path.join(wd, "vae", ".lock"))
+    assert not os.path.exists(os.path.join(wd, ".lock")) and not os.path.exists(os.path.join(Layout(wd).vae, ".lock"))
 
 
 @pytest.mark.slow
@@ -118,7 +125,7 @@ def test_a_second_pipeline_on_a_workdir_in_use_is_one_line_and_exit_2_and_the_fi
     assert subprocess.run(command(solo), capture_output=True, timeout=600).returncode == 0
     # the first run's files are a solo run's: the same rollouts (V, and so the series, train with nondeterministic
     # input order), and each stage's log written once, step by step
-    assert shard_digests(wd / "rollouts") == shard_digests(solo / "rollouts") != {}
+    assert shard_digests(Layout(str(wd)).rollouts) == shard_digests(Layout(str(solo)).rollouts) != {}
 
     def logged(w, d):  # the steps (V, M) or generations (C) in a stage's metrics.jsonl, in order
         key = "generation" if d == "controller" else "step"
@@ -182,7 +189,7 @@ def test_a_dreaming_controller_gives_m_its_reward_and_terminal_heads(tmp_path):
     assert old["train_controller@2"].env == "dream" and old["train_controller@2"].generations == 25 + 2 * 40
     dream = build("train_controller.env=dream")
     assert dream["train_mdnrnn"].reward_head and dream["train_mdnrnn"].terminal_head
-    assert dream["train_controller"].series == os.path.join(str(tmp_path), "series")
+    assert dream["train_controller"].series == Layout(str(tmp_path)).series
     # an explicit setting still wins (and train_controller then refuses it with one line)
     assert not build("train_controller.env=dream", "train_mdnrnn.reward_head=false")["train_mdnrnn"].reward_head
 
@@ -197,17 +204,18 @@ def test_smoke_with_one_dream_iteration_end_to_end_then_a_killed_second_one_resu
     names = list(pipeline.build_configs(cfg))
     assert names[6:11] == ["collect@1", "encode@1", "train_mdnrnn@1", "train_controller@1", "dream@1"]
     assert [st[n]["status"] for n in names] == ["done"] * len(names)
-    manifest = json.load(open(os.path.join(wd, "iter_1", "rollouts", "manifest.json")))
-    assert manifest["policy"]["agent"] == os.path.join(wd, "controller") and manifest["episodes"] == 2
+    w = Layout(wd)
+    manifest = json.load(open(os.path.join(w.iteration(1).rollouts, "manifest.json")))
+    assert manifest["policy"]["agent"] == w.controller and manifest["episodes"] == 2
     assert "iter_1/series" in st["train_mdnrnn@1"]["command"] and "--steps=6" in st["train_mdnrnn@1"]["command"]
-    with open(os.path.join(wd, "controller", "metrics.jsonl")) as f:
+    with open(os.path.join(w.controller, "metrics.jsonl")) as f:
         recs = [json.loads(line) for line in f]
     assert [r["generation"] for r in recs] == [1, 2, 3] and all("dream_eval_mean" in r for r in recs)
-    assert os.path.getsize(os.path.join(wd, "iter_1", "dream_vs_real.gif")) > 0
-    assert "Iterations" in open(os.path.join(wd, "report.html")).read()
-    from wm import report
+    assert os.path.getsize(w.iteration(1).dream_vs_real) > 0
+    assert "Iterations" in open(w.report).read()
+    from wm.reporting import iterations
 
-    rows = report.iteration_rows(wd, json.load(open(os.path.join(wd, "pipeline.json"))))
+    rows = iterations.iteration_rows(wd, json.load(open(w.pipeline_json)))
     assert [(r["iteration"], r["generation"]) for r in rows] == [(0, 2), (1, 3)]
     assert all(r["gap"] == r["dream"] - r["real"] for r in rows)
     assert rows[1]["collected"] == 2 and {"m_reward_mse", "m_return_error", "m_z_nll"} <= set(rows[1])
@@ -219,7 +227,7 @@ def test_smoke_with_one_dream_iteration_end_to_end_then_a_killed_second_one_resu
         pipeline.run(dataclasses.replace(cfg, iterations=2))
     monkeypatch.undo()
     assert _status(wd)["collect@2"]["status"] == "interrupted"
-    kept = os.listdir(os.path.join(wd, "iter_2", "rollouts"))
+    kept = os.listdir(w.iteration(2).rollouts)
     assert sum(n.endswith(".tfrecord.gz") for n in kept) == 1
     # the first pass and iteration 1 are skipped, iteration 2 resumes and what follows runs
     pipeline.run(dataclasses.replace(cfg, iterations=2))
@@ -267,14 +275,54 @@ def test_the_readme_s_preset_table_says_what_each_preset_sets():
 
 
 def test_the_report_s_iteration_note_names_where_the_iterations_trained(tmp_path):
-    from wm import report
+    from wm.reporting import iterations
 
     for overrides, env in (([], "real"), (["iteration.env=dream"], "dream")):
         cfg = pipeline.PipelineConfig(workdir=str(tmp_path), preset="dream", overrides=overrides)
         configs = pipeline.build_configs(cfg)
         stages = [
-            {"name": n, "command": pipeline.command_line(pipeline._stages()[n.split("@")[0]], c)}
+            {"name": n, "command": pipeline.command_line(pipeline._stages()[n.split("@")[0]], c), "config": _json(c)}
             for n, c in configs.items()
         ]
         assert configs["train_controller@1"].env == env
-        assert report.iteration_env({"stages": stages, "iterations": 2}) == env
+        assert iterations.iteration_env({"stages": stages, "iterations": 2}) == env
+
+
+def test_pipeline_json_holds_each_stage_s_config_as_run(tmp_path, monkeypatch):
+    ran = []
+    stages = {n: dataclasses.replace(st, run=ran.append) for n, st in pipeline._stages().items()}
+    monkeypatch.setattr(pipeline, "_stages", lambda: stages)
+    wd = str(tmp_path / "run")
+    cfg = pipeline.PipelineConfig(workdir=wd, preset="dream", progress=False, overrides=["iteration.env=dream"])
+    configs = pipeline.build_configs(cfg)
+    pipeline.run(cfg)
+    st = _status(wd)
+    assert ran == list(configs.values()) and list(st) == list(configs)
+    assert all(st[n]["config"] == _json(c) and st[n]["status"] == "done" for n, c in configs.items())
+    assert (
+        st["train_controller"]["config"]["generations"] == 25 and st["train_controller@1"]["config"]["env"] == "dream"
+    )
+    assert st["train_controller"]["config"]["workdir"] == Layout(wd).controller
+    # the markers keep it without --progress, so that a rerun with or without progress bars skips every stage
+    marker = json.load(open(Layout(wd).marker("train_vae")))
+    assert marker["config"] == {k: v for k, v in st["train_vae"]["config"].items() if k != "progress"}
+    pipeline.run(dataclasses.replace(cfg, progress=True))
+    st = _status(wd)
+    assert {s["status"] for s in st.values()} == {"skipped"} and st["train_vae"]["config"]["progress"] is True
+
+
+@pytest.mark.parametrize("name", list(presets.PRESETS))
+def test_each_preset_module_gives_its_command_and_cost_and_a_smoke_variant(tmp_path, monkeypatch, name):
+    module = presets.MODULES[name]
+    assert "python -m wm.pipeline --workdir=" in module.__doc__ and f"--preset={name}" in module.__doc__
+    assert "Cost" in module.__doc__ and ("not measured" in module.__doc__ or "2026-" in module.__doc__)
+    monkeypatch.setitem(pipeline.PRESETS, name, module.SMOKE)
+    tiny = pipeline.build_configs(pipeline.PipelineConfig(workdir=str(tmp_path), preset=name))
+    full = pipeline.build_configs(pipeline.PipelineConfig(workdir=str(tmp_path), preset="smoke"))
+    for stage in ("generate", "train_vae", "train_mdnrnn", "train_controller", "evaluate"):
+        for field in presets.smoke.SIZES[stage]:  # the smoke sizes
+            assert getattr(tiny[stage], field) == getattr(full[stage], field), (stage, field)
+    for stage, values in module.PRESET.items():  # and the preset's own settings besides
+        for field, value in values.items():
+            if stage in tiny and field not in presets.smoke.SIZES.get(stage, {}):
+                assert getattr(tiny[stage], field) == value, (stage, field)

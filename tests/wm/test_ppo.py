@@ -1,5 +1,6 @@
-"""wm.agents.ppo: GAE, clipped objective and squashed-Gaussian log-probs against float64 NumPy; a bandit
-that PPO must solve; the policy's batched step; rollouts that drop episodes of a lost worker."""
+"""PPO (wm.models.actor_critic, wm.training.ppo_update, wm.agents.ppo): GAE, clipped objective and
+squashed-Gaussian log-probs against float64 NumPy; a bandit that PPO must solve; the policy's batched step;
+rollouts that drop episodes of a lost worker."""
 
 import math
 
@@ -10,6 +11,8 @@ from helpers import crash_worker
 
 from data_gen.envpool import Step, WorkerLost
 from wm.agents import ppo
+from wm.models import actor_critic
+from wm.training import ppo_update
 
 # ---------------------------------------------------------------- references
 
@@ -66,7 +69,7 @@ def test_clipped_surrogate_matches_reference():
     logp, old = rng.normal(scale=0.3, size=(2, 200))
     adv = rng.normal(size=200)
     got = float(
-        ppo.clipped_surrogate_loss(
+        ppo_update.clipped_surrogate_loss(
             tf.constant(logp, tf.float32), tf.constant(old, tf.float32), tf.constant(adv, tf.float32), 0.2
         )
     )
@@ -87,26 +90,26 @@ def test_squashed_log_prob_matches_float64_reference_up_to_the_bounds():
         [-20.0, 20.0, 25.0],
         [40.0, -40.0, 0.0],
     ] * 2  # actions on the bounds
-    got = ppo.log_prob(
+    got = actor_critic.log_prob(
         tf.constant(u, tf.float32), tf.constant(mean, tf.float32), tf.constant(log_std, tf.float32)
     ).numpy()
     ref = _log_prob_reference(u.astype(np.float32), mean.astype(np.float32), log_std.astype(np.float32))
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)
-    a = ppo.squash_action(tf.constant(u, tf.float32)).numpy()
-    assert (a >= ppo.ACTION_LOW).all() and (a <= ppo.ACTION_HIGH).all()
+    a = actor_critic.squash_action(tf.constant(u, tf.float32)).numpy()
+    assert (a >= actor_critic.ACTION_LOW).all() and (a <= actor_critic.ACTION_HIGH).all()
     assert a[1].tolist() == [1.0, 1.0, 0.0]  # float32 saturates: exactly at the bounds, log-prob still finite
 
 
 def test_squashed_density_integrates_to_one():
     """exp(log_prob) over the action box (one dimension varies, the others fixed) integrates to 1."""
     mean, log_std = np.array([0.3, -0.5, 1.0]), np.array([-0.2, 0.4, -1.0])
-    for dim, (lo, hi) in enumerate(zip(ppo.ACTION_LOW, ppo.ACTION_HIGH)):
+    for dim, (lo, hi) in enumerate(zip(actor_critic.ACTION_LOW, actor_critic.ACTION_HIGH)):
         a = np.linspace(lo, hi, 200001)[1:-1]
         u = np.zeros((len(a), 3))
-        u[:, dim] = np.arctanh((a - ppo.OFFSET[dim]) / ppo.SCALE[dim])
+        u[:, dim] = np.arctanh((a - actor_critic.OFFSET[dim]) / actor_critic.SCALE[dim])
         others = np.delete(_log_prob_terms(u, mean, log_std), dim, axis=-1).sum(-1)
-        lp = ppo.log_prob(tf.constant(u), tf.constant(mean), tf.constant(log_std)).numpy() - others
+        lp = actor_critic.log_prob(tf.constant(u), tf.constant(mean), tf.constant(log_std)).numpy() - others
         assert np.trapezoid(np.exp(lp), a) == pytest.approx(1.0, abs=2e-3)
 
 
@@ -114,9 +117,9 @@ def test_entropy_estimate_is_unbiased():
     mean = tf.constant([[0.3, -1.0, 2.0]])
     log_std = tf.constant([[-0.5, 0.2, 0.0]])
     eps = tf.random.stateless_normal([20000, 3], seed=[1, 2])
-    est = ppo.entropy_estimate(mean, log_std, eps).numpy().mean()
+    est = actor_critic.entropy_estimate(mean, log_std, eps).numpy().mean()
     u = mean + tf.exp(log_std) * tf.random.stateless_normal([20000, 3], seed=[3, 4])
-    mc = -ppo.log_prob(u, mean, log_std).numpy().mean()  # E[-log p(a)] by plain Monte Carlo
+    mc = -actor_critic.log_prob(u, mean, log_std).numpy().mean()  # E[-log p(a)] by plain Monte Carlo
     assert est == pytest.approx(mc, abs=0.03)
 
 
@@ -127,23 +130,23 @@ def test_ppo_update_solves_a_one_step_bandit():
     """Reward -|a - a*|^2 for one step from a fixed observation: the squashed mean action must reach a*."""
     tf.keras.utils.set_random_seed(0)
     target = np.array([-0.5, 0.8, 0.3], np.float32)
-    model = ppo.ActorCritic(4, hidden=(16, 16))
-    trainer = ppo.PPOTrainer(
-        model, ppo.PPOHyper(learning_rate=1e-2, epochs=4, minibatch_size=128, entropy_coef=0.0), seed=0
+    model = actor_critic.ActorCritic(4, hidden=(16, 16))
+    trainer = ppo_update.PPOTrainer(
+        model, ppo_update.PPOHyper(learning_rate=1e-2, epochs=4, minibatch_size=128, entropy_coef=0.0), seed=0
     )
     rng = np.random.default_rng(0)
     feats = np.ones((256, 4), np.float32)
     for _ in range(60):
         mean, log_std, value = (x.numpy() for x in model(feats))
         u = (mean + np.exp(log_std) * rng.normal(size=mean.shape)).astype(np.float32)
-        a = ppo.squash_action(tf.constant(u)).numpy()
+        a = actor_critic.squash_action(tf.constant(u)).numpy()
         r = -((a - target) ** 2).sum(-1, keepdims=True).T
         done = np.ones_like(r, bool)
         adv, ret = ppo.gae(r, value[None], np.zeros_like(r), done, done, 0.99, 0.95)
-        logp = ppo.log_prob(tf.constant(u), tf.constant(mean), tf.constant(log_std)).numpy()
+        logp = actor_critic.log_prob(tf.constant(u), tf.constant(mean), tf.constant(log_std)).numpy()
         trainer.update({"feats": feats, "u": u, "logp": logp, "adv": adv[0], "ret": ret[0]}, rng)
     mean, _, value = model(feats[:1])
-    best = ppo.squash_action(mean).numpy()[0]
+    best = actor_critic.squash_action(mean).numpy()[0]
     np.testing.assert_allclose(best, target, atol=0.05)
     assert float(value[0]) > -0.1  # the critic learned that the reward is now near 0
 
@@ -155,7 +158,7 @@ def test_policy_step_is_v_then_actor_then_m(tiny_world):
     from wm.agents.loading import load_agent
 
     agent = load_agent(tiny_world["vae"], tiny_world["mdnrnn"], "linear")
-    model = ppo.ActorCritic(agent.z_size + agent.hidden)
+    model = actor_critic.ActorCritic(agent.z_size + agent.hidden)
     policy = ppo.PPOPolicy(agent, model, seed=0)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
@@ -163,14 +166,14 @@ def test_policy_step_is_v_then_actor_then_m(tiny_world):
     a, (h2, c2), z = policy.act(frames, (h, c), np.zeros((1, 1), np.float32))
     np.testing.assert_allclose(z, agent.vae.encode(frames)[0].numpy(), atol=2e-3)  # compiled vs eager convolutions
     mean, _, value = model(np.concatenate([z, h], -1))
-    np.testing.assert_allclose(a, ppo.squash_action(mean).numpy(), atol=1e-5)
+    np.testing.assert_allclose(a, actor_critic.squash_action(mean).numpy(), atol=1e-5)
     ref_h, (_, ref_c) = agent.mdnrnn.cell(z, a, (h, c))
     np.testing.assert_allclose(h2, ref_h.numpy(), atol=1e-5)
     np.testing.assert_allclose(c2, ref_c.numpy(), atol=1e-5)
     out = policy.sample(frames, (h, c))
     np.testing.assert_allclose(out["value"], value.numpy(), atol=1e-4)
     np.testing.assert_allclose(policy.value(frames, h), value.numpy(), atol=1e-4)
-    np.testing.assert_allclose(out["a"], ppo.squash_action(out["u"]).numpy(), atol=1e-6)
+    np.testing.assert_allclose(out["a"], actor_critic.squash_action(out["u"]).numpy(), atol=1e-6)
 
 
 class _FakePolicy:
@@ -269,7 +272,7 @@ def test_rollout_survives_a_real_worker_crash():
 def test_checkpoint_restores_every_weight(tmp_path):
     import tensorflow as tf
 
-    from wm.agents.ppo import ActorCritic
+    from wm.models.actor_critic import ActorCritic
 
     a = ActorCritic(40)
     for v in a.weights:

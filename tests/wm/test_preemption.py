@@ -16,6 +16,7 @@ from helpers import shard_digests
 
 from wm import train_vae
 from wm.core import workdir
+from wm.core.layout import Layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -240,17 +241,18 @@ def test_sigterm_during_parallel_generate_keeps_the_finished_shards_and_the_reru
 @pytest.mark.slow
 def test_sigterm_during_a_pipeline_stage_marks_it_interrupted_and_the_rerun_skips_the_stages_done(tmp_path):
     wd = str(tmp_path / "run")
-    m = os.path.join(wd, "mdnrnn")
+    w = Layout(wd)
+    m = w.mdnrnn
     args = [sys.executable, "-m", "wm.pipeline", f"--workdir={wd}", "--preset=smoke", "--noprogress"]
     args += ["--stages=generate,train_vae,encode,train_mdnrnn", "--set=train_mdnrnn.steps=300"]
     done = ("generate", "train_vae", "encode")
     err = _stop_mid_run(args, lambda: any(s >= 4 for s in _steps(m)), "pipeline")
 
-    status = {s["name"]: s for s in json.load(open(os.path.join(wd, "pipeline.json")))["stages"]}
+    status = {s["name"]: s for s in json.load(open(w.pipeline_json))["stages"]}
     assert [status[n]["status"] for n in done] == ["done"] * 3
     assert status["train_mdnrnn"]["status"] == "interrupted" and status["train_mdnrnn"]["wall_time"] > 0
-    markers = {n: open(os.path.join(wd, ".pipeline", f"{n}.json")).read() for n in done}
-    assert not os.path.exists(os.path.join(wd, ".pipeline", "train_mdnrnn.json"))
+    markers = {n: open(w.marker(n)).read() for n in done}
+    assert not os.path.exists(w.marker("train_mdnrnn"))
     last = workdir.latest_checkpoint(m)
     assert last is not None, err[-2000:]
     saved = int(last.rsplit("-", 1)[1])
@@ -262,12 +264,12 @@ def test_sigterm_during_a_pipeline_stage_marks_it_interrupted_and_the_rerun_skip
     for n in done:
         assert f"pipeline: {n}: already done, skipped" in err
     assert f"mdnrnn: resuming from step {saved}" in err
-    status2 = {s["name"]: s for s in json.load(open(os.path.join(wd, "pipeline.json")))["stages"]}
+    status2 = {s["name"]: s for s in json.load(open(w.pipeline_json))["stages"]}
     assert [status2[n]["status"] for n in done] == ["skipped"] * 3
     assert status2["train_mdnrnn"]["status"] == "done"
     assert status2["train_mdnrnn"]["wall_time"] > status["train_mdnrnn"]["wall_time"]  # both attempts
-    assert {n: open(os.path.join(wd, ".pipeline", f"{n}.json")).read() for n in done} == markers
-    assert os.path.exists(os.path.join(wd, ".pipeline", "train_mdnrnn.json"))
+    assert {n: open(w.marker(n)).read() for n in done} == markers
+    assert os.path.exists(w.marker("train_mdnrnn"))
     steps = _steps(m)
     assert len(steps) == len(set(steps)) and steps == sorted(steps) and steps[-1] == 300, steps
     assert workdir.latest_checkpoint(m).endswith("-300")

@@ -10,6 +10,7 @@ import tensorflow as tf
 from helpers import SMOKE_OUTPUTS
 
 from wm import pipeline
+from wm.core.layout import Layout
 
 pytestmark = pytest.mark.slow  # the whole pipeline, end to end
 
@@ -17,14 +18,19 @@ pytestmark = pytest.mark.slow  # the whole pipeline, end to end
 def test_smoke_pipeline_on_ram_filesystem(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a stray local write of "ram://..." would land here as ./ram:/...
     wd = "ram://wmtest/run"
+    w = Layout(wd)
     cfg = pipeline.PipelineConfig(workdir=wd, preset="smoke", progress=False)
     pipeline.run(cfg)
     gfile = tf.io.gfile
     controller_state = ("config.json", "cma_state.pkl", "metrics.jsonl", "evaluation.json")
-    for name in ("pipeline.json", *SMOKE_OUTPUTS, *(f"controller/{n}" for n in controller_state)):
-        assert gfile.exists(f"{wd}/{name}"), name
-    assert gfile.listdir(f"{wd}/videos"), "evaluate's video"
-    with gfile.GFile(f"{wd}/pipeline.json") as f:
+    for path in (
+        w.pipeline_json,
+        *(f"{wd}/{n}" for n in SMOKE_OUTPUTS),
+        *(f"{w.controller}/{n}" for n in controller_state),
+    ):
+        assert gfile.exists(path), path
+    assert gfile.listdir(w.videos), "evaluate's video"
+    with gfile.GFile(w.pipeline_json) as f:
         stages = {s["name"]: s["status"] for s in json.load(f)["stages"]}
     assert [stages[n] for n in pipeline.STAGES] == ["done"] * len(pipeline.STAGES)
     with gfile.GFile(f"{wd}/controller/config.json") as f:
@@ -36,6 +42,6 @@ def test_smoke_pipeline_on_ram_filesystem(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
     pipeline.run(cfg)
-    with gfile.GFile(f"{wd}/pipeline.json") as f:
+    with gfile.GFile(w.pipeline_json) as f:
         stages = {s["name"]: s["status"] for s in json.load(f)["stages"]}
     assert [stages[n] for n in pipeline.STAGES] == ["skipped"] * len(pipeline.STAGES)

@@ -1,4 +1,5 @@
-"""wm.report: a full fake workdir, a partial one, and the binary's error for a missing workdir."""
+"""wm.report and wm.reporting: a full fake workdir, a partial one, the iterations read from pipeline.json
+(with the stages' recorded config, and without it as written before), and the error for a missing workdir."""
 
 import base64
 import json
@@ -10,6 +11,8 @@ import pytest
 
 from tfrecords.runtime.cli import UsageError
 from wm import report
+from wm.reporting import iterations, plots
+from wm.reporting.build import build_report
 
 COMMAND = "python -m wm.train_vae --data=W/rollouts --workdir=W/vae --batch_size=8 --steps=4"
 
@@ -103,7 +106,7 @@ def _images(text, mime):
 
 def test_full_workdir(tmp_path, tiny_world):
     w = _full_workdir(tmp_path, tiny_world)
-    path = report.build_report(str(w))
+    path = build_report(str(w))
     assert path == str(w / "report.html") and not os.path.exists(path + ".tmp")
     text = open(path).read()
     pngs = _images(text, "png")
@@ -139,7 +142,7 @@ def test_partial_workdir_names_what_is_missing(tmp_path):
             }
         )
     )
-    text = open(report.build_report(str(w))).read()
+    text = open(build_report(str(w))).read()
     assert len(_images(text, "png")) == 1  # only the VAE loss curve
     assert "Missing or incomplete" in text
     for what in (
@@ -156,10 +159,10 @@ def test_partial_workdir_names_what_is_missing(tmp_path):
 
 
 def test_empty_workdir_builds_and_missing_workdir_is_an_error(tmp_path):
-    text = open(report.build_report(str(tmp_path))).read()
+    text = open(build_report(str(tmp_path))).read()
     assert "pipeline.json" in text and "<html" in text
     with pytest.raises(UsageError, match="no such workdir"):
-        report.build_report(str(tmp_path / "nope"))
+        build_report(str(tmp_path / "nope"))
 
 
 def test_a_dream_trained_controller_shows_its_dream_and_real_returns_on_one_plot(tmp_path):
@@ -170,7 +173,59 @@ def test_a_dream_trained_controller_shows_its_dream_and_real_returns_on_one_plot
     for r in rows[1::2]:
         r.update(eval_mean=10.0 * r["generation"], dream_eval_mean=55.0 * r["generation"], eval_env_steps=50)
     _write_jsonl(str(tmp_path / "controller" / "metrics.jsonl"), rows)
-    text = _strip_tags(open(report.build_report(str(tmp_path))).read())
+    text = _strip_tags(open(build_report(str(tmp_path))).read())
     assert "4 generations in the dream" in text and "100 environment steps and 4,000 dream steps" in text
     real_only = [{k: v for k, v in r.items() if k != "dream_eval_mean"} for r in rows]
-    assert report.plot_controller(rows) != report.plot_controller(real_only)
+    assert plots.plot_controller(rows) != plots.plot_controller(real_only)
+
+
+def _iteration_workdir(w, stages):
+    _write_jsonl(
+        str(w / "controller" / "metrics.jsonl"),
+        [
+            {"generation": g, "mean": 1.0, "max": 2.0, "min": 0.0, "eval_mean": 3.0 * g, "dream_eval_mean": 7.0 * g}
+            for g in range(1, 6)
+        ],
+    )
+    os.makedirs(w / "iter_1" / "rollouts")
+    (w / "iter_1" / "rollouts" / "manifest.json").write_text(
+        json.dumps({"episodes": 2, "mean_return": 12.5, "model_errors": {"reward_mse": 0.25, "mdnrnn": "M"}})
+    )
+    pipeline = {"preset": "dream", "iterations": 1, "stages": stages}
+    (w / "pipeline.json").write_text(json.dumps(pipeline))
+    return pipeline
+
+
+@pytest.mark.parametrize("recorded", ["config", "legacy command"])
+def test_iterations_read_each_stage_s_config_and_old_pipeline_json_s_commands(tmp_path, recorded):
+    settings = {"train_controller": (2, "real"), "train_controller@1": (4, "dream")}
+    if recorded == "config":  # the commands say otherwise: the recorded config is what counts
+        command = "python -m wm.train_controller --generations=1 --env=real"
+        stages = [
+            {"name": n, "command": command, "config": {"generations": g, "env": e}} for n, (g, e) in settings.items()
+        ]
+    else:  # a pipeline.json from before the pipeline recorded configs: the values are parsed out of the commands
+        command = "python -m wm.train_controller --generations={} --env={}"
+        stages = [{"name": n, "command": command.format(g, e)} for n, (g, e) in settings.items()]
+    pipeline = _iteration_workdir(tmp_path, stages)
+    rows = iterations.iteration_rows(str(tmp_path), pipeline)
+    assert [(r["iteration"], r["generation"], r["real"], r["dream"], r["gap"]) for r in rows] == [
+        (0, 2, 6.0, 14.0, 8.0),
+        (1, 4, 12.0, 28.0, 16.0),
+    ]
+    assert rows[1]["collected"] == 2 and rows[1]["m_reward_mse"] == 0.25 and "m_mdnrnn" not in rows[1]
+    assert iterations.iteration_env(pipeline) == "dream"
+    text = _strip_tags(open(build_report(str(tmp_path))).read())
+    assert "Iterations" in text and "CMA-ES in the new M's dream" in text
+
+
+def test_iterations_without_settings_default_to_the_real_environment_and_no_generation():
+    stages = [{"name": "train_controller@1", "command": "python -m wm.train_controller", "config": {"popsize": 4}}]
+    assert iterations.iteration_env({"stages": stages, "iterations": 1}) == "real"
+    assert iterations.stage_value({"stages": stages}, "train_controller@1", "generations") is None
+    assert iterations.stage_value(None, "train_controller", "generations") is None
+    assert iterations.iteration_env({"stages": [{"name": "train_controller@1", "command": "x --env=dream"}]}) == "dream"
+
+
+def test_the_binary_builds_the_report(tmp_path):
+    assert report.run(report.ReportConfig(workdir=str(tmp_path))) == str(tmp_path / "report.html")

@@ -247,3 +247,108 @@ def test_when_m_changes_the_kept_parameters_are_evaluated_again_with_it(dream_wo
         want = np.mean([r.ret for r in agent_lib.run_episodes(pool, agent, kept, [(0, s) for s in seeds], 15)])
     assert "M changed (ckpt-2 -> ckpt-4): the kept parameters (generation 1)" in capfd.readouterr().err
     assert again["best_eval"] == pytest.approx(want, rel=1e-6) and first["best_eval"] is not None
+
+
+# cma_state.pkl: the dict the code before CmaState wrote (run(): the fresh dict, one generation's updates)
+_FILE_KEYS = ["es", "generation", "best_fitness", "best_eval", "records", "best_member", "np_random"]
+
+
+def _state_dict_as_before(num_params=5, popsize=4):
+    import cma
+
+    np.random.seed(0)
+    es = cma.CMAEvolutionStrategy(np.zeros(num_params), 0.1, {"popsize": popsize, "seed": 1, "verbose": -9})
+    state = {"es": es, "generation": 0, "best_fitness": -np.inf, "best_eval": None, "records": []}
+    solutions = es.ask()
+    fitness = np.arange(float(popsize))
+    es.tell(solutions, list(-fitness))
+    state["best_fitness"] = float(fitness.max())
+    state["best_member"] = np.asarray(solutions[int(fitness.argmax())], np.float32)
+    mean = np.asarray(es.mean, np.float32)[None]
+    state["best_eval"] = {"score": 1.5, "params": mean[0], "generation": 1, "mdnrnn_checkpoint": "ckpt-2"}
+    state["generation"] = 1
+    state["records"].append({"generation": 1, "mean": 1.5, "sigma": float(es.sigma)})
+    state["np_random"] = np.random.get_state()
+    return state
+
+
+def test_a_state_file_of_todays_format_loads_and_is_written_back_as_it_was():
+    import pickle
+
+    from wm.training.cma_state import CmaState
+
+    raw = pickle.dumps(_state_dict_as_before())
+    state = CmaState.loads(raw)
+    assert (state.generation, state.best_fitness, state.records[0]["mean"]) == (1, 3.0, 1.5)
+    assert state.best_eval.generation == 1 and state.best_eval.mdnrnn_checkpoint == "ckpt-2"
+    assert state.best_member.dtype == np.float32 and state.np_random[0] == "MT19937"
+    back, before = pickle.loads(state.dumps()), pickle.loads(raw)
+    assert list(back) == _FILE_KEYS and list(back["best_eval"]) == list(before["best_eval"])
+    np.testing.assert_array_equal(back["best_member"], before["best_member"])
+    np.testing.assert_array_equal(back["best_eval"]["params"], before["best_eval"]["params"])
+    np.testing.assert_array_equal(back["np_random"][1], before["np_random"][1])
+    # the strategy continues where it was (pycma samples from NumPy's global RNG)
+    asks = []
+    for es in (back["es"], before["es"]):
+        np.random.set_state(before["np_random"])
+        asks.append(np.stack(es.ask()))
+    np.testing.assert_array_equal(*asks)
+    # an older file: best_eval without M's checkpoint, no best member yet; and a key this version does not know
+    older = pickle.loads(raw)
+    del older["best_eval"]["mdnrnn_checkpoint"], older["best_member"]
+    older["later"] = 7
+    state = CmaState.from_dict(older)
+    assert state.best_eval.mdnrnn_checkpoint is None and state.best_member is None and state.extra == {"later": 7}
+    again = state.to_dict()
+    assert list(again) == [k for k in _FILE_KEYS if k != "best_member"] + ["later"]
+    assert list(again["best_eval"]) == ["score", "params", "generation"]
+
+
+def test_a_state_file_written_before_the_dataclass_resumes_and_the_file_stays_a_dict(tiny_world, tmp_path):
+    import pickle
+
+    import cma
+
+    d = tmp_path / "before"
+    first = tc.run(_cfg(tiny_world, d, generations=1))
+    # the file is the dict the code before read: the same keys, best_eval's too
+    raw = pickle.loads((d / tc.STATE_NAME).read_bytes())
+    assert type(raw) is dict and list(raw) == _FILE_KEYS
+    assert list(raw["best_eval"]) == ["score", "params", "generation", "mdnrnn_checkpoint"]
+    # generation 0 as the code before made it (seed, pycma, this dict) in place of the file: the same generation 1
+    num_params = json.load(open(d / "config.json"))["controller_shape"]["num_params"]
+    np.random.seed(0)
+    es = cma.CMAEvolutionStrategy(np.zeros(num_params), 0.1, {"popsize": 3, "seed": 1, "verbose": -9})
+    state = {"es": es, "generation": 0, "best_fitness": -np.inf, "best_eval": None, "records": []}
+    state["np_random"] = np.random.get_state()
+    (d / tc.STATE_NAME).write_bytes(pickle.dumps(state))
+    again = tc.run(_cfg(tiny_world, d, generations=1))
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_time"} for r in rs]  # noqa: E731
+    assert strip(_records(d)) == strip(first["records"]) and again["best_eval"] == first["best_eval"]
+
+
+def test_one_generation_alone_with_a_fitness_of_its_own(tiny_world, tmp_path):
+    from wm.training.cma_es import CmaEsTrainer
+    from wm.training.cma_state import CmaState
+
+    class Sphere(CmaEsTrainer):  # no episodes: fitness is closeness to all-ones parameters
+        def fitness(self, population, gen):
+            return -np.sum((population - 1.0) ** 2, axis=1), 0
+
+    d = tmp_path / "sphere"
+    trainer = Sphere(_cfg(tiny_world, d, eval_every=0, generations=5))
+    trainer.setup()
+    state = trainer.restore()
+    assert state.generation == 0 and state.best_eval is None
+    trainer.write_config()
+    with trainer.session(state):
+        record = trainer.run_one_generation(state)
+    assert state.generation == 1 and record["generation"] == 1 and record["env_steps"] == 0
+    assert "eval_mean" not in record and record["max"] == state.best_fitness
+    saved = CmaState.loads((d / tc.STATE_NAME).read_bytes())
+    assert saved.generation == 1 and saved.records == [record]
+    np.testing.assert_array_equal(saved.best_member, state.best_member)
+    with np.load(d / tc.PARAMS_NAME) as z:
+        assert str(z["source"]) == "fitness" and int(z["generation"]) == 1
+        np.testing.assert_array_equal(z["params"], state.best_member)
+    assert _records(d) == [record]

@@ -45,6 +45,27 @@ def _weights(workdir):
     return {name: tf.train.load_variable(path, name) for name, _ in tf.train.list_variables(path)}
 
 
+def test_the_run_phases_called_one_by_one(tiny_world, tmp_path):
+    """PPORunner's phases alone: one update gives its record, metrics line and checkpoint; a new runner resumes."""
+    from wm.training.ppo import PPORunner
+
+    cfg = _cfg(tiny_world, tmp_path / "ppo")
+    runner = PPORunner(cfg)
+    runner.setup()
+    runner.restore()
+    runner.write_config()
+    runner.open_log()
+    assert runner.env_steps == 0 and runner.records == []
+    with runner.session():
+        record = runner.run_one_update()
+    assert record["update"] == 1 and record["env_steps"] == runner.env_steps == 32 and runner.records == [record]
+    assert [r["update"] for r in _records(cfg.workdir)] == [1]
+    again = PPORunner(cfg)
+    again.setup()
+    again.restore()
+    assert again.env_steps == 32 and int(again.counters["updates"]) == 1
+
+
 def test_run_writes_config_metrics_checkpoints_then_resumes_to_a_larger_budget(ppo_dir, tiny_world):
     with open(os.path.join(ppo_dir, tp.CONFIG_NAME)) as f:
         config = json.load(f)

@@ -1,4 +1,4 @@
-"""Worker-side inference (wm.agents.workers): same episodes as the central layout; lost workers."""
+"""Worker-side inference (wm.agents.workers, wm.agents.engines): same episodes as the central layout; lost workers."""
 
 import time
 
@@ -9,6 +9,7 @@ from helpers import crash_worker
 from data_gen.envpool import InlineEnvs
 from tfrecords.runtime.errors import UsageError
 from wm.agents import workers as wk
+from wm.agents.engines import EpisodeWorker
 
 ENV = "CarRacingFast-v3"
 STEPS = 15
@@ -63,7 +64,7 @@ def test_worker_processes_play_the_same_episodes_as_the_central_layout(spec, par
 
 
 def test_an_in_process_worker_plays_the_same_episodes(spec, params, central):
-    w = wk.EpisodeWorker(spec, ENV, 3, STEPS)
+    w = EpisodeWorker(spec, ENV, 3, STEPS)
     w.set_params(params)
     out = w.run([(j, m, s) for j, (m, s) in enumerate(JOBS)], STEPS, record=frozenset({4}))
     w.close()

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from wm.core import distribute
 from wm.models import mdnrnn, vae
-from wm.training import supervised as train_lib
+from wm.training.trainer import LoopConfig, Task, Trainer
 
 B = 4
 
@@ -19,7 +19,7 @@ def _vae_task(rng):
     def data(ctx):
         return tf.data.Dataset.from_tensor_slices(frames).batch(B, drop_remainder=True).repeat()
 
-    return train_lib.Task(
+    return Task(
         "vae", {}, lambda p: vae.ConvVAE(dtype_policy=p),
         lambda m, x, training: vae.loss_terms(m, x, training=training, sample=False), data,
         optimizer_fn=lambda lr: keras.optimizers.SGD(lr),
@@ -41,7 +41,7 @@ def _mdnrnn_task(rng):
     def loss(m, b, training):  # z = mu: deterministic, so both paths see the same numbers
         return mdnrnn.sequence_loss_terms(m, b["mu"], b["actions"], b["mask"], training=training)
 
-    return train_lib.Task(
+    return Task(
         "mdnrnn", {}, lambda p: mdnrnn.MDNRNN(hidden=32, dtype_policy=p, use_cudnn=False), loss, data,
         optimizer_fn=lambda lr: keras.optimizers.SGD(lr),
     )  # fmt: skip
@@ -50,8 +50,8 @@ def _mdnrnn_task(rng):
 def _train(make_task, policy, jit, weights=None):
     task = make_task(np.random.default_rng(0))
     setup = distribute.Setup(tf.distribute.get_strategy(), "CPU", policy, jit)
-    cfg = train_lib.LoopConfig(workdir="unused", steps=3, batch_size=B, learning_rate=0.01, steps_per_loop=3)
-    trainer = train_lib.Trainer(task, setup, cfg)
+    cfg = LoopConfig(workdir="unused", steps=3, batch_size=B, learning_rate=0.01, steps_per_loop=3)
+    trainer = Trainer(task, setup, cfg)
     if weights is not None:
         trainer.model.set_weights(weights)
     start = [np.array(w) for w in trainer.model.get_weights()]

@@ -35,7 +35,7 @@ import signal
 import sys
 import threading
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from tfrecords.runtime.errors import OneLineError, UsageError
@@ -143,7 +143,7 @@ def _default(f: dataclasses.Field) -> Any:
 # ---------------------------------------------------------------- checking
 
 
-def _bound_error(name: str, value: Any, meta: dict) -> str | None:
+def _bound_error(name: str, value: Any, meta: Mapping[str, Any]) -> str | None:
     lo, hi, above = meta.get("min"), meta.get("max"), meta.get("above")
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -217,7 +217,7 @@ def define_flags(config_cls: type, flag_values: Any = None) -> None:
     from absl import flags
 
     fv = flags.FLAGS if flag_values is None else flag_values
-    kw = {"flag_values": fv, "module_name": sys.argv[0]}  # absl's --help lists the main module's flags
+    kw: dict[str, Any] = {"flag_values": fv, "module_name": sys.argv[0]}  # absl's --help lists the main module's flags
     for f, base in _options(config_cls):
         name, help_, default = _flag_name(f), f.metadata["help"], _default(f)
         if f.metadata.get("required"):
@@ -311,7 +311,7 @@ def stop_signals() -> Iterator[None]:
         yield
         return
 
-    def on_term(signum, frame):
+    def on_term(signum: int, frame: Any) -> NoReturn:
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, on_term)

@@ -20,13 +20,13 @@ from typing import Any
 from tfrecords.runtime.errors import UsageError
 
 
-def _gfile():
+def _gfile() -> Any:
     import tensorflow as tf
 
     return tf.io.gfile
 
 
-def gfile():
+def gfile() -> Any:
     """``tf.io.gfile`` (imports TensorFlow on first use), for listing and stat."""
     return _gfile()
 
@@ -63,7 +63,7 @@ def exists(path: str) -> bool:
     return _gfile().exists(path)
 
 
-def open_read(path: str):
+def open_read(path: str) -> Any:
     """A binary file object for reading (np.load and pickle.load accept it)."""
     return _gfile().GFile(path, "rb")
 
@@ -163,6 +163,6 @@ class LocalTemp:
     def commit(self) -> None:
         copy_from_local(self.path, self.dest)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if os.path.exists(self.path):
             os.remove(self.path)

@@ -14,11 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from data_gen.envpool import EnvPool, WorkerLost
+from data_gen.envpool import EnvPool, InlineEnvs, WorkerLost
 from wm.models.controller import ACTION_DIM, Controller
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from wm.models.mdnrnn import MDNRNN
+    from wm.models.vae import ConvVAE
 
 
 @dataclasses.dataclass
@@ -32,7 +39,7 @@ class EpisodeResult:
     early_stopped: bool = False
 
 
-def controller_tf(controller: Controller, params, feats):
+def controller_tf(controller: Controller, params: tf.Tensor, feats: tf.Tensor) -> tf.Tensor:
     """TensorFlow twin of ``Controller.act`` for [N, n] params and [N, D] features -> [N, 3]."""
     import tensorflow as tf
 
@@ -40,7 +47,7 @@ def controller_tf(controller: Controller, params, feats):
     x = feats[:, None, :]
     i = 0
 
-    def take(shape):
+    def take(shape: list[int]) -> tf.Tensor:
         nonlocal i
         size = int(np.prod(shape))
         out = tf.reshape(params[:, i : i + size], tf.concat([[n], shape], 0))
@@ -68,7 +75,7 @@ class Agent:
       controller: the controller's shape; ``input_dim`` is z (z only) or z + h.
     """
 
-    def __init__(self, vae, mdnrnn, controller: Controller):
+    def __init__(self, vae: ConvVAE, mdnrnn: MDNRNN, controller: Controller) -> None:
         import tensorflow as tf
 
         self.vae, self.mdnrnn, self.controller = vae, mdnrnn, controller
@@ -89,9 +96,11 @@ class Agent:
                 tf.TensorSpec([None, controller.num_params], tf.float32),
             ],
         )
-        self._concrete = None
+        self._concrete: Any = None
 
-    def _step_impl(self, frames, h, c, params):
+    def _step_impl(
+        self, frames: tf.Tensor, h: tf.Tensor, c: tf.Tensor, params: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         import tensorflow as tf
 
         z, _ = self.vae.encode(frames)
@@ -101,13 +110,15 @@ class Agent:
         h2, (h2, c2) = self.mdnrnn.cell(z, actions, (h, c))
         return actions, h2, c2, z
 
-    def encode(self, frames):
+    def encode(self, frames: tf.Tensor) -> tf.Tensor:
         """z = V's mean, float32 [N, Z], for uint8 frames [N, 64, 64, 3] (TF op; callable inside a tf.function)."""
         import tensorflow as tf
 
         return tf.cast(self.vae.encode(frames)[0], tf.float32)
 
-    def advance(self, z, actions, state):
+    def advance(
+        self, z: tf.Tensor, actions: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """M's LSTM step (TF op): (z [N, Z], actions [N, 3], (h, c)) -> new (h, c)."""
         h, (h, c) = self.mdnrnn.cell(z, actions, state)
         return h, c
@@ -116,7 +127,9 @@ class Agent:
         """Zero LSTM state for n environments."""
         return np.zeros((n, self.hidden), np.float32), np.zeros((n, self.hidden), np.float32)
 
-    def act(self, frames: np.ndarray, state: tuple[np.ndarray, np.ndarray], params: np.ndarray):
+    def act(
+        self, frames: np.ndarray, state: tuple[np.ndarray, np.ndarray], params: np.ndarray
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]:
         """(frames [N, 64, 64, 3] uint8, (h, c), params [N, n]) -> (actions [N, 3], new (h, c), z [N, Z])."""
         import tensorflow as tf
 
@@ -154,7 +167,7 @@ class _Slot:
 
 
 def run_episodes(
-    pool: EnvPool,
+    pool: EnvPool | InlineEnvs,
     agent: Agent,
     params: np.ndarray,
     jobs: Sequence[tuple[int, int]],

@@ -12,6 +12,7 @@ follow that action; the observation after the last action is not stored.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,8 @@ class EpisodeRecorder:
     episode, z)``, z [T, Z] being the agent's z_t (V's mean) at every step.
 
     ``seeds`` maps a job to its environment seed (stored with the episode). An episode ends at
-    termination, truncation or ``max_steps``; a job restarted after a lost worker starts over.
+    termination, truncation or ``max_steps``; a job restarted after a lost worker starts over. The
+    runners use it through :class:`wm.agents.recording.EpisodeCollector` (``record_kind="episode"``).
     """
 
     def __init__(
@@ -42,7 +44,14 @@ class EpisodeRecorder:
         self.seeds, self.max_steps, self.on_episode = seeds, max_steps, on_episode
         self.open: dict[int, dict[str, list]] = {}
 
-    def on_step(self, steps, actions, zs, slot_jobs) -> None:
+    def on_step(
+        self,
+        steps: dict[int, Any],
+        actions: dict[int, np.ndarray],
+        zs: dict[int, np.ndarray],
+        slot_jobs: dict[int, int],
+    ) -> None:
+        """``run_episodes``' ``on_step`` callback (``steps``: slot -> ``data_gen.envpool.Step``)."""
         for s, st in steps.items():
             job = slot_jobs[s]
             if s not in actions:  # the first frame (also of a restarted job)
@@ -72,7 +81,7 @@ class EpisodeRecorder:
                 rec["frames"].append(np.array(st.frame))
 
 
-def model_errors(mdnrnn, z: np.ndarray, episode: schema.Episode) -> dict[str, float]:
+def model_errors(mdnrnn: Any, z: np.ndarray, episode: schema.Episode) -> dict[str, float]:
     """How well M (before it trains on this data) predicts one real episode, from the agent's z's:
     ``z_nll`` of z_{t+1} (per dimension), ``reward_mse`` of its reward head, and ``return_error``,
     M's predicted return along the real trajectory minus the real return (what the dream's

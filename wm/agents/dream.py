@@ -29,18 +29,23 @@ Everything random is a stateless function of ``seed``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from tfrecords.runtime.errors import UsageError
 from wm.models.controller import Controller
 
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from wm.models.mdnrnn import MDNRNN
+
 START_MODES = ("first", "random")
 ALG = "philox"
 
 
-def uniform(shape, seed):
+def uniform(shape: Any, seed: tf.Tensor) -> tf.Tensor:
     """U[0, 1) float32 from stateless random bits.
 
     TensorFlow's float stateless samplers give other numbers under XLA than without it (the same
@@ -53,7 +58,7 @@ def uniform(shape, seed):
     return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * (1.0 / (1 << 24))
 
 
-def normal(shape, seed):
+def normal(shape: Any, seed: tf.Tensor) -> tf.Tensor:
     """N(0, 1) float32 from :func:`uniform` bits (Box-Muller)."""
     import tensorflow as tf
 
@@ -85,13 +90,13 @@ class DreamEnv:
 
     def __init__(
         self,
-        mdnrnn,
+        mdnrnn: MDNRNN,
         controller: Controller,
         max_steps: int,
         temperature: float = 1.0,
         dropout: float = 0.0,
         jit_compile: bool = False,
-    ):
+    ) -> None:
         import tensorflow as tf
 
         if mdnrnn.reward is None:
@@ -119,16 +124,21 @@ class DreamEnv:
             tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([2], tf.int64),
         ]
+        # (a is the signature's four tensors, so never a second `record`)
         self._play = tf.function(
-            lambda *a: self._rollout(*a, record=False), input_signature=signature, jit_compile=self.jit_compile
+            lambda *a: self._rollout(*a, record=False),  # type: ignore[misc]
+            input_signature=signature,
+            jit_compile=self.jit_compile,
         )
         self._play_recorded = tf.function(
-            lambda *a: self._rollout(*a, record=True), input_signature=signature, jit_compile=self.jit_compile
+            lambda *a: self._rollout(*a, record=True),  # type: ignore[misc]
+            input_signature=signature,
+            jit_compile=self.jit_compile,
         )
 
     # ------------------------------------------------------------ the pieces (also the reference's)
 
-    def masks(self, seed, worlds: int):
+    def masks(self, seed: tf.Tensor, worlds: Any) -> tuple[tf.Tensor, ...]:
         """Dropout masks per world: (input [W, Z + A], heads' h [W, H]), scaled by 1 / keep; ones without dropout."""
         import tensorflow as tf
 
@@ -139,7 +149,7 @@ class DreamEnv:
         seeds = tf.random.experimental.stateless_split(self._seed(seed, 0), 2, alg=ALG)
         return tuple(tf.cast(uniform(s, seeds[i]) < keep, tf.float32) / keep for i, s in enumerate(shapes))
 
-    def noise(self, seed, t, worlds: int):
+    def noise(self, seed: tf.Tensor, t: Any, worlds: Any) -> tuple[tf.Tensor, tf.Tensor]:
         """Step t's sampling noise per world: (u ~ U[0, 1) [W, Z], eps ~ N(0, 1) [W, Z])."""
         import tensorflow as tf
 
@@ -149,12 +159,21 @@ class DreamEnv:
         return uniform(shape, seeds[0]), normal(shape, seeds[1])
 
     @staticmethod
-    def _seed(seed, purpose: int):
+    def _seed(seed: tf.Tensor, purpose: int) -> tf.Tensor:
         import tensorflow as tf
 
         return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), purpose, alg=ALG)
 
-    def step(self, params, z, state, in_mask, head_mask, u, eps):
+    def step(
+        self,
+        params: tf.Tensor,
+        z: tf.Tensor,
+        state: tuple[tf.Tensor, tf.Tensor],
+        in_mask: tf.Tensor,
+        head_mask: tf.Tensor,
+        u: tf.Tensor,
+        eps: tf.Tensor,
+    ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor], tf.Tensor, tf.Tensor, tf.Tensor]:
         """One dream step for every row: (action, (h, c), reward, terminal, z_next)."""
         import tensorflow as tf
 
@@ -176,7 +195,9 @@ class DreamEnv:
 
     # ------------------------------------------------------------ the compiled rollout
 
-    def _rollout(self, params, starts, worlds, seed, record: bool):
+    def _rollout(
+        self, params: tf.Tensor, starts: tf.Tensor, worlds: tf.Tensor, seed: tf.Tensor, record: bool
+    ) -> tuple[tf.Tensor, ...]:
         import tensorflow as tf
 
         n = tf.shape(params)[0]
@@ -192,7 +213,9 @@ class DreamEnv:
         zs = tf.TensorArray(tf.float32, size=self.max_steps if record else 0, element_shape=[None, self.z_size])
         acts = tf.TensorArray(tf.float32, size=self.max_steps if record else 0, element_shape=[None, self.action_size])
 
-        def body(t, z, h, c, ret, steps, done, terminated, zs, acts):
+        def body(
+            t: Any, z: Any, h: Any, c: Any, ret: Any, steps: Any, done: Any, terminated: Any, zs: Any, acts: Any
+        ) -> tuple[Any, ...]:
             u, eps = self.noise(seed, t, num_worlds)
             u, eps = tf.gather(u, worlds), tf.gather(eps, worlds)
             action, (h, c), reward, terminal, z_next = self.step(params, z, (h, c), in_mask, head_mask, u, eps)
@@ -204,7 +227,7 @@ class DreamEnv:
                 zs, acts = zs.write(t, z), acts.write(t, action)
             return t + 1, z_next, h, c, ret, steps, tf.logical_or(done, terminal), terminated, zs, acts
 
-        def cond(t, z, h, c, ret, steps, done, *_):
+        def cond(t: Any, z: Any, h: Any, c: Any, ret: Any, steps: Any, done: Any, *_: Any) -> Any:
             return tf.logical_and(t < self.max_steps, tf.logical_not(tf.reduce_all(done)))
 
         out = tf.while_loop(
@@ -215,7 +238,7 @@ class DreamEnv:
             return ret, steps, terminated, zs.stack(), acts.stack(), t
         return ret, steps, terminated
 
-    def rollout(self, params, starts, worlds, seed: int) -> DreamResult:
+    def rollout(self, params: np.ndarray, starts: np.ndarray, worlds: np.ndarray, seed: int) -> DreamResult:
         """Plays one dream episode per row to its end.
 
         Args:
@@ -227,14 +250,18 @@ class DreamEnv:
         ret, steps, terminated = self._play(*self._args(params, starts, worlds, seed))
         return DreamResult(ret.numpy(), steps.numpy(), terminated.numpy())
 
-    def rollout_recorded(self, params, starts, worlds, seed: int):
+    def rollout_recorded(
+        self, params: np.ndarray, starts: np.ndarray, worlds: np.ndarray, seed: int
+    ) -> tuple[DreamResult, np.ndarray, np.ndarray]:
         """:meth:`rollout` plus the trajectories: (DreamResult, z [T, N, Z], actions [T, N, 3]) for the
         T steps played (a row's steps past its end are M's continuation, not part of its episode)."""
         ret, steps, terminated, zs, acts, t = self._play_recorded(*self._args(params, starts, worlds, seed))
         t = int(t)
         return DreamResult(ret.numpy(), steps.numpy(), terminated.numpy()), zs.numpy()[:t], acts.numpy()[:t]
 
-    def _args(self, params, starts, worlds, seed):
+    def _args(
+        self, params: np.ndarray, starts: np.ndarray, worlds: np.ndarray, seed: int
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         import tensorflow as tf
 
         params = np.asarray(params, np.float32)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from data_gen.preprocess import CROP_ROWS, SIZE
 from tfrecords.runtime import fileio
 from tfrecords.runtime.errors import UsageError
 from wm.agents import loading
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 OBSERVATION_SHAPE = (96, 96, 3)  # CarRacing's raw observation
 INFO_PATH = os.path.join("assets.extra", "agent.json")
@@ -72,7 +75,7 @@ def resize_coefficients(in_size: int, out_size: int) -> np.ndarray:
     return out
 
 
-def _fixed_point_pass(x, coefficients, axis_equation: str):
+def _fixed_point_pass(x: tf.Tensor, coefficients: np.ndarray, axis_equation: str) -> tf.Tensor:
     """One resampling pass in PIL's fixed point: sum of pixel x weight (exact in float64), plus half,
     floored to whole units of 2**-22 and clipped to [0, 255]."""
     import tensorflow as tf
@@ -81,7 +84,7 @@ def _fixed_point_pass(x, coefficients, axis_equation: str):
     return tf.clip_by_value(tf.floor(acc / _ONE), 0.0, 255.0)
 
 
-def preprocess(observations):
+def preprocess(observations: tf.Tensor) -> tf.Tensor:
     """Raw uint8 observations [N, 96, 96, 3] -> uint8 frames [N, 64, 64, 3] (TF op), equal to
     ``data_gen.preprocess.preprocess_frame`` applied to each: rows 0..83 kept (the indicator bar
     dropped), then PIL's bilinear resize to 64 x 64 (see the module docstring)."""
@@ -97,7 +100,7 @@ def preprocess(observations):
 # ---------------------------------------------------------------- the module
 
 
-def _make_module(policy, params: np.ndarray, algorithm: str):
+def _make_module(policy: Any, params: np.ndarray, algorithm: str) -> tuple[Any, dict[str, Any]]:
     """A ``tf.Module`` holding the policy's encoder, LSTM and controller, with its ``tf.function``s."""
     import tensorflow as tf
 
@@ -113,7 +116,7 @@ def _make_module(policy, params: np.ndarray, algorithm: str):
     )
 
     class SavedAgent(tf.Module):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__(name="world_models_agent")
             self.encoder = agent.vae.encoder  # tracked: the variables the functions read
             self.lstm = agent.mdnrnn.lstm
@@ -122,12 +125,14 @@ def _make_module(policy, params: np.ndarray, algorithm: str):
             else:
                 self.controller_params = tf.Variable(params[0], trainable=False, name="controller_params")
 
-        def act(self, observations, state):
+        def act(
+            self, observations: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]
+        ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
             frames = preprocess(observations)
             z = agent.encode(frames)
             h, c = state
             if ppo:
-                from wm.agents.ppo import squash_action
+                from wm.models.actor_critic import squash_action
 
                 actions = squash_action(policy.model(tf.concat([z, h], axis=-1))[0])
             else:
@@ -145,14 +150,14 @@ def _make_module(policy, params: np.ndarray, algorithm: str):
     module.preprocess = tf.function(preprocess, input_signature=[obs_spec])
 
     @tf.function(input_signature=[obs_spec, *state_spec])
-    def serve(observations, h, c):
+    def serve(observations: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> dict[str, tf.Tensor]:
         actions, (h2, c2) = module.act(observations, (h, c))
         return {"actions": actions, "h": h2, "c": c2}
 
     return module, {"serving_default": serve.get_concrete_function()}
 
 
-def _info(agent_dir: str, config: dict, policy, precision: str) -> dict:
+def _info(agent_dir: str, config: dict, policy: Any, precision: str) -> dict:
     ppo = config.get("algorithm") == "ppo"
     agent = policy.agent if ppo else policy
     encoder_dtype = agent.vae.encoder.get_layer("conv1").dtype_policy.compute_dtype

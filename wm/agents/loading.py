@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from tfrecords.runtime.cli import option
 from tfrecords.runtime.errors import UsageError
 from wm.core import workdir
 from wm.models.controller import Controller
+
+if TYPE_CHECKING:
+    from wm.agents.agent import Agent
 
 PARAMS_NAME = "controller.npz"
 CONTROLLERS = ("linear", "hidden")  # linear on [z, h] (867 params) | hidden: 40 tanh units on z (1,443)
@@ -45,7 +49,7 @@ def make_controller(kind: str, z_size: int, hidden_size: int) -> Controller:
     return Controller(input_dim=z_size + hidden_size) if kind == "linear" else Controller(input_dim=z_size, hidden=40)
 
 
-def load_agent(vae_dir: str, mdnrnn_dir: str, controller_kind: str, precision: str = "auto"):
+def load_agent(vae_dir: str, mdnrnn_dir: str, controller_kind: str, precision: str = "auto") -> Agent:
     """Builds the agent from V and M workdirs; ``precision`` is V's encoder's while acting."""
     from wm.agents.agent import Agent
     from wm.core import distribute
@@ -56,7 +60,9 @@ def load_agent(vae_dir: str, mdnrnn_dir: str, controller_kind: str, precision: s
     return Agent(v, m, make_controller(controller_kind, int(m.z_size), int(m.hidden)))
 
 
-def save_params(path: str, params, controller: Controller, source: str, generation: int, score: float) -> None:
+def save_params(
+    path: str, params: np.ndarray, controller: Controller, source: str, generation: int, score: float
+) -> None:
     """Writes the controller's parameters and shape atomically (a small .npz)."""
     buf = io.BytesIO()
     np.savez(
@@ -82,15 +88,16 @@ def read_params(path: str, num_params: int) -> np.ndarray:
     return params
 
 
-def build_ppo_policy(vae: str, mdnrnn: str, hidden: tuple[int, ...], seed: int = 0, precision: str = "auto"):
+def build_ppo_policy(vae: str, mdnrnn: str, hidden: tuple[int, ...], seed: int = 0, precision: str = "auto") -> Any:
     """V and M from their workdirs plus a fresh actor-critic on [z, h] -> ``wm.agents.ppo.PPOPolicy``."""
     from wm.agents import ppo
+    from wm.models.actor_critic import ActorCritic
 
     agent = load_agent(vae, mdnrnn, "linear", precision)
-    return ppo.PPOPolicy(agent, ppo.ActorCritic(agent.z_size + agent.hidden, hidden), seed=seed)
+    return ppo.PPOPolicy(agent, ActorCritic(agent.z_size + agent.hidden, hidden), seed=seed)
 
 
-def _load_ppo(agent_dir: str, config: dict, precision: str):
+def _load_ppo(agent_dir: str, config: dict, precision: str) -> tuple[Any, np.ndarray, dict]:
     import tensorflow as tf
 
     path = workdir.latest_checkpoint(agent_dir)
@@ -119,7 +126,7 @@ def load_policy_config(agent_dir: str) -> dict:
     return config
 
 
-def load_policy(agent_dir: str, precision: str = ""):
+def load_policy(agent_dir: str, precision: str = "") -> tuple[Any, np.ndarray, dict]:
     """(agent, params [1, n], config) of a trained controller workdir, CMA-ES or PPO.
 
     Both kinds have the same ``act``/``initial_state`` surface for ``run_episodes``; a PPO policy

@@ -1,30 +1,11 @@
-"""C trained with PPO on World Model features [z, h] in the real environment.
+"""C trained with PPO on World Model features [z, h] in the real environment: the policy and its rollouts.
 
-The pieces ``python -m wm.train_ppo`` puts together, each usable (and tested) on its own:
+The pieces ``python -m wm.train_ppo`` puts together that act (the model, :mod:`wm.models.actor_critic`,
+and the update, :mod:`wm.training.ppo_update`, are beside the other models and training loops):
 
-* the squashed Gaussian policy: u ~ N(mean, exp(log_std)) per action dimension, then
-  ``a = OFFSET + SCALE * tanh(u)`` maps u into CarRacing's box (steering [-1, 1], gas [0, 1],
-  brake [0, 1]). :func:`log_prob` is the density of ``a`` (change of variables, with
-  ``log(1 - tanh(u)^2)`` computed as ``2 (log 2 - u - softplus(-2u))`` so it stays finite at the
-  bounds). The pre-squash sample u is what the rollout stores, so log-probabilities never go
-  through ``atanh`` of a clipped action.
-* entropy: the squashed distribution has no closed form; :func:`entropy_estimate` is
-  H(a) = H(u) + E[log |det da/du|], the Gaussian's exact entropy plus a one-sample
-  reparameterized estimate of the expectation (unbiased, differentiable).
 * :func:`gae` (NumPy): generalized advantage estimation with episode ends inside the rollout,
   telling terminations (no bootstrap) from truncations (bootstrap from the value of the final
   observation).
-* :func:`clipped_surrogate_loss`: PPO's clipped objective.
-* :class:`ActorCritic`: separate actor and critic MLPs on [z, h], by default 2 hidden layers of
-  64 tanh units each (the common PPO default for low-dimensional continuous control: the
-  features are already compact, so a small net suffices, and separate nets keep the value
-  loss's scale out of the policy's gradient), orthogonal initialization, and a learned
-  state-independent ``log_std``. The action head's bias starts at (0, 0, -2): steering 0,
-  gas 0.5, brake ~0.02 at the mean, so the first policies drive instead of braking half the
-  time.
-* :class:`PPOTrainer`: the update (clipped surrogate + value loss - entropy bonus,
-  advantages normalized over the whole batch, gradients clipped by global norm separately for
-  actor and critic), one compiled ``tf.function`` per minibatch.
 * :class:`PPOPolicy`: V + M + the actor-critic as ONE compiled call per environment step for
   all environments, through :class:`wm.agents.agent.Agent`'s ``encode`` and ``advance``. It also has
   ``Agent``'s ``act`` / ``initial_state`` / ``vae`` / ``controller.num_params`` surface (``act``
@@ -38,59 +19,20 @@ The pieces ``python -m wm.train_ppo`` puts together, each usable (and tested) on
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from data_gen.envpool import WorkerLost
 from tfrecords.schema import ACTION_DIM
+from wm.models.actor_critic import ActorCritic, log_prob, squash_action
 
-ACTION_LOW = np.array([-1.0, 0.0, 0.0], np.float32)
-ACTION_HIGH = np.array([1.0, 1.0, 1.0], np.float32)
-SCALE = (ACTION_HIGH - ACTION_LOW) / 2
-OFFSET = (ACTION_HIGH + ACTION_LOW) / 2
-INITIAL_ACTION_BIAS = (0.0, 0.0, -2.0)
-_LOG_2PI = math.log(2 * math.pi)
+if TYPE_CHECKING:
+    from wm.agents.agent import Agent
 
-
-# ---------------------------------------------------------------- distribution
-
-
-def squash_action(u: tf.Tensor) -> tf.Tensor:
-    """Pre-squash samples u [..., 3] -> actions in CarRacing's box (a TF op)."""
-    return OFFSET + SCALE * tf.tanh(u)
-
-
-def _log_dtanh(u):
-    """log(1 - tanh(u)^2), finite for any u."""
-    return 2.0 * (math.log(2.0) - u - tf.nn.softplus(-2.0 * u))
-
-
-def log_prob(u: tf.Tensor, mean: tf.Tensor, log_std: tf.Tensor) -> tf.Tensor:
-    """log density [...] of the action ``squash_action(u)`` when u ~ N(mean, exp(log_std)^2).
-
-    Gaussian log-density of u minus log |det da/du| = sum(log SCALE + log(1 - tanh(u)^2)).
-    """
-    z = (u - mean) * tf.exp(-log_std)
-    gauss = -0.5 * tf.square(z) - log_std - 0.5 * _LOG_2PI
-    return tf.reduce_sum(gauss - np.log(SCALE) - _log_dtanh(u), axis=-1)
-
-
-def entropy_estimate(mean: tf.Tensor, log_std: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
-    """One-sample estimate [...] of the squashed action's entropy, with noise ``eps`` ~ N(0, 1).
-
-    H(a) = H(u) + E[log |det da/du|]; H(u) is exact, the expectation is estimated at
-    ``u = mean + exp(log_std) * eps`` (reparameterized, so it is differentiable).
-    """
-    u = mean + tf.exp(log_std) * eps
-    gauss = tf.reduce_sum(log_std + 0.5 * (1.0 + _LOG_2PI), axis=-1)
-    return gauss + tf.reduce_sum(np.log(SCALE) + _log_dtanh(u), axis=-1)
-
-
-# ---------------------------------------------------------------- advantages and objective
+# ---------------------------------------------------------------- advantages
 
 
 def gae(
@@ -126,162 +68,6 @@ def gae(
     return adv.astype(np.float32), (adv + values).astype(np.float32)
 
 
-def clipped_surrogate_loss(logp: tf.Tensor, old_logp: tf.Tensor, advantages: tf.Tensor, clip_ratio: float) -> tf.Tensor:
-    """PPO's clipped objective as a loss: -mean(min(r A, clip(r, 1 - eps, 1 + eps) A)), r = exp(logp - old_logp)."""
-    ratio = tf.exp(logp - old_logp)
-    clipped = tf.clip_by_value(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
-    return -tf.reduce_mean(tf.minimum(ratio * advantages, clipped * advantages))
-
-
-# ---------------------------------------------------------------- model
-
-
-class ActorCritic(keras.Model):
-    """Actor and critic MLPs (tanh) on features [N, input_dim] -> (mean [N, 3], log_std [N, 3], value [N]).
-
-    The actor's mean is the pre-squash Gaussian mean; ``log_std`` is a learned state-independent
-    vector broadcast over the batch.
-    """
-
-    def __init__(self, input_dim: int, hidden: tuple[int, ...] = (64, 64), init_log_std: float = -0.5):
-        super().__init__(name="actor_critic")
-        self.input_dim, self.hidden_sizes, self.init_log_std = (
-            int(input_dim),
-            tuple(int(h) for h in hidden),
-            float(init_log_std),
-        )
-        orth = keras.initializers.Orthogonal
-
-        def mlp(prefix, out, gain, bias):
-            layers = [
-                keras.layers.Dense(h, activation="tanh", kernel_initializer=orth(math.sqrt(2)), name=f"{prefix}_{i}")
-                for i, h in enumerate(self.hidden_sizes)
-            ]
-            return layers + [
-                keras.layers.Dense(out, kernel_initializer=orth(gain), bias_initializer=bias, name=f"{prefix}_out")
-            ]
-
-        self.actor = mlp("actor", ACTION_DIM, 0.01, keras.initializers.Constant(list(INITIAL_ACTION_BIAS)))
-        self.critic = mlp("critic", 1, 1.0, "zeros")
-        # tf.train.Checkpoint does not follow Keras 3's layer lists: name every layer as an attribute,
-        # or checkpoints hold log_std alone and a restored policy acts with fresh weights.
-        for layer in self.actor + self.critic:
-            setattr(self, layer.name, layer)
-        self.log_std = self.add_weight(
-            shape=(ACTION_DIM,), initializer=keras.initializers.Constant(self.init_log_std), name="log_std"
-        )
-        self.build((None, self.input_dim))
-
-    def build(self, input_shape):
-        for net in (self.actor, self.critic):
-            dim = self.input_dim
-            for layer in net:
-                layer.build((None, dim))
-                dim = layer.units
-        self.built = True
-
-    def call(self, feats: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        x = y = feats
-        for layer in self.actor:
-            x = layer(x)
-        for layer in self.critic:
-            y = layer(y)
-        return x, tf.broadcast_to(self.log_std, tf.shape(x)), y[:, 0]
-
-    def arch(self) -> dict:
-        """Constructor arguments (for config.json)."""
-        return {"input_dim": self.input_dim, "hidden": list(self.hidden_sizes), "init_log_std": self.init_log_std}
-
-    @property
-    def actor_variables(self) -> list:
-        return [v for layer in self.actor for v in layer.trainable_variables] + [self.log_std]
-
-    @property
-    def critic_variables(self) -> list:
-        return [v for layer in self.critic for v in layer.trainable_variables]
-
-
-# ---------------------------------------------------------------- update
-
-
-@dataclasses.dataclass
-class PPOHyper:
-    """The update's hyperparameters."""
-
-    learning_rate: float = 3e-4
-    epochs: int = 4
-    minibatch_size: int = 256
-    clip_ratio: float = 0.2
-    entropy_coef: float = 1e-3
-    value_coef: float = 0.5
-    max_grad_norm: float = 0.5
-
-
-class PPOTrainer:
-    """Adam on the actor-critic; ``update(batch)`` runs ``epochs`` passes of shuffled minibatches."""
-
-    def __init__(self, model: ActorCritic, hyper: PPOHyper, seed: int = 0):
-        self.model, self.hyper = model, hyper
-        self.optimizer = keras.optimizers.Adam(hyper.learning_rate, epsilon=1e-5)
-        self.optimizer.build(model.trainable_variables)
-        self.rng = tf.random.Generator.from_seed(seed)
-        d = model.input_dim
-        self._step = tf.function(
-            self._step_impl,
-            input_signature=[
-                tf.TensorSpec([None, d], tf.float32),
-                tf.TensorSpec([None, ACTION_DIM], tf.float32),
-                tf.TensorSpec([None], tf.float32),
-                tf.TensorSpec([None], tf.float32),
-                tf.TensorSpec([None], tf.float32),
-            ],
-        )
-
-    def _step_impl(self, feats, u, old_logp, adv, ret):
-        h = self.hyper
-        eps = self.rng.normal(tf.shape(u))
-        actor_vars, critic_vars = self.model.actor_variables, self.model.critic_variables
-        with tf.GradientTape() as tape:
-            mean, log_std, value = self.model(feats)
-            logp = log_prob(u, mean, log_std)
-            policy_loss = clipped_surrogate_loss(logp, old_logp, adv, h.clip_ratio)
-            value_loss = 0.5 * tf.reduce_mean(tf.square(value - ret))
-            entropy = tf.reduce_mean(entropy_estimate(mean, log_std, eps))
-            loss = policy_loss + h.value_coef * value_loss - h.entropy_coef * entropy
-        grads = tape.gradient(loss, actor_vars + critic_vars)
-        ga, _ = tf.clip_by_global_norm(grads[: len(actor_vars)], h.max_grad_norm)
-        gc, _ = tf.clip_by_global_norm(grads[len(actor_vars) :], h.max_grad_norm)
-        self.optimizer.apply(ga + gc, actor_vars + critic_vars)
-        ratio = tf.exp(logp - old_logp)
-        return {
-            "policy_loss": policy_loss,
-            "value_loss": value_loss,
-            "entropy": entropy,
-            "approx_kl": tf.reduce_mean((ratio - 1.0) - (logp - old_logp)),
-            "clip_frac": tf.reduce_mean(tf.cast(tf.abs(ratio - 1.0) > h.clip_ratio, tf.float32)),
-        }
-
-    def update(self, batch: dict[str, np.ndarray], np_rng: np.random.Generator) -> dict[str, float]:
-        """One PPO update on a flat batch (``feats``, ``u``, ``logp``, ``adv``, ``ret``); returns mean metrics."""
-        n = len(batch["adv"])
-        if n == 0:
-            return {}
-        adv = batch["adv"].astype(np.float64)
-        adv = ((adv - adv.mean()) / (adv.std() + 1e-8)).astype(np.float32)
-        sums: dict[str, float] = {}
-        count = 0
-        mb = min(self.hyper.minibatch_size, n)
-        for _ in range(self.hyper.epochs):
-            perm = np_rng.permutation(n)
-            for i in range(0, n, mb):
-                idx = perm[i : i + mb]
-                out = self._step(batch["feats"][idx], batch["u"][idx], batch["logp"][idx], adv[idx], batch["ret"][idx])
-                for k, v in out.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                count += 1
-        return {k: v / count for k, v in sums.items()}
-
-
 # ---------------------------------------------------------------- policy (V + M + actor-critic)
 
 
@@ -300,7 +86,7 @@ class PPOPolicy:
       model: an :func:`ActorCritic` on [z, h].
     """
 
-    def __init__(self, agent, model: ActorCritic, seed: int = 0):
+    def __init__(self, agent: Agent, model: ActorCritic, seed: int = 0):
         self.agent, self.model, self.vae = agent, model, agent.vae
         self.controller = _NoParams()
         self.z_size, self.hidden = agent.z_size, agent.hidden
@@ -338,7 +124,9 @@ class PPOPolicy:
         """V(s) [N] for frames and M hidden states h."""
         return self._value(frames, h).numpy()
 
-    def act(self, frames: np.ndarray, state: tuple[np.ndarray, np.ndarray], params: np.ndarray | None = None):
+    def act(
+        self, frames: np.ndarray, state: tuple[np.ndarray, np.ndarray], params: np.ndarray | None = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]:
         """Deterministic (squashed mean) step, ``Agent.act``'s signature: -> (actions [N, 3], new (h, c), z)."""
         a, _, _, _, _, z, h, c = self._mean(frames, state[0], state[1])
         return a.numpy(), (h.numpy(), c.numpy()), z.numpy()
@@ -349,7 +137,7 @@ class PPOPolicy:
 
 @dataclasses.dataclass
 class Rollout:
-    """A flat batch of valid steps (for :meth:`PPOTrainer.update`) and the episodes that ended."""
+    """A flat batch of valid steps (for ``wm.training.ppo_update.PPOTrainer.update``) and the episodes that ended."""
 
     batch: dict[str, np.ndarray]
     episode_returns: list[float]
@@ -368,7 +156,7 @@ class RolloutCollector:
 
     def __init__(
         self,
-        pool,
+        pool: Any,  # a data_gen EnvPool or RayEnvPool: num_envs, reset, step
         policy: PPOPolicy,
         max_steps: int,
         seed_of: Callable[[int], int],

@@ -19,7 +19,7 @@ def check_path(path: str, flag: str = "--out") -> None:
         raise UsageError(f"{flag} must end in .gif or .mp4, got {path!r}")
 
 
-def write(path: str, frames: Sequence[np.ndarray], fps: float = 25) -> None:
+def write(path: str, frames: np.ndarray | Sequence[np.ndarray], fps: float = 25) -> None:
     """Writes uint8 frames [H, W, 3] to ``path`` (.gif or .mp4) atomically, creating its directory.
 
     imageio writes local files, so the video is made in a local temporary file and then copied into

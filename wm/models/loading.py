@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from wm.core import workdir
 
+if TYPE_CHECKING:
+    from wm.models.mdnrnn import MDNRNN
+    from wm.models.vae import ConvVAE
 
-def load_vae(path: str, dtype_policy: str = "float32"):
+
+def load_vae(path: str, dtype_policy: str = "float32") -> ConvVAE:
     """Builds V with the architecture in ``path/config.json`` and its newest weights.
 
     ``dtype_policy`` "mixed_bfloat16" or "bfloat16" gives a faster model for inference on CPUs
@@ -30,7 +36,7 @@ def load_vae(path: str, dtype_policy: str = "float32"):
     return model
 
 
-def load_mdnrnn(path: str):
+def load_mdnrnn(path: str) -> MDNRNN:
     """Builds M with the architecture in ``path/config.json`` and its newest weights (float32).
 
     Raises UsageError if ``path`` is not a train_mdnrnn workdir or has no checkpoint yet.

@@ -27,7 +27,7 @@ float32 throughout.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
@@ -68,10 +68,10 @@ class MDNRNN(keras.Model):
         reward_head: bool = False,
         terminal_head: bool = False,
         dropout: float = 0.0,
-        dtype_policy=None,
+        dtype_policy: str | None = None,
         use_cudnn: bool | str = "auto",
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.z_size, self.action_size, self.hidden, self.mixtures = z_size, action_size, hidden, mixtures
         self.reward_head, self.terminal_head = reward_head, terminal_head
@@ -101,7 +101,7 @@ class MDNRNN(keras.Model):
         self.terminal = keras.layers.Dense(1, dtype="float32", name="terminal") if terminal_head else None
         self.build((None, None, z_size + action_size))
 
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         self.lstm.build(input_shape)
         self.mdn.build((None, self.hidden))
         for head in (self.reward, self.terminal):
@@ -138,7 +138,9 @@ class MDNRNN(keras.Model):
             extras["terminal_logit"] = tf.cast(self.terminal(h), tf.float32)[..., 0]
         return mix, extras
 
-    def call(self, inputs: tf.Tensor, initial_state=None, training: bool = False):
+    def call(
+        self, inputs: tf.Tensor, initial_state: Any = None, training: bool = False
+    ) -> tuple[tf.Tensor, Mixture, dict]:
         if self.dropout:
             inputs = self.input_dropout(inputs, training=training)
         h, state_h, state_c = self.lstm(inputs, initial_state=initial_state, training=training)
@@ -152,7 +154,9 @@ class MDNRNN(keras.Model):
         zeros = tf.zeros([batch_size, self.hidden], tf.float32)
         return zeros, zeros
 
-    def step(self, z: tf.Tensor, action: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]):
+    def step(
+        self, z: tf.Tensor, action: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]
+    ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor], Mixture]:
         """One step for a batch of environments: (z_t [B, Z], a_t [B, A], (h, c)) -> (h_t, (h_t, c_t), Mixture).
 
         Equal to the full-sequence forward pass (see :meth:`cell`).
@@ -161,7 +165,9 @@ class MDNRNN(keras.Model):
         mix, _ = self.heads(h)
         return h, state, mix
 
-    def cell(self, z: tf.Tensor, action: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]):
+    def cell(
+        self, z: tf.Tensor, action: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]
+    ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
         """The LSTM update alone: (z_t, a_t, (h, c)) -> (h_t, (h_t, c_t)), without the heads.
 
         Computed directly from the layer's weights (gate order i, f, c, o, as Keras stores

@@ -15,6 +15,7 @@ float32 under any mixed-precision policy, so outputs and losses are float32.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -24,7 +25,9 @@ KL_TOLERANCE = 0.5
 FRAME_SHAPE = (64, 64, 3)
 
 
-def build_encoder(z_size: int = Z_SIZE, frame_shape: Sequence[int] = FRAME_SHAPE, dtype_policy=None) -> keras.Model:
+def build_encoder(
+    z_size: int = Z_SIZE, frame_shape: Sequence[int] = FRAME_SHAPE, dtype_policy: str | None = None
+) -> keras.Model:
     """The encoder: uint8 frames -> ``[mu, logvar]``, each float32 ``[B, z_size]``."""
     frames = keras.Input(tuple(frame_shape), dtype="uint8", name="frames")
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale", dtype=dtype_policy)(frames)
@@ -38,7 +41,7 @@ def build_encoder(z_size: int = Z_SIZE, frame_shape: Sequence[int] = FRAME_SHAPE
     return keras.Model(frames, [mu, logvar], name="encoder")
 
 
-def build_decoder(z_size: int = Z_SIZE, dtype_policy=None) -> keras.Model:
+def build_decoder(z_size: int = Z_SIZE, dtype_policy: str | None = None) -> keras.Model:
     """The decoder: ``z`` ``[B, z_size]`` -> float32 images ``[B, 64, 64, 3]`` in [0, 1]."""
     z = keras.Input((z_size,), dtype="float32", name="z")
     x = keras.layers.Dense(1024, name="fc", dtype=dtype_policy)(z)
@@ -74,8 +77,8 @@ class ConvVAE(keras.Model):
         frame_shape: Sequence[int] = FRAME_SHAPE,
         dtype_policy: str | None = None,
         name: str = "conv_vae",
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(name=name, **kwargs)
         if tuple(frame_shape) != FRAME_SHAPE:
             raise ValueError(f"the paper's VAE needs {FRAME_SHAPE} frames, got {tuple(frame_shape)}")

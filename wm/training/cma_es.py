@@ -25,18 +25,23 @@ starts a fresh run's CMA-ES mean at another controller workdir's ``controller.np
 dream-trained C fine-tuned in the real environment, or the reverse).
 
 Resume: after every generation the CMA-ES state, NumPy's RNG state and the best parameters are
-saved atomically to ``WORKDIR/cma_state.pkl``; rerunning continues from the last finished
-generation (``generations`` is the total). A stop (Ctrl-C, SIGTERM) ends at once; the generation
-in progress is redone on the next run.
+saved atomically to ``WORKDIR/cma_state.pkl`` (:class:`wm.training.cma_state.CmaState`); rerunning
+continues from the last finished generation (``generations`` is the total). A stop (Ctrl-C, SIGTERM)
+ends at once; the generation in progress is redone on the next run. The loop's phases (set up, restore,
+one generation, one evaluation, one checkpoint) are the methods of :class:`CmaEsTrainer`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-import pickle
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
 
 from data_gen import rollout
 from tfrecords.runtime import fileio
@@ -45,9 +50,9 @@ from wm.agents import loading
 from wm.agents import workers as workers_lib
 from wm.agents.dream import START_MODES, can_dream, check_dreamer
 from wm.core import distribute, workdir
+from wm.training.cma_state import STATE_NAME, BestEval, CmaState
 from wm.training.loop import RunLog, due, stopping
 
-STATE_NAME = "cma_state.pkl"
 PARAMS_NAME = loading.PARAMS_NAME
 CONFIG_NAME = workdir.CONFIG_NAME
 METRICS_NAME = workdir.METRICS_NAME
@@ -115,7 +120,7 @@ class TrainControllerConfig(loading.WorldFlags):
         """Settings a resumed run must share with the one it continues."""
         # Where fitness comes from (--env, --trials and the dream's settings) may change between runs:
         # iterative training continues one CMA-ES, trained in the real environment, in M's dream.
-        keys = ("popsize", "sigma0", "max_steps", "early_stop", "controller", "seed")
+        keys: tuple[str, ...] = ("popsize", "sigma0", "max_steps", "early_stop", "controller", "seed")
         if self.init_from:
             keys += ("init_from",)
         return {k: getattr(self, k) for k in keys}
@@ -150,28 +155,8 @@ def _guard(cfg: TrainControllerConfig) -> None:
     )
 
 
-def state_summary(state: dict) -> dict:
-    """What :func:`run` returns: the generation reached, the best fitness and evaluation, the records."""
-    return {
-        "generation": state["generation"],
-        "best_fitness": state["best_fitness"],
-        "best_eval": state["best_eval"]["score"] if state["best_eval"] else None,
-        "records": state["records"],
-    }
-
-
-def _write_best(path: str, state: dict, ctrl) -> None:
-    if state["best_eval"] is not None:
-        b = state["best_eval"]
-        loading.save_params(path, b["params"], ctrl, "eval", b["generation"], b["score"])
-    elif "best_member" in state:
-        loading.save_params(path, state["best_member"], ctrl, "fitness", state["generation"], state["best_fitness"])
-
-
-def _init_mean(cfg: TrainControllerConfig, num_params: int):
+def _init_mean(cfg: TrainControllerConfig, num_params: int) -> np.ndarray:
     """The CMA-ES start: zeros, or ``--init_from``'s parameters (UsageError if missing or of another shape)."""
-    import numpy as np
-
     if not cfg.init_from:
         return np.zeros(num_params)
     config = workdir.read_config(cfg.init_from)
@@ -196,16 +181,12 @@ class _Dream:
 
     def worlds(self, key: list[int], n: int):
         """(start latents [n, Z], rollout seed) of ``n`` worlds named by ``key``."""
-        import numpy as np
-
         rng = np.random.default_rng([self.cfg.seed, DREAM_STREAM, *key])
         idx = rng.choice(len(self.starts), n, replace=len(self.starts) < n)
         return self.starts[idx], int(rng.integers(1 << 62))
 
     def play(self, params, trials: int, key: list[int]):
         """Every row of ``params`` on the same ``trials`` worlds -> (returns [P, trials], steps played)."""
-        import numpy as np
-
         starts, seed = self.worlds(key, trials)
         rows = np.repeat(np.asarray(params, np.float32), trials, axis=0)
         worlds = np.tile(np.arange(trials, dtype=np.int32), len(params))
@@ -213,181 +194,273 @@ class _Dream:
         return res.returns.reshape(len(params), trials), int(res.steps.sum())
 
 
-def _rescore_best(cfg: TrainControllerConfig, state: dict, pool, eval_seeds, m_checkpoint: str, log) -> None:
-    """M changed since the kept parameters were evaluated (iterative training continues M): C acts on
-    M's h, so they are another agent now. Evaluates them again with this M on the same tracks (or,
-    with evaluation off, forgets them), so that ``controller.npz`` and ``best_eval`` describe the
-    agent ``wm.evaluate`` will play."""
-    import numpy as np
+class CmaEsTrainer:
+    """One run of :func:`run`, in phases (dopamine's ``Runner``) that a subclass can override or a test call alone::
 
-    old = state["best_eval"]
-    was = old.get("mdnrnn_checkpoint") or "an unrecorded checkpoint"  # (state written before this check)
-    state.pop("best_member", None)  # fitness under another M is not comparable either
-    state["best_fitness"] = -np.inf
-    if pool is None or not cfg.eval_every:
-        state["best_eval"] = None
-        log.say(f"train_controller: M changed ({was} -> {m_checkpoint}): best eval reset")
-        return
-    ev = pool.run(old["params"][None], [(0, s) for s in eval_seeds], cfg.max_steps)
-    score = float(np.mean([r.ret for r in ev]))
-    state["best_eval"] = {**old, "score": score, "mdnrnn_checkpoint": m_checkpoint}
-    log.say(
-        f"train_controller: M changed ({was} -> {m_checkpoint}): the kept parameters "
-        f"(generation {old['generation']}) score {score:.1f} with it on the evaluation tracks (were {old['score']:.1f})"
-    )
+        setup()                        flags, workdir, agent (and dream), evaluation tracks
+        restore() -> CmaState          cma_state.pkl, or a fresh CMA-ES (a bad --init_from fails before any write)
+        write_config()                 config.json
+        with session(state):           self.log (metrics.jsonl, TensorBoard, bar), Ctrl-C, self.pool (episodes)
+            check_m(state)             the kept parameters scored again if M changed
+            run_one_generation(state)  until --generations:
+                fitness(...)           ask's population played on the generation's tracks or dream worlds
+                evaluate(state, gen)   the CMA-ES mean on the evaluation tracks, every --eval_every
+                checkpoint(state)      cma_state.pkl, controller.npz
+                log_generation(record) metrics.jsonl, TensorBoard, the bar
+        finish(state) -> dict          the summary
+
+    A class rather than functions over a context: the phases share a dozen values (the config, agent,
+    dream, runner, log, evaluation tracks, M's checkpoint), which a subclass keeps while replacing one phase.
+    """
+
+    agent: Any  # wm.agents.agent.Agent (set by setup)
+    dream: _Dream | None  # the fitness episodes' dream (--env=dream)
+    gauge: _Dream | None  # the dream the evaluated means are also played in (the dream-vs-real gap)
+    envs: int  # environments in flight
+    workers: int  # environment worker processes
+    eval_seeds: list[int]  # the in-training evaluation tracks
+    m_checkpoint: str  # M's checkpoint the agent acts with (file name)
+    log: RunLog  # set by session
+    pool: Any  # the episode runner (make_runner), or None (set by session)
+
+    def __init__(self, cfg: TrainControllerConfig):
+        self.cfg = cfg
+        self.dreaming = cfg.env == "dream"
+        self.state_path = fileio.join(cfg.workdir, STATE_NAME)
+        self.params_path = fileio.join(cfg.workdir, PARAMS_NAME)
+
+    def run(self) -> dict:
+        """Trains (or resumes) the controller; returns :meth:`CmaState.summary`."""
+        self.setup()
+        state = self.restore()
+        self.write_config()
+        # metrics.jsonl = exactly the finished generations' records (a killed run may have left more or fewer)
+        workdir.MetricsLog(self.cfg.workdir).rewrite(state.records)
+        if state.generation >= self.cfg.generations:
+            print(
+                f"train_controller: {self.cfg.workdir} is already at generation {state.generation}; nothing to do",
+                file=sys.stderr,
+            )
+            return state.summary()
+        with self.session(state):
+            self.check_m(state)
+            while state.generation < self.cfg.generations:
+                self.run_one_generation(state)
+        return self.finish(state)
+
+    def setup(self) -> None:
+        """Checks the flags and the workdir, sizes the runner, loads the agent (and the dream)."""
+        from data_gen import ray_engine
+
+        cfg = self.cfg
+        validate(cfg)
+        n_jobs = cfg.eval_episodes if self.dreaming else cfg.popsize * cfg.trials
+        self.envs = cfg.envs or min(n_jobs, 256)
+        self.workers = min(cfg.workers or os.cpu_count() or 1, self.envs)
+        if cfg.ray_address:  # an unreachable cluster is one line now, before the workdir or the agent
+            ray_engine.connect(cfg.ray_address, self.workers)
+        _guard(cfg)
+        if not self.dreaming or cfg.inference_threads:  # before TensorFlow's first op
+            # (the dream is this process's own heavy compute: it keeps TensorFlow's full thread pool)
+            distribute.set_inference_threads(self.workers, cfg.inference_threads)
+        self.agent = loading.load_agent(cfg.vae, cfg.mdnrnn, cfg.controller, cfg.inference_precision)
+        self.dream = _Dream(cfg, self.agent) if self.dreaming else None
+        # a real-environment run whose M can dream plays its evaluated means in the dream too (the gap, logged)
+        can_gauge = cfg.series and cfg.eval_every and can_dream(cfg.mdnrnn)
+        self.gauge = self.dream or (_Dream(cfg, self.agent) if can_gauge else None)
+        self.eval_seeds = loading.track_seeds(cfg.seed, loading.IN_TRAINING_EVAL_STREAM, cfg.eval_episodes)
+        self.m_checkpoint = os.path.basename(workdir.latest_checkpoint(cfg.mdnrnn) or "")
+
+    def restore(self) -> CmaState:
+        """``cma_state.pkl``'s state with NumPy's RNG where it was, or a fresh CMA-ES at ``_init_mean``."""
+        import cma
+
+        cfg = self.cfg
+        data = fileio.read_bytes(self.state_path)
+        if data is not None:
+            state = CmaState.loads(data)
+            if state.np_random is not None:
+                np.random.set_state(state.np_random)
+            print(f"train_controller: resuming after generation {state.generation}", file=sys.stderr)
+            return state
+        x0 = _init_mean(cfg, self.agent.controller.num_params)
+        np.random.seed(cfg.seed)
+        es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9})
+        return CmaState(es)
+
+    def write_config(self) -> None:
+        """``config.json``: the kind of run, the settings a resume must keep, the flags."""
+        cfg, ctrl, dream = self.cfg, self.agent.controller, self.dream
+        workdir.write_config(
+            cfg.workdir,
+            {
+                "model": "controller",
+                "algorithm": "cma-es",
+                "spec": cfg.spec(),
+                "vae": fileio.abspath(cfg.vae),
+                "mdnrnn": fileio.abspath(cfg.mdnrnn),
+                "controller_shape": {"input_dim": ctrl.input_dim, "hidden": ctrl.hidden, "num_params": ctrl.num_params},
+                "env_id": cfg.env_id,
+                "flags": dataclasses.asdict(cfg),
+                "inference_precision": cfg.inference_precision,
+                **({"dream": {"dropout": dream.dropout, "starts": len(dream.starts)}} if dream else {}),
+            },
+        )
+
+    @contextlib.contextmanager
+    def session(self, state: CmaState) -> Iterator[None]:
+        """The generations' surroundings: ``self.log``, Ctrl-C and SIGTERM (the generation in progress is
+        redone on the next run) and ``self.pool``, the episode runner (None: a dream run that never evaluates)."""
+        cfg = self.cfg
+        log = RunLog(
+            "cma-es",
+            cfg.workdir,
+            total=cfg.generations,
+            initial=state.generation,
+            unit="gen",
+            splits=(None, "dream", "real") if self.gauge is not None else (None,),
+            progress=cfg.progress,
+        )
+        spec = workers_lib.AgentSpec(
+            fileio.abspath(cfg.vae), fileio.abspath(cfg.mdnrnn), cfg.controller, cfg.inference_precision
+        )
+        need_pool = not self.dreaming or cfg.eval_every > 0
+        pool_cm = (
+            workers_lib.make_runner(
+                cfg.layout, spec, cfg.env_id, self.envs, self.workers, cfg.max_steps, cfg.ray_address, self.agent
+            )
+            if need_pool
+            else contextlib.nullcontext()
+        )
+        with log, stopping(), pool_cm as pool:
+            self.log, self.pool = log, pool
+            yield
+
+    def check_m(self, state: CmaState) -> None:
+        """M changed since the kept parameters were evaluated (iterative training continues M): C acts on
+        M's h, so they are another agent now. Evaluates them again with this M on the same tracks (or,
+        with evaluation off, forgets them), so that ``controller.npz`` and ``best_eval`` describe the
+        agent ``wm.evaluate`` will play."""
+        old = state.best_eval
+        if old is None or old.mdnrnn_checkpoint == self.m_checkpoint:
+            return
+        was = old.mdnrnn_checkpoint or "an unrecorded checkpoint"  # (state written before this check)
+        state.best_member = None  # fitness under another M is not comparable either
+        state.best_fitness = -np.inf
+        if self.pool is None or not self.cfg.eval_every:
+            state.best_eval = None
+            self.log.say(f"train_controller: M changed ({was} -> {self.m_checkpoint}): best eval reset")
+        else:
+            score = float(np.mean([r.ret for r in self.play_eval_tracks(old.params)]))
+            state.best_eval = dataclasses.replace(old, score=score, mdnrnn_checkpoint=self.m_checkpoint)
+            self.log.say(
+                f"train_controller: M changed ({was} -> {self.m_checkpoint}): the kept parameters (generation "
+                f"{old.generation}) score {score:.1f} with it on the evaluation tracks (were {old.score:.1f})"
+            )
+        self.write_best(state)
+
+    def run_one_generation(self, state: CmaState) -> dict:
+        """Ask, play, tell; the CMA-ES mean evaluated when due; the checkpoint and the logs. Returns the record."""
+        cfg = self.cfg
+        gen = state.generation + 1
+        t0 = time.perf_counter()
+        solutions = state.es.ask()
+        fitness, steps = self.fitness(np.stack(solutions), gen)
+        state.es.tell(solutions, list(-fitness))
+        record = {
+            "generation": gen,
+            "mean": float(fitness.mean()),
+            "max": float(fitness.max()),
+            "min": float(fitness.min()),
+            "sigma": float(state.es.sigma),
+            ("dream_steps" if self.dreaming else "env_steps"): int(steps),
+            "wall_time": time.perf_counter() - t0,
+        }
+        state.keep_fittest(solutions, fitness)
+        if cfg.eval_every and due(gen, cfg.eval_every, gen == cfg.generations):
+            record.update(self.evaluate(state, gen))
+        state.generation = gen
+        state.records.append(record)
+        self.checkpoint(state)
+        self.log_generation(record)
+        return record
+
+    def fitness(self, population: np.ndarray, gen: int) -> tuple[np.ndarray, int]:
+        """Each member's mean return over ``trials`` episodes on generation ``gen``'s tracks (or dream worlds),
+        the same for every member; and the steps played."""
+        cfg = self.cfg
+        if self.dream is not None:
+            returns, steps = self.dream.play(population, cfg.trials, [gen])
+            return returns.mean(axis=1), steps
+        seeds = loading.track_seeds(cfg.seed, loading.TRAIN_STREAM, cfg.trials, offset=(gen - 1) * cfg.trials)
+        jobs = [(m, s) for m in range(cfg.popsize) for s in seeds]
+        results = self.pool.run(population, jobs, cfg.max_steps, cfg.early_stop)
+        fitness = np.array([r.ret for r in results]).reshape(cfg.popsize, cfg.trials).mean(axis=1)
+        return fitness, sum(r.steps for r in results)
+
+    def play_eval_tracks(self, params: np.ndarray) -> list:
+        """``params`` ([num_params]) played on the fixed in-training evaluation tracks -> the episode results."""
+        return self.pool.run(params[None], [(0, s) for s in self.eval_seeds], self.cfg.max_steps)
+
+    def evaluate(self, state: CmaState, gen: int) -> dict:
+        """The CMA-ES mean on the evaluation tracks (and on fixed dream worlds, with a gauge), kept if it is the
+        best so far. Returns the record's evaluation entries."""
+        mean_params = np.asarray(state.es.mean, np.float32)
+        ev = self.play_eval_tracks(mean_params)
+        score = float(np.mean([r.ret for r in ev]))
+        out = {"eval_mean": score, "eval_env_steps": int(sum(r.steps for r in ev))}
+        if self.gauge is not None:  # the same parameters on fixed dream worlds: the dream-vs-real gap
+            out["dream_eval_mean"] = float(self.gauge.play(mean_params[None], self.cfg.eval_episodes, [0, 0])[0].mean())
+        if state.best_eval is None or score > state.best_eval.score:
+            state.best_eval = BestEval(score, mean_params, gen, self.m_checkpoint)
+        out["best_eval"] = state.best_eval.score
+        return out
+
+    def checkpoint(self, state: CmaState) -> None:
+        """Saves the finished generation: ``cma_state.pkl`` (atomically, with NumPy's RNG state), ``controller.npz``."""
+        state.np_random = np.random.get_state()
+        fileio.write_bytes_atomic(self.state_path, state.dumps())
+        self.write_best(state)
+
+    def write_best(self, state: CmaState) -> None:
+        """``controller.npz``: the best evaluated mean, or (none evaluated) the fittest member so far."""
+        ctrl = self.agent.controller
+        if state.best_eval is not None:
+            b = state.best_eval
+            loading.save_params(self.params_path, b.params, ctrl, "eval", b.generation, b.score)
+        elif state.best_member is not None:
+            loading.save_params(
+                self.params_path, state.best_member, ctrl, "fitness", state.generation, state.best_fitness
+            )
+
+    def log_generation(self, record: dict) -> None:
+        """The generation's record to metrics.jsonl and TensorBoard, and the bar moved on."""
+        gen, kind = record["generation"], "dream" if self.dreaming else "env"
+        rate = record[f"{kind}_steps"] / max(record["wall_time"], 1e-9)
+        scalars = {
+            (f"return/{k}" if k in ("mean", "max", "min") else k): record[k]
+            for k in ("mean", "max", "min", "sigma", "eval_mean", "best_eval", "dream_eval_mean")
+            if k in record
+        }
+        self.log.record(record, step=gen, scalars={**scalars, f"{kind}_steps_per_sec": rate})
+        if "eval_mean" in record and self.gauge is not None:  # one TensorBoard chart: the mean's return, dream and real
+            self.log.record(None, step=gen, scalars={"mean_params_return": record["dream_eval_mean"]}, split="dream")
+            self.log.record(None, step=gen, scalars={"mean_params_return": record["eval_mean"]}, split="real")
+        unit = "dream steps/s" if self.dreaming else "steps/s"
+        self.log.advance(1, f"mean={record['mean']:.1f} max={record['max']:.1f} {rate:.0f} {unit}")
+
+    def finish(self, state: CmaState) -> dict:
+        """The closing line; returns :meth:`CmaState.summary`."""
+        summary = state.summary()
+        print(
+            f"train_controller: generation {state.generation}, best fitness {summary['best_fitness']:.1f}"
+            + (f", best eval {summary['best_eval']:.1f}" if summary["best_eval"] is not None else "")
+            + f"; parameters in {self.params_path}",
+            file=sys.stderr,
+        )
+        return summary
 
 
 def run(cfg: TrainControllerConfig) -> dict:
-    """Trains (or resumes) the controller; returns :func:`state_summary`."""
-    validate(cfg)
-    import contextlib
-
-    import cma
-    import numpy as np
-
-    from data_gen import ray_engine
-
-    dreaming = cfg.env == "dream"
-    n_jobs = cfg.eval_episodes if dreaming else cfg.popsize * cfg.trials
-    envs = cfg.envs or min(n_jobs, 256)
-    workers = min(cfg.workers or os.cpu_count() or 1, envs)
-    if cfg.ray_address:  # an unreachable cluster is one line now, before the workdir or the agent
-        ray_engine.connect(cfg.ray_address, workers)
-    _guard(cfg)
-    if not dreaming or cfg.inference_threads:  # before TensorFlow's first op
-        # (the dream is this process's own heavy compute: it keeps TensorFlow's full thread pool)
-        distribute.set_inference_threads(workers, cfg.inference_threads)
-    agent = loading.load_agent(cfg.vae, cfg.mdnrnn, cfg.controller, cfg.inference_precision)
-    ctrl = agent.controller
-    dream = _Dream(cfg, agent) if dreaming else None
-    # a real-environment run whose M can dream plays its evaluated means in the dream too (the gap, logged)
-    gauge = dream or (_Dream(cfg, agent) if cfg.series and cfg.eval_every and can_dream(cfg.mdnrnn) else None)
-    state_path = fileio.join(cfg.workdir, STATE_NAME)
-    params_path = fileio.join(cfg.workdir, PARAMS_NAME)
-    state_bytes = fileio.read_bytes(state_path)
-    x0 = _init_mean(cfg, ctrl.num_params) if state_bytes is None else None  # checked before any write
-    workdir.write_config(
-        cfg.workdir,
-        {
-            "model": "controller",
-            "algorithm": "cma-es",
-            "spec": cfg.spec(),
-            "vae": fileio.abspath(cfg.vae),
-            "mdnrnn": fileio.abspath(cfg.mdnrnn),
-            "controller_shape": {"input_dim": ctrl.input_dim, "hidden": ctrl.hidden, "num_params": ctrl.num_params},
-            "env_id": cfg.env_id,
-            "flags": dataclasses.asdict(cfg),
-            "inference_precision": cfg.inference_precision,
-            **({"dream": {"dropout": dream.dropout, "starts": len(dream.starts)}} if dream else {}),
-        },
-    )
-
-    if state_bytes is not None:
-        state = pickle.loads(state_bytes)
-        np.random.set_state(state["np_random"])
-        print(f"train_controller: resuming after generation {state['generation']}", file=sys.stderr)
-    else:
-        np.random.seed(cfg.seed)
-        es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9})
-        state = {"es": es, "generation": 0, "best_fitness": -np.inf, "best_eval": None, "records": []}
-    # metrics.jsonl = exactly the finished generations' records (a killed run may have left more or fewer)
-    workdir.MetricsLog(cfg.workdir).rewrite(state["records"])
-    es = state["es"]
-    if state["generation"] >= cfg.generations:
-        print(
-            f"train_controller: {cfg.workdir} is already at generation {state['generation']}; nothing to do",
-            file=sys.stderr,
-        )
-        return state_summary(state)
-
-    eval_seeds = loading.track_seeds(cfg.seed, loading.IN_TRAINING_EVAL_STREAM, cfg.eval_episodes)
-    log = RunLog(
-        "cma-es",
-        cfg.workdir,
-        total=cfg.generations,
-        initial=state["generation"],
-        unit="gen",
-        splits=(None, "dream", "real") if gauge else (None,),
-        progress=cfg.progress,
-    )
-    need_pool = not dreaming or cfg.eval_every > 0
-    spec = workers_lib.AgentSpec(
-        fileio.abspath(cfg.vae), fileio.abspath(cfg.mdnrnn), cfg.controller, cfg.inference_precision
-    )
-    pool_cm = (
-        workers_lib.make_runner(cfg.layout, spec, cfg.env_id, envs, workers, cfg.max_steps, cfg.ray_address, agent)
-        if need_pool
-        else contextlib.nullcontext()
-    )
-    m_checkpoint = os.path.basename(workdir.latest_checkpoint(cfg.mdnrnn) or "")
-    with log, stopping(), pool_cm as pool:
-        if state["best_eval"] is not None and state["best_eval"].get("mdnrnn_checkpoint") != m_checkpoint:
-            _rescore_best(cfg, state, pool, eval_seeds, m_checkpoint, log)
-            _write_best(params_path, state, ctrl)
-        while state["generation"] < cfg.generations:
-            gen = state["generation"] + 1
-            t0 = time.perf_counter()
-            solutions = es.ask()
-            if dreaming:
-                returns, steps = dream.play(np.stack(solutions), cfg.trials, [gen])
-                fitness = returns.mean(axis=1)
-            else:
-                seeds = loading.track_seeds(cfg.seed, loading.TRAIN_STREAM, cfg.trials, offset=(gen - 1) * cfg.trials)
-                jobs = [(m, s) for m in range(cfg.popsize) for s in seeds]
-                results = pool.run(np.stack(solutions), jobs, cfg.max_steps, cfg.early_stop)
-                fitness = np.array([r.ret for r in results]).reshape(cfg.popsize, cfg.trials).mean(axis=1)
-                steps = sum(r.steps for r in results)
-            es.tell(solutions, list(-fitness))
-            record = {
-                "generation": gen,
-                "mean": float(fitness.mean()),
-                "max": float(fitness.max()),
-                "min": float(fitness.min()),
-                "sigma": float(es.sigma),
-                ("dream_steps" if dreaming else "env_steps"): int(steps),
-                "wall_time": time.perf_counter() - t0,
-            }
-            if fitness.max() > state["best_fitness"]:
-                state["best_fitness"] = float(fitness.max())
-                state["best_member"] = np.asarray(solutions[int(fitness.argmax())], np.float32)
-            if cfg.eval_every and due(gen, cfg.eval_every, gen == cfg.generations):
-                mean_params = np.asarray(es.mean, np.float32)[None]
-                ev = pool.run(mean_params, [(0, s) for s in eval_seeds], cfg.max_steps)
-                score = float(np.mean([r.ret for r in ev]))
-                record["eval_mean"] = score
-                record["eval_env_steps"] = int(sum(r.steps for r in ev))
-                if gauge:  # the same parameters on fixed dream worlds: the dream-vs-real gap
-                    record["dream_eval_mean"] = float(gauge.play(mean_params, cfg.eval_episodes, [0, 0])[0].mean())
-                if state["best_eval"] is None or score > state["best_eval"]["score"]:
-                    state["best_eval"] = {
-                        "score": score,
-                        "params": mean_params[0],
-                        "generation": gen,
-                        "mdnrnn_checkpoint": m_checkpoint,
-                    }
-                record["best_eval"] = state["best_eval"]["score"]
-            state["generation"] = gen
-            state["records"].append(record)
-            state["np_random"] = np.random.get_state()
-            fileio.write_bytes_atomic(state_path, pickle.dumps(state))
-            _write_best(params_path, state, ctrl)
-            rate = steps / max(record["wall_time"], 1e-9)
-            scalars = {
-                (f"return/{k}" if k in ("mean", "max", "min") else k): record[k]
-                for k in ("mean", "max", "min", "sigma", "eval_mean", "best_eval", "dream_eval_mean")
-                if k in record
-            }
-            log.record(record, step=gen, scalars={**scalars, ("dream" if dreaming else "env") + "_steps_per_sec": rate})
-            if "eval_mean" in record and gauge:  # one TensorBoard chart: the mean's return, dream and real
-                log.record(None, step=gen, scalars={"mean_params_return": record["dream_eval_mean"]}, split="dream")
-                log.record(None, step=gen, scalars={"mean_params_return": record["eval_mean"]}, split="real")
-            unit = "dream steps/s" if dreaming else "steps/s"
-            log.advance(1, f"mean={record['mean']:.1f} max={record['max']:.1f} {rate:.0f} {unit}")
-    summary = state_summary(state)
-    print(
-        f"train_controller: generation {state['generation']}, best fitness {summary['best_fitness']:.1f}"
-        + (f", best eval {summary['best_eval']:.1f}" if summary["best_eval"] is not None else "")
-        + f"; parameters in {params_path}",
-        file=sys.stderr,
-    )
-    return summary
+    """Trains (or resumes) the controller; returns :meth:`CmaState.summary`."""
+    return CmaEsTrainer(cfg).run()

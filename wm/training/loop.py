@@ -118,7 +118,7 @@ class RunLog:
                 if v is not None:
                     tf.summary.scalar(k, v)
 
-    def writer(self, split: str | None = None):
+    def writer(self, split: str | None = None) -> Any:
         """The TensorBoard writer of ``split`` (for images and other summaries)."""
         return self.writers[split]
 
@@ -142,7 +142,7 @@ class RunLog:
     def __enter__(self) -> RunLog:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

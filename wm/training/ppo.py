@@ -6,9 +6,10 @@ processes (``data_gen.envpool``) or, with ``ray_address``, Ray actors (``data_ge
 same central layout, every step's frames sent to this process, which runs V + M + the policy and
 the update; the same seeds give the same rollouts and weights as local processes). Each update
 collects ``rollout_len`` steps from every environment, then runs ``epochs`` passes of
-``minibatch_size`` minibatches (see ``wm.agents.ppo`` for the model, the squashed Gaussian and
-the losses). Training tracks come from the training seed stream of
-``wm.agents.loading.track_seeds``, so ``wm.evaluate``'s tracks are unseen.
+``minibatch_size`` minibatches (the model and the squashed Gaussian are ``wm.models.actor_critic``'s,
+the losses and the update ``wm.training.ppo_update``'s, the rollouts ``wm.agents.ppo``'s). Training
+tracks come from the training seed stream of ``wm.agents.loading.track_seeds``, so ``wm.evaluate``'s
+tracks are unseen. :class:`PPORunner` is the loop, in phases.
 
 Resume: after every update the actor-critic, the optimizer, both random generators and the
 counters are checkpointed (``WORKDIR/checkpoints``, ``tf.train.CheckpointManager``: the index is
@@ -20,18 +21,26 @@ overshoot the budget by less than that.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
 
 from data_gen import ray_engine, rollout
 from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option
 from wm.agents import loading
-from wm.agents.ppo import PPOHyper
+from wm.agents.ppo import Rollout, RolloutCollector
 from wm.core import distribute, workdir
 from wm.training.loop import RunLog, stopping
+from wm.training.ppo_update import PPOHyper, PPOTrainer
 
 CONFIG_NAME = workdir.CONFIG_NAME
 METRICS_NAME = workdir.METRICS_NAME
@@ -109,7 +118,7 @@ def validate(cfg: TrainPPOConfig) -> None:
     ray_engine.check_address(cfg.ray_address)
 
 
-def _env_pool(cfg: TrainPPOConfig):
+def _env_pool(cfg: TrainPPOConfig) -> Any:
     """The environments: ``workers`` local processes, or Ray actors (one per cluster CPU by default)."""
     if cfg.ray_address:
         from data_gen.ray_envpool import RayEnvPool
@@ -120,122 +129,216 @@ def _env_pool(cfg: TrainPPOConfig):
     return EnvPool(cfg.env_id, cfg.envs, cfg.workers or os.cpu_count() or 1, cfg.max_steps)
 
 
-def run(cfg: TrainPPOConfig) -> dict:
-    """Trains (or resumes) the PPO controller; returns ``{"env_steps", "updates", "records"}``."""
-    validate(cfg)
-    if cfg.ray_address:  # an unreachable cluster is one line now, before the workdir or the models
-        ray_engine.connect(cfg.ray_address, cfg.workers or None)
-    keep = {"spec": cfg.spec(), "vae": fileio.abspath(cfg.vae), "mdnrnn": fileio.abspath(cfg.mdnrnn)}
-    workdir.guard(
-        cfg.workdir,
-        {"model": "controller", "algorithm": "ppo"},
-        keep,
-        "PPO controller",
-        has_state=bool(workdir.latest_checkpoint(cfg.workdir)),
-    )
-    import keras
-    import numpy as np
-    import tensorflow as tf
+class PPORunner:
+    """One run of :func:`run`, in phases (dopamine's ``Runner``) that a subclass can override or a test call alone::
 
-    from wm.agents import ppo
+        setup()                    flags, the Ray cluster, the workdir's owner; the policy and the trainer
+        restore()                  the counters and the checkpoint manager, from the last checkpoint if any
+        write_config()             config.json
+        open_log()                 self.log and self.records: metrics.jsonl cut back to the checkpointed updates
+        with session():            Ctrl-C and SIGTERM, self.pool (the environments), self.collector
+            run_one_update()       until --env_steps: a rollout, the update on it, then
+                log_update(record) metrics.jsonl, TensorBoard (before the checkpoint: see there)
+                checkpoint(update) checkpoints/
+        finish() -> dict           the closing line and the result
 
-    keras.utils.set_random_seed(cfg.seed)
-    policy = loading.build_ppo_policy(
-        cfg.vae, cfg.mdnrnn, cfg.hidden_sizes(), seed=cfg.seed, precision=cfg.inference_precision
-    )
-    trainer = ppo.PPOTrainer(policy.model, cfg.hyper(), seed=cfg.seed + 1)
-    counters = {k: tf.Variable(0, dtype=tf.int64, name=k) for k in ("env_steps", "updates", "episodes")}
-    ckpt = tf.train.Checkpoint(
-        model=policy.model, optimizer=trainer.optimizer, policy_rng=policy.rng, train_rng=trainer.rng, **counters
-    )
-    manager = tf.train.CheckpointManager(ckpt, workdir.checkpoint_dir(cfg.workdir), max_to_keep=2)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    Resume state is the checkpoint (the actor-critic, the optimizer, both random generators and the
+    ``env_steps``, ``updates``, ``episodes`` counters); the phases share it through ``self``.
+    """
+
+    keep: dict  # what a resumed run must share with this one (set by setup)
+    policy: Any  # wm.agents.ppo.PPOPolicy (set by setup)
+    trainer: PPOTrainer
+    counters: dict[str, tf.Variable]  # set by restore
+    manager: tf.train.CheckpointManager
+    log: RunLog  # set by open_log
+    records: list[dict]
+    pool: Any  # set by session
+    collector: RolloutCollector
+
+    def __init__(self, cfg: TrainPPOConfig):
+        self.cfg = cfg
+
+    @property
+    def env_steps(self) -> int:
+        """Environment steps trained on so far (all runs)."""
+        return int(self.counters["env_steps"])
+
+    def run(self) -> dict:
+        """Trains (or resumes) the PPO controller; returns ``{"env_steps", "updates", "records"}``."""
+        cfg = self.cfg
+        self.setup()
+        self.restore()
+        self.write_config()
+        self.open_log()
+        if self.env_steps >= cfg.env_steps:
+            self.log.close()
+            print(f"train_ppo: {cfg.workdir} is already at {self.env_steps} env steps; nothing to do", file=sys.stderr)
+            return self.result()
+        with self.session():
+            while self.env_steps < cfg.env_steps:
+                self.run_one_update()
+        return self.finish()
+
+    def setup(self) -> None:
+        """Checks the flags, the Ray cluster (an unreachable one is one line now) and the workdir; seeds Keras;
+        builds the policy (V + M + a fresh actor-critic) and its trainer."""
+        cfg = self.cfg
+        validate(cfg)
+        if cfg.ray_address:  # an unreachable cluster is one line now, before the workdir or the models
+            ray_engine.connect(cfg.ray_address, cfg.workers or None)
+        self.keep = {"spec": cfg.spec(), "vae": fileio.abspath(cfg.vae), "mdnrnn": fileio.abspath(cfg.mdnrnn)}
+        workdir.guard(
+            cfg.workdir,
+            {"model": "controller", "algorithm": "ppo"},
+            self.keep,
+            "PPO controller",
+            has_state=bool(workdir.latest_checkpoint(cfg.workdir)),
+        )
+        keras.utils.set_random_seed(cfg.seed)
+        self.policy = loading.build_ppo_policy(
+            cfg.vae, cfg.mdnrnn, cfg.hidden_sizes(), seed=cfg.seed, precision=cfg.inference_precision
+        )
+        self.trainer = PPOTrainer(self.policy.model, cfg.hyper(), seed=cfg.seed + 1)
+
+    def restore(self) -> None:
+        """The counters and the checkpoint manager; restores the last checkpoint if there is one."""
+        policy, trainer = self.policy, self.trainer
+        counters = self.counters = {
+            k: tf.Variable(0, dtype=tf.int64, name=k) for k in ("env_steps", "updates", "episodes")
+        }
+        ckpt = tf.train.Checkpoint(
+            model=policy.model, optimizer=trainer.optimizer, policy_rng=policy.rng, train_rng=trainer.rng, **counters
+        )
+        self.manager = tf.train.CheckpointManager(ckpt, workdir.checkpoint_dir(self.cfg.workdir), max_to_keep=2)
+        if self.manager.latest_checkpoint:
+            ckpt.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            print(
+                f"train_ppo: resuming at {self.env_steps} env steps (update {int(counters['updates'])})",
+                file=sys.stderr,
+            )
+
+    def write_config(self) -> None:
+        """``config.json``: the kind of run, the model's shape, the settings a resume must keep, the flags."""
+        cfg = self.cfg
+        workdir.write_config(
+            cfg.workdir,
+            {
+                "model": "controller",
+                "algorithm": "ppo",
+                "arch": self.policy.model.arch(),
+                "env_id": cfg.env_id,
+                "inference_precision": cfg.inference_precision,
+                "flags": dataclasses.asdict(cfg),
+                **self.keep,
+            },
+        )
+
+    def open_log(self) -> None:
+        """``self.log`` (metrics.jsonl, TensorBoard, the bar) and ``self.records``, the metrics of exactly the
+        checkpointed updates (a killed run may have left more)."""
+        cfg = self.cfg
+        self.log = RunLog(
+            "ppo",
+            cfg.workdir,
+            total=cfg.env_steps,
+            initial=self.env_steps,
+            unit="step",
+            unit_scale=True,
+            progress=cfg.progress,
+        )
+        self.records = self.log.keep_only(lambda r: r.get("update", 0) <= int(self.counters["updates"]))
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """The updates' surroundings: the log (closed at the end), Ctrl-C and SIGTERM (the update in progress
+        is redone on the next run), ``self.pool`` and ``self.collector`` (new tracks: the episodes in flight
+        when a run stopped are not resumed)."""
+        cfg = self.cfg
+        with self.log, stopping(), _env_pool(cfg) as pool:
+            seed_of = lambda k: loading.track_seeds(cfg.seed, loading.TRAIN_STREAM, 1, offset=k)[0]  # noqa: E731
+            self.pool = pool
+            self.collector = RolloutCollector(
+                pool,
+                self.policy,
+                cfg.max_steps,
+                seed_of,
+                cfg.gamma,
+                cfg.gae_lambda,
+                cfg.reward_scale,
+                episodes=int(self.counters["episodes"]),
+            )
+            yield
+
+    def run_one_update(self) -> dict:
+        """Collects ``rollout_len`` steps in every environment, runs the update on them and counts them; then the
+        metrics line, the checkpoint and the bar. Returns the update's record."""
+        cfg, counters = self.cfg, self.counters
+        t0 = time.perf_counter()
+        ro = self.collector.collect(cfg.rollout_len)
+        t1 = time.perf_counter()
+        update = int(counters["updates"]) + 1
+        stats = self.trainer.update(ro.batch, np.random.default_rng([cfg.seed, update]))
+        counters["env_steps"].assign_add(ro.env_steps)
+        counters["updates"].assign(update)
+        counters["episodes"].assign(self.collector.episodes)
+        record = self._record(ro, update, stats, collect_time=t1 - t0, wall=time.perf_counter() - t0)
+        self.records.append(record)
+        self.log_update(record)
+        self.checkpoint(update)
+        shown = record["mean_return"] if ro.episode_returns else float("nan")
+        self.log.advance(ro.env_steps, f"return={shown:.1f} {record['steps_per_sec']:.0f} steps/s")
+        return record
+
+    def _record(self, ro: Rollout, update: int, stats: dict, collect_time: float, wall: float) -> dict:
+        """The update's metrics line."""
+        rets = ro.episode_returns
+        return {
+            "update": update,
+            "env_steps": self.env_steps,
+            "episodes": len(rets),
+            "mean_return": float(np.mean(rets)) if rets else None,
+            "mean_length": float(np.mean(ro.episode_lengths)) if rets else None,
+            "dropped_steps": ro.dropped_steps,
+            "steps_per_sec": ro.env_steps / wall,
+            "collect_time": collect_time,
+            "update_time": wall - collect_time,
+            **stats,
+        }
+
+    def log_update(self, record: dict) -> None:
+        """The record to metrics.jsonl and its numbers to TensorBoard (at its ``env_steps``).
+
+        The metrics line comes before the checkpoint: a stop between them redoes this update, whose line the
+        resume drops (``keep_only``); the other way round, it would keep the update and lose its line.
+        """
+        scalars = {
+            ("return/mean" if k == "mean_return" else k): v
+            for k, v in record.items()
+            if k not in ("update", "env_steps") and v is not None
+        }
+        self.log.record(record, step=record["env_steps"], scalars=scalars)
+
+    def checkpoint(self, update: int) -> None:
+        """``checkpoints/ckpt-UPDATE``: the model, the optimizer, the random generators and the counters."""
+        self.manager.save(checkpoint_number=update)
+
+    def result(self) -> dict:
+        """``{"env_steps", "updates", "records"}``."""
+        return {"env_steps": self.env_steps, "updates": int(self.counters["updates"]), "records": self.records}
+
+    def finish(self) -> dict:
+        """The closing line; returns :meth:`result`."""
+        done = [r["mean_return"] for r in self.records if r["mean_return"] is not None]
         print(
-            f"train_ppo: resuming at {int(counters['env_steps'])} env steps (update {int(counters['updates'])})",
+            f"train_ppo: {self.env_steps} env steps in {int(self.counters['updates'])} updates"
+            + (f", last mean return {done[-1]:.1f}" if done else "")
+            + f"; checkpoints in {self.manager.directory}",
             file=sys.stderr,
         )
-    workdir.write_config(
-        cfg.workdir,
-        {
-            "model": "controller",
-            "algorithm": "ppo",
-            "arch": policy.model.arch(),
-            "env_id": cfg.env_id,
-            "inference_precision": cfg.inference_precision,
-            "flags": dataclasses.asdict(cfg),
-            **keep,
-        },
-    )
-    env_steps = lambda: int(counters["env_steps"])  # noqa: E731
-    log = RunLog(
-        "ppo",
-        cfg.workdir,
-        total=cfg.env_steps,
-        initial=env_steps(),
-        unit="step",
-        unit_scale=True,
-        progress=cfg.progress,
-    )
-    # exactly the checkpointed updates (a killed run may have left more)
-    records = log.keep_only(lambda r: r.get("update", 0) <= int(counters["updates"]))
-    if env_steps() >= cfg.env_steps:
-        log.close()
-        print(f"train_ppo: {cfg.workdir} is already at {env_steps()} env steps; nothing to do", file=sys.stderr)
-        return {"env_steps": env_steps(), "updates": int(counters["updates"]), "records": records}
+        return self.result()
 
-    with log, stopping(), _env_pool(cfg) as pool:
-        seed_of = lambda k: loading.track_seeds(cfg.seed, loading.TRAIN_STREAM, 1, offset=k)[0]  # noqa: E731
-        collector = ppo.RolloutCollector(
-            pool,
-            policy,
-            cfg.max_steps,
-            seed_of,
-            cfg.gamma,
-            cfg.gae_lambda,
-            cfg.reward_scale,
-            episodes=int(counters["episodes"]),
-        )
-        while env_steps() < cfg.env_steps:
-            t0 = time.perf_counter()
-            ro = collector.collect(cfg.rollout_len)
-            t1 = time.perf_counter()
-            update = int(counters["updates"]) + 1
-            stats = trainer.update(ro.batch, np.random.default_rng([cfg.seed, update]))
-            counters["env_steps"].assign_add(ro.env_steps)
-            counters["updates"].assign(update)
-            counters["episodes"].assign(collector.episodes)
-            wall = time.perf_counter() - t0
-            rets = ro.episode_returns
-            record = {
-                "update": update,
-                "env_steps": env_steps(),
-                "episodes": len(rets),
-                "mean_return": float(np.mean(rets)) if rets else None,
-                "mean_length": float(np.mean(ro.episode_lengths)) if rets else None,
-                "dropped_steps": ro.dropped_steps,
-                "steps_per_sec": ro.env_steps / wall,
-                "collect_time": t1 - t0,
-                "update_time": wall - (t1 - t0),
-                **stats,
-            }
-            records.append(record)
-            scalars = {
-                ("return/mean" if k == "mean_return" else k): v
-                for k, v in record.items()
-                if k not in ("update", "env_steps") and v is not None
-            }
-            # the metrics line before the checkpoint: a stop between them redoes this update, whose line the
-            # resume drops (keep_only); the other way round, it would keep the update and lose its line
-            log.record(record, step=record["env_steps"], scalars=scalars)
-            manager.save(checkpoint_number=update)
-            shown = record["mean_return"] if rets else float("nan")
-            log.advance(ro.env_steps, f"return={shown:.1f} {record['steps_per_sec']:.0f} steps/s")
-    done = [r["mean_return"] for r in records if r["mean_return"] is not None]
-    print(
-        f"train_ppo: {env_steps()} env steps in {int(counters['updates'])} updates"
-        + (f", last mean return {done[-1]:.1f}" if done else "")
-        + f"; checkpoints in {manager.directory}",
-        file=sys.stderr,
-    )
-    return {"env_steps": env_steps(), "updates": int(counters["updates"]), "records": records}
+
+def run(cfg: TrainPPOConfig) -> dict:
+    """Trains (or resumes) the PPO controller; returns ``{"env_steps", "updates", "records"}``."""
+    return PPORunner(cfg).run()

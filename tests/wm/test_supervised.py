@@ -1,4 +1,5 @@
-"""The shared training loop: distributed gradients equal single-device ones; NaN stops without saving."""
+"""V/M training (wm.training.trainer, wm.training.supervised): distributed gradients equal single-device ones;
+NaN stops without saving; the run's phases called one by one."""
 
 import os
 import subprocess
@@ -12,7 +13,8 @@ import tensorflow as tf
 from wm.core import distribute
 from wm.core import workdir as wdir
 from wm.models import vae
-from wm.training import supervised as train_lib
+from wm.training import supervised
+from wm.training.trainer import LoopConfig, Task, Trainer
 
 GLOBAL_BATCH = 8
 
@@ -22,7 +24,7 @@ def _vae_task(frames):
         per_replica = ctx.get_per_replica_batch_size(GLOBAL_BATCH)
         return tf.data.Dataset.from_tensor_slices(frames).batch(per_replica, drop_remainder=True).repeat()
 
-    return train_lib.Task(
+    return Task(
         name="vae",
         arch={},
         model_fn=lambda policy: vae.ConvVAE(dtype_policy=policy),
@@ -34,11 +36,9 @@ def _vae_task(frames):
 
 def _first_update(strategy, frames, weights, clip_norm=None):
     setup = distribute.setup(strategy, mixed_precision="off", jit_compile="off")
-    cfg = train_lib.LoopConfig(
-        workdir="unused", steps=1, batch_size=GLOBAL_BATCH, learning_rate=1.0, clip_norm=clip_norm
-    )
+    cfg = LoopConfig(workdir="unused", steps=1, batch_size=GLOBAL_BATCH, learning_rate=1.0, clip_norm=clip_norm)
     task = _vae_task(frames)
-    trainer = train_lib.Trainer(task, setup, cfg)
+    trainer = Trainer(task, setup, cfg)
     trainer.model.set_weights(weights)
     iterator = iter(setup.strategy.distribute_datasets_from_function(task.train_data))
     terms = trainer.train_steps(iterator, tf.constant(1, tf.int64))
@@ -70,7 +70,7 @@ def test_nan_loss_stops_without_checkpoint(tmp_path):
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, dtype=policy)])
         return model
 
-    task = train_lib.Task(
+    task = Task(
         name="toy",
         arch={"units": 1},
         model_fn=model_fn,
@@ -78,13 +78,47 @@ def test_nan_loss_stops_without_checkpoint(tmp_path):
         train_data=lambda ctx: tf.data.Dataset.from_tensor_slices(x).batch(4).repeat(),
     )
     setup = distribute.setup("default", mixed_precision="off", jit_compile="off")
-    cfg = train_lib.LoopConfig(
+    cfg = LoopConfig(
         workdir=str(tmp_path), steps=12, batch_size=4, steps_per_loop=3, log_every=3, checkpoint_every=3, progress=False
     )
-    with pytest.raises(train_lib.DivergedError, match="diverged.*ckpt-6"):
-        train_lib.run(task, setup, cfg)
+    with pytest.raises(supervised.DivergedError, match="diverged.*ckpt-6"):
+        supervised.run(task, setup, cfg)
     assert wdir.latest_checkpoint(str(tmp_path)).endswith("ckpt-6")
     assert max(m["step"] for m in wdir.read_metrics(str(tmp_path))) == 6
+
+
+def test_the_run_phases_called_one_by_one(tmp_path):
+    """SupervisedRunner's phases alone: each segment ends at the next boundary (log, checkpoint) and does what is
+    due there; a new runner resumes from the checkpoint."""
+    x = np.ones((64, 4), np.float32)
+    task = Task(
+        name="toy",
+        arch={"units": 1},
+        model_fn=lambda policy: keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, dtype=policy)]),
+        loss_fn=lambda m, b, training: {"loss": tf.reduce_sum(tf.square(m(b) - 1.0), axis=-1)},
+        train_data=lambda ctx: tf.data.Dataset.from_tensor_slices(x).batch(4).repeat(),
+    )
+    setup = distribute.setup("default", mixed_precision="off", jit_compile="off")
+    cfg = LoopConfig(
+        workdir=str(tmp_path), steps=10, batch_size=4, steps_per_loop=3, log_every=2, checkpoint_every=5, progress=False
+    )
+    runner = supervised.SupervisedRunner(task, setup, cfg)
+    runner.prepare()
+    assert runner.restore() == 0 and runner.manager.latest_checkpoint is None
+    runner.open_input()
+    with runner.session():
+        boundaries = []
+        for _ in range(3):
+            boundaries.append(runner.next_boundary())
+            terms = runner.run_one_segment()
+            assert runner.step == boundaries[-1] and np.isfinite(terms["loss"])
+    assert boundaries == [2, 4, 5]  # log, log, checkpoint (steps_per_loop 3 is never reached first)
+    assert runner.result["train"] and not runner.result["eval"]
+    assert [m["step"] for m in wdir.read_metrics(str(tmp_path))] == [2, 4]
+    assert wdir.latest_checkpoint(str(tmp_path)).endswith("ckpt-5")
+    again = supervised.SupervisedRunner(task, setup, cfg)
+    again.prepare()
+    assert again.restore() == 5
 
 
 def test_inference_threads_one_only_when_workers_fill_a_cpu_only_machine():

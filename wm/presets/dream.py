@@ -1,0 +1,39 @@
+"""``dream``, README's main job: the quickstart's first pass, shorter, then two iterations of learning from the agent.
+
+    python -m wm.pipeline --workdir=runs/dream --preset=dream
+
+A first pass as the quickstart's but with 25 generations (M with reward and terminal heads), then
+two iterations of collecting 40 episodes with the agent (parameter noise 0.05), M continued on all
+data so far (+150 steps) and CMA-ES continued in the real environment (+12 generations each).
+In M's dream it left the real optimum in every measured iteration (BENCHMARKS.md), so the dream is
+kept as a gauge: every evaluated CMA-ES mean is also played in M's dream.
+``--set=iteration.env=dream --set=iteration.trials=16 --set=iteration.generations=40`` is the earlier,
+dream-trained variant (523.8 ± 205.8 over 20 tracks in 68 min on a shared machine, 2026-12-02).
+
+Cost and reached, on a 2-core CPU without GPU, nothing else on the cores, over the 20 tracks of
+``wm.evaluate --episodes=20`` (README "What the dream preset reaches", BENCHMARKS.md "The dream
+preset, measured"):
+
+* 2026-12-03, run 2, the preset exactly as it is: 606.2 ± 187.4 in 35.7 min of stage time.
+* 2026-12-03, run 1, the same settings before the dream gauge existed: 792.5 ± 142.6 in 53.8 min.
+"""
+
+from __future__ import annotations
+
+from wm.presets import quickstart, smoke
+from wm.presets.common import Preset, derived
+
+# The quickstart, with these stages' settings changed:
+PRESET: Preset = derived(
+    quickstart.PRESET,
+    {
+        "train_mdnrnn": dict(steps=500, reward_head=True, terminal_head=True, dropout=0.05),
+        "train_controller": dict(generations=25, eval_every=5, eval_episodes=8, temperature=1.15, dream_dropout=0.1),
+        "collect": dict(param_noise=0.05),
+        "iteration": dict(mdnrnn_steps=150, generations=12, env="real", trials=2),
+        "pipeline": dict(iterations=2),
+    },
+)
+
+# its settings (heads, dream gauge, two iterations in the real environment) at the smoke preset's toy sizes
+SMOKE: Preset = derived(PRESET, smoke.SIZES)

@@ -1,0 +1,134 @@
+"""The state a CMA-ES run resumes from: :class:`CmaState`, and its file ``WORKDIR/cma_state.pkl``.
+
+On disk the state is what it has always been, a pickled dict of string keys::
+
+    es             pycma's CMAEvolutionStrategy
+    generation     finished generations
+    best_fitness   the best member's fitness so far (-inf: none yet)
+    best_eval      None, or {score, params, generation, mdnrnn_checkpoint}: the best evaluated mean
+    records        the finished generations' metrics.jsonl entries
+    best_member    (once there is one) the fittest member's parameters
+    np_random      NumPy's global RNG state after the last finished generation
+
+:meth:`CmaState.to_dict` and :meth:`CmaState.from_dict` are the only boundary. Keeping the dict (rather
+than pickling the dataclass) lets a workdir move between versions both ways: this code resumes a file
+written before the dataclass existed, and that code resumes a file written by this one. The pickle never
+names a class of this package either, so moving this module cannot break old files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import cma
+
+STATE_NAME = "cma_state.pkl"
+_KEYS = ("es", "generation", "best_fitness", "best_eval", "records", "best_member", "np_random")
+
+
+@dataclasses.dataclass
+class BestEval:
+    """The best CMA-ES mean evaluated so far: what ``controller.npz`` holds while evaluation is on."""
+
+    score: float
+    """Its mean return on the in-training evaluation tracks."""
+    params: np.ndarray
+    """The parameters (float32, ``[num_params]``)."""
+    generation: int
+    """The generation whose mean they were."""
+    mdnrnn_checkpoint: str | None = None
+    """M's checkpoint (file name) they were scored with; None in states written before it was recorded."""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BestEval:
+        """From the file's ``best_eval`` dict."""
+        return cls(d["score"], d["params"], d["generation"], d.get("mdnrnn_checkpoint"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's ``best_eval`` dict (without ``mdnrnn_checkpoint`` when it was never recorded)."""
+        d = {"score": self.score, "params": self.params, "generation": self.generation}
+        if self.mdnrnn_checkpoint is not None:
+            d["mdnrnn_checkpoint"] = self.mdnrnn_checkpoint
+        return d
+
+
+@dataclasses.dataclass
+class CmaState:
+    """Everything a CMA-ES run needs to continue after its last finished generation."""
+
+    es: cma.CMAEvolutionStrategy
+    """pycma's strategy: mean, step size, covariance and its own RNG position."""
+    generation: int = 0
+    """Generations finished (the next one is ``generation + 1``)."""
+    best_fitness: float = -np.inf
+    """The best population member's fitness (mean return over its trials) so far; -inf before any."""
+    best_eval: BestEval | None = None
+    """The best evaluated mean so far; None before the first evaluation or with evaluation off."""
+    records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The finished generations' entries of ``metrics.jsonl``, in order."""
+    best_member: np.ndarray | None = None
+    """The fittest member's parameters (float32): ``controller.npz`` while nothing is evaluated."""
+    np_random: tuple[Any, ...] | dict[str, Any] | None = None
+    """``np.random.get_state()`` after the last finished generation (None before the first)."""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Keys of the file this version does not know (a newer version's), written back unchanged."""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CmaState:
+        """From the dict pickled in ``cma_state.pkl`` (today's, or any earlier version's)."""
+        best_eval = d.get("best_eval")
+        return cls(
+            es=d["es"],
+            generation=d["generation"],
+            best_fitness=d["best_fitness"],
+            best_eval=None if best_eval is None else BestEval.from_dict(best_eval),
+            records=d["records"],
+            best_member=d.get("best_member"),
+            np_random=d.get("np_random"),
+            extra={k: v for k, v in d.items() if k not in _KEYS},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict pickled in ``cma_state.pkl``; ``best_member`` and ``np_random`` only once set."""
+        d: dict[str, Any] = {
+            "es": self.es,
+            "generation": self.generation,
+            "best_fitness": self.best_fitness,
+            "best_eval": None if self.best_eval is None else self.best_eval.to_dict(),
+            "records": self.records,
+        }
+        if self.best_member is not None:
+            d["best_member"] = self.best_member
+        if self.np_random is not None:
+            d["np_random"] = self.np_random
+        return {**d, **self.extra}
+
+    @classmethod
+    def loads(cls, data: bytes) -> CmaState:
+        """From the bytes of a ``cma_state.pkl``."""
+        return cls.from_dict(pickle.loads(data))
+
+    def dumps(self) -> bytes:
+        """The bytes of ``cma_state.pkl``."""
+        return pickle.dumps(self.to_dict())
+
+    def keep_fittest(self, solutions: list[np.ndarray], fitness: np.ndarray) -> None:
+        """Keeps the generation's fittest member if it beats every earlier one."""
+        if fitness.max() > self.best_fitness:
+            self.best_fitness = float(fitness.max())
+            self.best_member = np.asarray(solutions[int(fitness.argmax())], np.float32)
+
+    def summary(self) -> dict[str, Any]:
+        """What a run returns: the generation reached, the best fitness and evaluation, the records."""
+        return {
+            "generation": self.generation,
+            "best_fitness": self.best_fitness,
+            "best_eval": None if self.best_eval is None else self.best_eval.score,
+            "records": self.records,
+        }
