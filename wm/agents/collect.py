@@ -6,18 +6,21 @@ parameters plus ``noise`` x N(0, I), drawn once per episode from the episode's o
 a slightly different, consistent driver rather than one driver with jittery actions. ``noise=0``
 records the agent itself. Steps are recorded as ``data_gen.generate`` stores them: ``frames[t]``
 is the 64x64 frame the agent saw before ``actions[t]``; ``rewards[t]`` and ``terminals[t]``
-follow that action; the observation after the last action is not stored.
+follow that action; the observation after the last action is not stored
+(:class:`wm.agents.recording.EpisodeCollector` assembles them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
 from typing import Any
 
 import numpy as np
 
 from data_gen import rollout
-from tfrecords import schema
+from tfrecords import schema, writer
+from tfrecords.runtime import fileio
+from wm.agents import loading
 
 
 def episode_params(params: np.ndarray, noise: float, seed: int, index: int) -> tuple[int, np.ndarray]:
@@ -27,58 +30,6 @@ def episode_params(params: np.ndarray, noise: float, seed: int, index: int) -> t
     if noise:
         base = base + np.float32(noise) * rng.standard_normal(base.shape).astype(np.float32)
     return env_seed, base
-
-
-class EpisodeRecorder:
-    """Assembles whole episodes from ``run_episodes``' ``on_step`` and hands each to ``on_episode(job,
-    episode, z)``, z [T, Z] being the agent's z_t (V's mean) at every step.
-
-    ``seeds`` maps a job to its environment seed (stored with the episode). An episode ends at
-    termination, truncation or ``max_steps``; a job restarted after a lost worker starts over. The
-    runners use it through :class:`wm.agents.recording.EpisodeCollector` (``record_kind="episode"``).
-    """
-
-    def __init__(
-        self, seeds: dict[int, int], max_steps: int, on_episode: Callable[[int, schema.Episode, np.ndarray], None]
-    ):
-        self.seeds, self.max_steps, self.on_episode = seeds, max_steps, on_episode
-        self.open: dict[int, dict[str, list]] = {}
-
-    def on_step(
-        self,
-        steps: dict[int, Any],
-        actions: dict[int, np.ndarray],
-        zs: dict[int, np.ndarray],
-        slot_jobs: dict[int, int],
-    ) -> None:
-        """``run_episodes``' ``on_step`` callback (``steps``: slot -> ``data_gen.envpool.Step``)."""
-        for s, st in steps.items():
-            job = slot_jobs[s]
-            if s not in actions:  # the first frame (also of a restarted job)
-                self.open[job] = {k: [] for k in ("z", "actions", "rewards", "terminals")}
-                self.open[job]["frames"] = [np.array(st.frame)]
-                continue
-            rec = self.open[job]
-            rec["actions"].append(np.array(actions[s], np.float32))  # copies, whatever the caller reuses
-            rec["z"].append(np.array(zs[s], np.float32))
-            rec["rewards"].append(st.reward)
-            rec["terminals"].append(int(st.terminated))
-            if st.terminated or st.truncated or len(rec["actions"]) >= self.max_steps:
-                del self.open[job]
-                n = len(rec["actions"])
-                self.on_episode(
-                    job,
-                    schema.Episode(
-                        actions=np.stack(rec["actions"]).astype(np.float32),
-                        rewards=np.asarray(rec["rewards"], np.float32),
-                        terminals=np.asarray(rec["terminals"], np.int64),
-                        seed=self.seeds[job],
-                        frames=np.stack(rec["frames"][:n]),
-                    ),
-                    np.stack(rec["z"]),
-                )
-            else:
-                rec["frames"].append(np.array(st.frame))
 
 
 def model_errors(mdnrnn: Any, z: np.ndarray, episode: schema.Episode) -> dict[str, float]:
@@ -101,3 +52,64 @@ def model_errors(mdnrnn: Any, z: np.ndarray, episode: schema.Episode) -> dict[st
         out["reward_mse"] = float(np.mean((pred - episode.rewards) ** 2))
         out["return_error"] = float(pred.sum() - episode.total_reward)
     return out
+
+
+# ------------------------------------------------------------ wm.collect's run: the policy record and the shards
+
+
+def params_sha(agent_dir: str) -> str:
+    """The first 16 hex digits of the SHA-256 of the agent's parameters file ("" without one)."""
+    data = fileio.read_bytes(fileio.join(agent_dir, loading.PARAMS_NAME))
+    return hashlib.sha256(data).hexdigest()[:16] if data is not None else ""
+
+
+def agent_policy(agent_dir: str, algorithm: str, param_noise: float) -> dict[str, Any]:
+    """The manifest's record of the policy that plays: the agent's workdir, its algorithm, the hash
+    of its parameters and the per-episode parameter noise."""
+    return {
+        "kind": "agent",
+        "agent": fileio.abspath(agent_dir),
+        "algorithm": algorithm,
+        "params_sha256": params_sha(agent_dir),
+        "param_noise": param_noise,
+    }
+
+
+def episode_rows(
+    params: np.ndarray, noise: float, seed: int, items: list[int]
+) -> tuple[list[np.ndarray], dict[int, int]]:
+    """(parameters [n] of every job, environment seed by job) for the jobs that play episodes
+    ``items`` (job j plays episode ``items[j]``; :func:`episode_params`)."""
+    rows, seeds = [], {}
+    for job, index in enumerate(items):
+        seeds[job], p = episode_params(params, noise, seed, index)
+        rows.append(p)
+    return rows, seeds
+
+
+class PendingShards:
+    """The shards still to write, filled episode by episode: a shard is written as soon as its last
+    episode is in, M's errors so far first (``model_errors.json`` in the run's ``.incomplete``
+    directory, read back on a rerun, so they survive a kill)."""
+
+    def __init__(self, out_dir: str, pending: list[writer.ShardPlan], writer_name: str) -> None:
+        self.out_dir, self.writer_name = out_dir, writer_name
+        self.shard_of = {index: p for p in pending for index in p.items}
+        self.done: dict[int, schema.Episode] = {}
+        self.errors_path = fileio.join(out_dir, writer.INCOMPLETE_DIR, "model_errors.json")
+        self.errors: dict[int, dict] = {int(k): v for k, v in (fileio.read_json(self.errors_path) or {}).items()}
+
+    def add(self, index: int, episode: schema.Episode, errors: dict[str, float] | None = None) -> None:
+        """Episode ``index`` is in (with M's errors on it, if any); writes its shard if that completes it."""
+        self.done[index] = episode
+        if errors is not None:
+            self.errors[index] = errors
+        plan = self.shard_of[index]
+        if all(i in self.done for i in plan.items):
+            fileio.write_json_atomic(self.errors_path, {str(k): v for k, v in sorted(self.errors.items())})
+            writer.write_shard(self.out_dir, plan, [self.done.pop(i) for i in plan.items], writer=self.writer_name)
+
+    def mean_errors(self) -> dict[str, float]:
+        """M's errors on the run's episodes (those of earlier attempts too), averaged over episodes."""
+        keys = sorted({k for e in self.errors.values() for k in e})
+        return {k: float(np.mean([e[k] for e in self.errors.values() if k in e])) for k in keys}

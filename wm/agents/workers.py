@@ -25,6 +25,7 @@ records chosen episodes (video frames, whole episodes) is in :mod:`wm.agents.rec
 
 from __future__ import annotations
 
+import abc
 import collections
 import dataclasses
 from collections.abc import Callable, Sequence
@@ -123,7 +124,67 @@ def check_ray_address(address: str) -> None:
 # ---------------------------------------------------------------- the driver
 
 
-class WorkerPool:
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """One ``run`` call's work, as both runners take it: the controller parameters [rows, n] (float32),
+    the jobs (row of ``params``, environment seed), the step limit, ``early_stop`` (see
+    :func:`wm.agents.agent.run_episodes`), the jobs to record and how (``record_kind``)."""
+
+    params: np.ndarray
+    jobs: list[tuple[int, int]]
+    max_steps: int
+    early_stop: int
+    record: frozenset[int]
+    record_kind: str
+
+
+class EpisodeRunner(abc.ABC):
+    """What both layouts offer: ``run`` a batch of episode jobs, their recordings in :attr:`recorded`,
+    their processes' ids, ``close`` (also as a context manager)."""
+
+    recorded: dict[int, Any]
+
+    def run(
+        self,
+        params: np.ndarray,
+        jobs: Sequence[tuple[int, int]],
+        max_steps: int,
+        early_stop: int = 0,
+        on_episode: Callable[[EpisodeResult], None] | None = None,
+        record: frozenset[int] = frozenset(),
+        record_kind: str = "video",
+    ) -> list[EpisodeResult]:
+        """Plays every job (row of ``params``, environment seed) to its end; returns results in job order.
+
+        ``record``: job indices whose recording ends up in :attr:`recorded` (``record_kind``
+        ``"video"``: frames, z and actions; ``"episode"``: ``(schema.Episode, z)``), there before
+        ``on_episode`` sees the job's result.
+        """
+        jobs = [(int(row), int(seed)) for row, seed in jobs]
+        batch = Batch(np.asarray(params, np.float32), jobs, max_steps, early_stop, frozenset(record), record_kind)
+        return self._play(batch, on_episode or (lambda r: None))
+
+    @abc.abstractmethod
+    def _play(self, batch: Batch, on_episode: Callable[[EpisodeResult], None]) -> list[EpisodeResult]:
+        """Plays ``batch``, reporting each result to ``on_episode`` as it comes."""
+
+    @property
+    @abc.abstractmethod
+    def pids(self) -> list[int]:
+        """The ids of the processes that step the environments."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stops the runner's processes."""
+
+    def __enter__(self) -> EpisodeRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class WorkerPool(EpisodeRunner):
     """``workers`` workers with ``num_envs`` environments between them, each inferring for its own.
 
     Args:
@@ -173,24 +234,10 @@ class WorkerPool:
         """The workers' process ids, in worker order (they change when a worker is replaced)."""
         return self.engine.pids()
 
-    def run(
-        self,
-        params: np.ndarray,
-        jobs: Sequence[tuple[int, int]],
-        max_steps: int,
-        early_stop: int = 0,
-        on_episode: Callable[[EpisodeResult], None] | None = None,
-        record: frozenset[int] = frozenset(),
-        record_kind: str = "video",
-    ) -> list[EpisodeResult]:
-        """Plays every job (row of ``params``, environment seed) to its end; returns results in job order.
-
-        ``record``: job indices whose recording ends up in :attr:`recorded` (``record_kind``
-        ``"video"``: frames, z and actions; ``"episode"``: ``(schema.Episode, z)``), there before
-        ``on_episode`` sees the job's result.
-        """
-        params = np.asarray(params, np.float32)
-        shared = self.engine.put(params)
+    def _play(self, batch: Batch, on_episode: Callable[[EpisodeResult], None]) -> list[EpisodeResult]:
+        """Chunks of jobs to the workers, a lost worker's chunks again to its replacement."""
+        jobs, record = batch.jobs, batch.record
+        shared = self.engine.put(batch.params)
         n = len(jobs)
         size = max(1, -(-n // (self.workers * self.engine.chunks_per_worker)))
         chunks = {i: list(range(lo, min(n, lo + size))) for i, lo in enumerate(range(0, n, size))}
@@ -206,9 +253,9 @@ class WorkerPool:
                 todo = [j for j in chunks[c[1]] if j not in results]
                 if not todo:
                     continue
-                payload = [(j, int(jobs[j][0]), int(jobs[j][1])) for j in todo]
+                payload = [(j, *jobs[j]) for j in todo]
                 rec = frozenset(j for j in record if j in todo)
-                self.engine.submit(w, c, payload, max_steps, early_stop, rec, record_kind)
+                self.engine.submit(w, c, payload, batch.max_steps, batch.early_stop, rec, batch.record_kind)
                 inflight[w].append(c)
 
         def finish(res: EpisodeResult, rec: dict | None) -> None:
@@ -217,8 +264,7 @@ class WorkerPool:
             results[res.job] = res
             if rec is not None:
                 self.recorded[res.job] = rec
-            if on_episode is not None:
-                on_episode(res)
+            on_episode(res)
 
         for w in range(self.workers):
             self.engine.send_params(w, shared)
@@ -259,14 +305,8 @@ class WorkerPool:
         """Stops the workers (local processes end; Ray actors are killed; a Ray connection stays)."""
         self.engine.close()
 
-    def __enter__(self) -> WorkerPool:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class CentralRunner:
+class CentralRunner(EpisodeRunner):
     """Today's layout behind the same ``run`` as :class:`WorkerPool`: an :class:`EnvPool` of environment
     processes stepped in lockstep with ``agent``'s batched inference in this process."""
 
@@ -280,31 +320,22 @@ class CentralRunner:
         """The environment processes' ids."""
         return self.pool.pids
 
-    def run(
-        self,
-        params: np.ndarray,
-        jobs: Sequence[tuple[int, int]],
-        max_steps: int,
-        early_stop: int = 0,
-        on_episode: Callable[[EpisodeResult], None] | None = None,
-        record: frozenset[int] = frozenset(),
-        record_kind: str = "video",
-    ) -> list[EpisodeResult]:
-        """As :meth:`WorkerPool.run`, with :func:`wm.agents.agent.run_episodes`."""
-        record = frozenset(record)
-        recorder = make_recorder(record_kind, record, {j: int(seed) for j, (_, seed) in enumerate(jobs)}, max_steps)
+    def _play(self, batch: Batch, on_episode: Callable[[EpisodeResult], None]) -> list[EpisodeResult]:
+        """:func:`wm.agents.agent.run_episodes` over the environment pool."""
+        record, kind = batch.record, batch.record_kind
+        recorder = make_recorder(kind, record, {j: seed for j, (_, seed) in enumerate(batch.jobs)}, batch.max_steps)
         self.recorded = recorder.recorded
-        after = AfterLastStep(recorder, record, on_episode or (lambda r: None))
+        after = AfterLastStep(recorder, record, on_episode)
         out = run_episodes(
             self.pool,
             self.agent,
-            params,
-            jobs,
-            max_steps,
-            early_stop,
+            batch.params,
+            batch.jobs,
+            batch.max_steps,
+            batch.early_stop,
             on_episode=after.done,
             on_step=after.on_step if record else None,
-            raw_jobs=record if record_kind == "video" else frozenset(),
+            raw_jobs=record if kind == "video" else frozenset(),
             record_jobs=record,
         )
         after.flush()
@@ -313,12 +344,6 @@ class CentralRunner:
     def close(self) -> None:
         """Stops the environment processes."""
         self.pool.close()
-
-    def __enter__(self) -> CentralRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def make_runner(
@@ -330,7 +355,7 @@ def make_runner(
     max_steps: int,
     ray_address: str = "",
     agent: Any = None,
-) -> CentralRunner | WorkerPool:
+) -> EpisodeRunner:
     """The episode runner for a ``--layout`` (and ``--ray_address``): central needs ``agent`` (or loads
     it from ``spec``), workers load their own from ``spec``."""
     if resolve_layout(layout, ray_address, spec_paths(spec)) == "central":

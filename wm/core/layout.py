@@ -30,6 +30,7 @@ joins them to a workdir with ``tfrecords.runtime.fileio.join``, so a workdir can
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from tfrecords.runtime import fileio
 
@@ -55,23 +56,26 @@ def iteration_dir(k: int) -> str:
     return f"iter_{k}"
 
 
+class _Path:
+    """A path below a layout's root, read as an attribute: ``rollouts = _Path(ROLLOUTS)`` gives
+    ``layout.rollouts`` == ``fileio.join(layout.root, "rollouts")``."""
+
+    def __init__(self, *parts: str):
+        self.parts = parts
+
+    def __get__(self, layout: Any, owner: type | None = None) -> str:
+        return fileio.join(layout.root, *self.parts)
+
+
 @dataclasses.dataclass(frozen=True)
 class IterationLayout:
     """The paths of one iteration, ``WORKDIR/iter_K/``."""
 
     root: str
 
-    @property
-    def rollouts(self) -> str:
-        return fileio.join(self.root, ROLLOUTS)
-
-    @property
-    def series(self) -> str:
-        return fileio.join(self.root, SERIES)
-
-    @property
-    def dream_vs_real(self) -> str:
-        return fileio.join(self.root, DREAM_VS_REAL_GIF)
+    rollouts = _Path(ROLLOUTS)
+    series = _Path(SERIES)
+    dream_vs_real = _Path(DREAM_VS_REAL_GIF)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,64 +84,28 @@ class Layout:
 
     workdir: str
 
+    @property
+    def root(self) -> str:
+        """The workdir (the root every path below is joined to)."""
+        return self.workdir
+
     def _join(self, *parts: str) -> str:
         return fileio.join(self.workdir, *parts)
 
-    @property
-    def rollouts(self) -> str:
-        return self._join(ROLLOUTS)
-
-    @property
-    def vae(self) -> str:
-        return self._join(VAE)
-
-    @property
-    def vae_export(self) -> str:
-        return self._join(VAE, VAE_EXPORT)
-
-    @property
-    def series(self) -> str:
-        return self._join(SERIES)
-
-    @property
-    def mdnrnn(self) -> str:
-        return self._join(MDNRNN)
-
-    @property
-    def dream_gif(self) -> str:
-        return self._join(DREAM_GIF)
-
-    @property
-    def controller(self) -> str:
-        return self._join(CONTROLLER)
-
-    @property
-    def controller_params(self) -> str:
-        return self._join(CONTROLLER, CONTROLLER_PARAMS)
-
-    @property
-    def evaluation_csv(self) -> str:
-        return self._join(CONTROLLER, EVALUATION_CSV)
-
-    @property
-    def evaluation_json(self) -> str:
-        return self._join(CONTROLLER, EVALUATION_JSON)
-
-    @property
-    def videos(self) -> str:
-        return self._join(VIDEOS)
-
-    @property
-    def report(self) -> str:
-        return self._join(REPORT)
-
-    @property
-    def pipeline_json(self) -> str:
-        return self._join(PIPELINE_JSON)
-
-    @property
-    def markers(self) -> str:
-        return self._join(MARKERS)
+    rollouts = _Path(ROLLOUTS)
+    vae = _Path(VAE)
+    vae_export = _Path(VAE, VAE_EXPORT)
+    series = _Path(SERIES)
+    mdnrnn = _Path(MDNRNN)
+    dream_gif = _Path(DREAM_GIF)
+    controller = _Path(CONTROLLER)
+    controller_params = _Path(CONTROLLER, CONTROLLER_PARAMS)
+    evaluation_csv = _Path(CONTROLLER, EVALUATION_CSV)
+    evaluation_json = _Path(CONTROLLER, EVALUATION_JSON)
+    videos = _Path(VIDEOS)
+    report = _Path(REPORT)
+    pipeline_json = _Path(PIPELINE_JSON)
+    markers = _Path(MARKERS)
 
     def marker(self, stage: str) -> str:
         """``.pipeline/STAGE.json``: the marker of a finished stage (``train_mdnrnn@2`` included)."""
