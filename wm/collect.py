@@ -23,7 +23,6 @@ every layout writes the same bytes for the same flags.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import sys
 import time
@@ -74,11 +73,6 @@ def validate(cfg: CollectConfig) -> None:
         rollout.check_env_id(cfg.env_id)
 
 
-def _params_sha(agent_dir: str) -> str:
-    data = fileio.read_bytes(fileio.join(agent_dir, loading.PARAMS_NAME))
-    return hashlib.sha256(data).hexdigest()[:16] if data is not None else ""
-
-
 def run(cfg: CollectConfig) -> dict:
     """Collects (or finishes) the dataset; returns its manifest."""
     validate(cfg)
@@ -86,20 +80,14 @@ def run(cfg: CollectConfig) -> dict:
     from tqdm import tqdm
 
     from data_gen import ray_engine
-    from wm.agents.collect import episode_params, model_errors
+    from wm.agents.collect import PendingShards, agent_policy, episode_rows, model_errors
 
     config = loading.load_policy_config(cfg.agent)
     algorithm = config.get("algorithm", "cma-es")
     if algorithm == "ppo" and cfg.param_noise:
         raise UsageError("--param_noise applies to CMA-ES controllers; give --param_noise=0 for a PPO agent")
     env_id = cfg.env_id or config.get("env_id", rollout.DEFAULT_ENV_ID)
-    policy = {
-        "kind": "agent",
-        "agent": fileio.abspath(cfg.agent),
-        "algorithm": algorithm,
-        "params_sha256": _params_sha(cfg.agent),
-        "param_noise": cfg.param_noise,
-    }
+    policy = agent_policy(cfg.agent, algorithm, cfg.param_noise)
     spec: Any = {  # the run's spec here, the agent's below
         "episodes": cfg.episodes,
         "max_steps": cfg.max_steps,
@@ -124,15 +112,8 @@ def run(cfg: CollectConfig) -> dict:
     distribute.set_inference_threads(workers)  # before TensorFlow's first op
     agent, params, _ = loading.load_policy(cfg.agent)
 
-    rows, seeds = [], {}
-    for job, index in enumerate(items):
-        env_seed, p = episode_params(params, cfg.param_noise if algorithm != "ppo" else 0.0, cfg.seed, index)
-        rows.append(p)
-        seeds[job] = env_seed
-    shard_of = {index: p for p in pending for index in p.items}
-    done: dict[int, schema.Episode] = {}
-    errors_path = fileio.join(cfg.out_dir, writer.INCOMPLETE_DIR, "model_errors.json")
-    errors: dict[int, dict] = {int(k): v for k, v in (fileio.read_json(errors_path) or {}).items()}
+    rows, seeds = episode_rows(params, cfg.param_noise if algorithm != "ppo" else 0.0, cfg.seed, items)
+    shards = PendingShards(cfg.out_dir, pending, cfg.writer)
     bar = tqdm(total=cfg.episodes, initial=cfg.episodes - len(items), unit="ep", desc="collect", file=sys.stderr)
     bar.disable = not cfg.progress
     returns: list[float] = []
@@ -140,17 +121,11 @@ def run(cfg: CollectConfig) -> dict:
 
     def on_episode(res: EpisodeResult) -> None:
         ep, z = runner.recorded.pop(res.job)
-        index = items[res.job]
-        done[index] = ep
-        if m_model is not None:
-            errors[index] = model_errors(m_model, z, ep)
+        errors = model_errors(m_model, z, ep) if m_model is not None else None
         returns.append(ep.total_reward)
         bar.update(1)
         bar.set_postfix_str(f"return {np.mean(returns):.0f}")
-        plan = shard_of[index]
-        if all(i in done for i in plan.items):  # a whole shard: write it now (M's errors first: they survive a kill)
-            fileio.write_json_atomic(errors_path, {str(k): v for k, v in sorted(errors.items())})
-            writer.write_shard(cfg.out_dir, plan, [done.pop(i) for i in plan.items], writer=cfg.writer)
+        shards.add(items[res.job], ep, errors)  # writes the shard it completes
 
     spec = workers_lib.AgentSpec(agent_dir=fileio.abspath(cfg.agent), precision="")  # the agent's own, as above
     t0 = time.perf_counter()
@@ -170,10 +145,8 @@ def run(cfg: CollectConfig) -> dict:
         bar.close()
     steps = sum(r.steps for r in results)
     extra: dict[str, Any] = {}
-    if errors:  # M's error on this data before training on it, averaged over episodes
-        keys = sorted({k for e in errors.values() for k in e})
-        extra["model_errors"] = {k: float(np.mean([e[k] for e in errors.values() if k in e])) for k in keys}
-        extra["model_errors"]["mdnrnn"] = config.get("mdnrnn")
+    if shards.errors:  # M's error on this data before training on it, averaged over episodes
+        extra["model_errors"] = {**shards.mean_errors(), "mdnrnn": config.get("mdnrnn")}
     manifest = out.finalize(
         {
             "env_id": env_id,

@@ -12,20 +12,20 @@ their loss is reported each epoch (an epoch is the training episodes' windows di
 Device choice: the fused cuDNN LSTM has no XLA kernel, so under ``--jit_compile=auto`` a GPU
 trains without XLA (keeping cuDNN), a TPU with XLA (it always compiles), a CPU without;
 ``--jit_compile=on`` on a GPU switches the LSTM to its generic, compilable kernel instead of
-failing.
+failing. The split, the loss and these choices are :mod:`wm.training.mdnrnn_task`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from typing import Any
 
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.core import distribute
-from wm.training import deterministic, supervised
-from wm.training.trainer import Task
+from wm.training import inputs, supervised
+from wm.training.mdnrnn_task import make_loss_fn, resolve_device_choices, split_series, windows_in
+from wm.training.trainer import DatasetFn, Task
 
 
 @dataclasses.dataclass
@@ -69,71 +69,6 @@ def validate(cfg: TrainMdnrnnConfig) -> None:
         raise UsageError("--deterministic does not cover M's --dropout masks yet; use one or the other")
 
 
-def split_series(cfg: TrainMdnrnnConfig) -> tuple[list[str], list[str], dict | None, dict[str, dict] | None]:
-    """(train shards, held-out shards, manifest of the first directory, every shard's manifest
-    entry by path or None) of the latent series; ``--series`` may list several directories."""
-    import tfrecords
-    from tfrecords import schema
-
-    shards = tfrecords.list_shards(cfg.series)
-    manifest = tfrecords.dataset_manifest(shards)
-    if manifest and manifest.get("kind") != schema.KIND_LATENTS:
-        raise UsageError(f"{cfg.series} holds {manifest.get('kind')}, not latent series: run python -m wm.encode first")
-    infos = tfrecords.shard_infos(shards)
-    if cfg.eval_shards and len(shards) <= cfg.eval_shards:
-        raise UsageError(f"{cfg.series} has {len(shards)} shards: too few to hold out --eval_shards={cfg.eval_shards}")
-    cut = len(shards) - cfg.eval_shards
-    return shards[:cut], shards[cut:], manifest, infos
-
-
-def windows_in(files: list[str], infos: dict[str, dict] | None, window: int) -> int | None:
-    """Approximate windows per pass over ``files``: each episode gives ceil(T / window), with T the
-    mean episode length of its shard (exact when a shard's episodes are equally long)."""
-    if not infos:
-        return None
-    shards = [infos[f] for f in files if infos[f]["episodes"]]
-    return sum(s["episodes"] * math.ceil(s["frames"] / s["episodes"] / window) for s in shards) or None
-
-
-def resolve_device_choices(setup: distribute.Setup, jit_mode: str) -> tuple[distribute.Setup, bool | str]:
-    """(setup with M's XLA choice, the LSTM's use_cudnn) so that every device gets a working pair."""
-    if setup.device_type == "GPU":
-        if jit_mode == "auto":
-            return dataclasses.replace(setup, jit_compile=False), "auto"
-        if setup.jit_compile:
-            return setup, False  # XLA cannot compile the cuDNN op: use the generic kernel
-    return setup, "auto"
-
-
-def make_loss_fn(cfg: TrainMdnrnnConfig):
-    """The per-example loss for supervised.run: resample z from (mu, logvar), then the sequence NLL."""
-    import tensorflow as tf
-
-    from wm.models import mdnrnn
-
-    def loss_fn(model, batch, training):
-        batch, key = batch if isinstance(batch, tuple) else (batch, None)  # key: --deterministic
-        mu, logvar = batch["mu"], batch["logvar"]
-        if key is None:
-            eps = tf.random.normal(tf.shape(mu))
-        else:  # the noise a single device would draw for these rows of the global batch
-            eps = deterministic.replica_normal(tf.shape(mu), key, cfg.batch_size)
-        z = mu + tf.exp(0.5 * logvar) * eps
-        return mdnrnn.sequence_loss_terms(
-            model,
-            z,
-            batch["actions"],
-            batch["mask"],
-            batch["rewards"],
-            batch["terminals"],
-            cfg.reward_weight,
-            cfg.terminal_weight,
-            training=training,
-        )
-
-    return loss_fn
-
-
 def run(cfg: TrainMdnrnnConfig) -> dict:
     """Trains (or resumes) M; returns supervised.run's result."""
     validate(cfg)
@@ -144,7 +79,7 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
     from tfrecords import schema
     from wm.models import mdnrnn
 
-    train_files, eval_files, manifest, infos = split_series(cfg)
+    train_files, eval_files, manifest, infos = split_series(cfg.series, cfg.eval_shards)
     z_size = int((manifest or {}).get("latent_dim", schema.LATENT_DIM))
     window = cfg.seq_len + 1
     steps_per_epoch = max(1, (windows_in(train_files, infos, window) or 0) // cfg.batch_size)
@@ -162,43 +97,31 @@ def run(cfg: TrainMdnrnnConfig) -> dict:
     if done is not None:  # before any strategy: see already_trained
         return {"step": done, "train": {}, "eval": {}}
     setup, use_cudnn = resolve_device_choices(supervised.setup_from_flags(cfg), cfg.jit_compile)
-
     eval_windows = windows_in(eval_files, infos, window) or 0
 
-    def data(files, train):
-        def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-            # --deterministic training: every worker reads the single-process pipeline of global
-            # batches and keeps its replicas' rows, each share with the key of its sampling noise
-            exact = train and cfg.deterministic
-            per_replica = ctx.get_per_replica_batch_size(cfg.batch_size)
-            if not train and eval_windows:
-                # a held-out split smaller than one batch would otherwise give no batch at all
-                per_replica = max(1, min(per_replica, eval_windows // ctx.num_replicas_in_sync))
-            ds = tfrecords.sequence_dataset(
+    def data(files: list[str], train: bool) -> DatasetFn:
+        def read(batch: int, ctx: tf.distribute.InputContext | None) -> tf.data.Dataset:
+            return tfrecords.sequence_dataset(
                 files,
-                cfg.batch_size if exact else per_replica,
+                batch,
                 window,
                 kind=schema.KIND_LATENTS,
                 shuffle=train,
                 repeat=train,
                 shuffle_buffer=cfg.shuffle_buffer,
                 seed=cfg.seed,
-                input_context=None if exact else ctx,
+                input_context=ctx,
                 latent_dim=z_size,
                 deterministic=cfg.deterministic,
             )
-            if not exact:
-                return ds
-            assert cfg.seed is not None  # check_train_flags: --deterministic needs --seed
-            return deterministic.replica_shares(ds, cfg.seed, ctx)
 
-        return fn
+        return inputs.dataset_fn(read, cfg, train, eval_rows=eval_windows)
 
     task = Task(
         name="mdnrnn",
         arch=arch,
         model_fn=lambda policy: mdnrnn.MDNRNN(**arch, dtype_policy=policy, use_cudnn=use_cudnn),
-        loss_fn=make_loss_fn(cfg),
+        loss_fn=make_loss_fn(cfg.batch_size, cfg.reward_weight, cfg.terminal_weight),
         train_data=data(train_files, True),
         eval_data=data(eval_files, False) if eval_files else None,
         optimizer_fn=lambda lr: keras.optimizers.Adam(lr),

@@ -20,8 +20,8 @@ from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.core import distribute, layout
 from wm.models.loading import load_vae
-from wm.training import deterministic, supervised
-from wm.training.trainer import Task
+from wm.training import deterministic, inputs, supervised
+from wm.training.trainer import DatasetFn, Task
 
 
 @dataclasses.dataclass
@@ -90,28 +90,21 @@ def run(cfg: TrainVaeConfig) -> dict:
         return {"step": done, "train": {}, "eval": {}}
     setup = supervised.setup_from_flags(cfg)
 
-    def data(files, train):
-        def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-            # --deterministic training: every worker reads the single-process pipeline of global
-            # batches and keeps its replicas' rows, each share with the key of its sampling noise
-            exact = train and cfg.deterministic
-            ds = tfrecords.frames_dataset(
+    def data(files: list[str], train: bool) -> DatasetFn:
+        def read(batch: int, ctx: tf.distribute.InputContext | None) -> tf.data.Dataset:
+            return tfrecords.frames_dataset(
                 files,
-                cfg.batch_size if exact else ctx.get_per_replica_batch_size(cfg.batch_size),
+                batch,
                 shuffle=train,
                 repeat=train,
                 shuffle_buffer=cfg.shuffle_buffer,
                 seed=cfg.seed,
-                input_context=None if exact else ctx,
+                input_context=ctx,
                 reader=cfg.reader,
                 deterministic=cfg.deterministic,
             )
-            if not exact:
-                return ds
-            assert cfg.seed is not None  # check_train_flags: --deterministic needs --seed
-            return deterministic.replica_shares(ds, cfg.seed, ctx)
 
-        return fn
+        return inputs.dataset_fn(read, cfg, train)
 
     def loss_fn(model, batch, training):
         if not isinstance(batch, tuple):

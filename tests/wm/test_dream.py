@@ -8,6 +8,7 @@ import pytest
 
 from tfrecords.runtime.cli import UsageError
 from wm import dream
+from wm.agents import dream_video
 from wm.models.loading import load_mdnrnn, load_vae
 
 
@@ -30,9 +31,9 @@ def test_dream_gif(tiny_world, tmp_path):
 
 def test_context_frames_are_reconstructions_then_dreams(tiny_world):
     v, m = load_vae(tiny_world["vae"]), load_mdnrnn(tiny_world["mdnrnn"])
-    ep = dream.real_episode(tiny_world["rollouts"], 0)
-    a = dream.dream(v, m, ep["frames"], ep["actions"], context=4, steps=8, temperature=1.0, seed=0)
-    b = dream.dream(v, m, ep["frames"], ep["actions"], context=4, steps=8, temperature=1.0, seed=1)
+    ep = dream_video.real_episode(tiny_world["rollouts"], 0)
+    a = dream_video.dream(v, m, ep["frames"], ep["actions"], context=4, steps=8, temperature=1.0, seed=0)
+    b = dream_video.dream(v, m, ep["frames"], ep["actions"], context=4, steps=8, temperature=1.0, seed=1)
     recon = v.decode(v.encode(ep["frames"][:4])[0]).numpy()
     np.testing.assert_allclose(a[:4], recon, atol=1e-5)
     np.testing.assert_allclose(a[:4], b[:4], atol=1e-6)

@@ -14,7 +14,8 @@ from wm.core import distribute
 from wm.core import workdir as wdir
 from wm.models import mdnrnn
 from wm.models.loading import load_mdnrnn as load
-from wm.train_mdnrnn import TrainMdnrnnConfig, make_loss_fn, resolve_device_choices, run
+from wm.train_mdnrnn import TrainMdnrnnConfig, run
+from wm.training.mdnrnn_task import make_loss_fn, resolve_device_choices, split_series, windows_in
 
 
 def _series(out_dir, episodes=6, steps=30, per_shard=2, seed=0):
@@ -78,7 +79,7 @@ def test_tiny_run_learns_and_writes_metrics(series, tmp_path):
 def test_mirrored_first_step_gradients_match_single_device(series):
     batch = next(iter(__import__("tfrecords").sequence_dataset(series, 4, 13, shuffle=False, repeat=False)))
     cfg = _cfg(series, "unused")
-    loss_fn = make_loss_fn(cfg)
+    loss_fn = make_loss_fn(cfg.batch_size, cfg.reward_weight, cfg.terminal_weight)
 
     def grads(strategy):
         with strategy.scope():
@@ -153,11 +154,9 @@ def test_several_series_directories_are_sized_from_their_own_manifests(series, t
     """The iterations train M on `series,iter_1/series,...`: directories whose shards share names.
     Every shard is sized from its own directory's manifest (it used to be the first directory's,
     by name), so the epoch covers all of them and the held-out shard is counted."""
-    from wm.train_mdnrnn import split_series, windows_in
-
     more = _series(str(tmp_path / "more"), episodes=4, steps=60, seed=1)  # shard-0000x names again
     cfg = _cfg(f"{series},{more}", tmp_path / "m", epochs=1, steps=0, batch_size=2)
-    train, held, _, infos = split_series(cfg)
+    train, held, _, infos = split_series(cfg.series, cfg.eval_shards)
     assert len(train) + len(held) == 5 and set(infos) == set(train) | set(held)
     window = cfg.seq_len + 1
     # series: 6 episodes (23 or 30 steps) -> 3 windows each; more: 4 episodes (53 or 60 steps) -> 5 each
