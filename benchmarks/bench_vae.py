@@ -13,7 +13,11 @@ Measures, in one process with interleaved rounds (so load from other processes h
   other processes share the cores, so the ratio is also given against the faster of the two);
 * ``pipeline``: ``tfrecords.frames_dataset`` alone (read, decompress, parse, shuffle, batch),
   a fresh iterator per round, so filling the 10k-frame shuffle buffer is included;
-* ``end to end``: the TF step fed by the pipeline.
+* ``end to end``: the TF step fed by the pipeline;
+* with ``--binary``: ``python -m wm.train_vae`` itself at its defaults (input pipeline, logging,
+  per-epoch held-out evaluation, checkpoints and export included), and again with ``--eval_shards=0``,
+  each as two subprocesses of ``--binary_steps`` (10 and 70 by default) whose difference cancels the
+  start-up: images/s = (70 - 10) x batch / (time of the 70-step run - time of the 10-step run).
 
 Prints images/s (median over rounds) for each and the TF/PyTorch ratio. Without ``--data`` it
 writes a synthetic rollout dataset (compressible frames, like CarRacing's) to a temp dir.
@@ -23,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -113,6 +119,24 @@ def torch_vae():
     return step
 
 
+def binary_rate(data: str, batch: int, steps: tuple[int, int], extra: list[str]) -> float:
+    """Images/s of ``python -m wm.train_vae`` on ``data``: two runs from nothing, start-up cancelled."""
+    times = []
+    for n in steps:
+        workdir = tempfile.mkdtemp(prefix="bench_vae_bin")
+        args = [sys.executable, "-m", "wm.train_vae", f"--data={data}", f"--workdir={workdir}", f"--steps={n}"]
+        t0 = time.perf_counter()
+        subprocess.run(
+            [*args, f"--batch_size={batch}", "--noprogress", *extra],
+            check=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            capture_output=True,
+        )
+        times.append(time.perf_counter() - t0)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return (steps[1] - steps[0]) * batch / (times[1] - times[0])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch_size", type=int, default=100)
@@ -120,6 +144,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps_per_loop", type=int, default=10)
     p.add_argument("--data", default="", help="rollout shards (default: synthetic)")
+    p.add_argument("--binary", action="store_true", help="also time python -m wm.train_vae end to end")
+    p.add_argument("--binary_steps", default="10,70", help="the two runs' --steps for --binary")
     args = p.parse_args()
 
     import tensorflow as tf
@@ -187,6 +213,8 @@ def main() -> None:
         "pipeline": (pipe_loop, args.steps * 20),
         "end to end": (tf_loop(e2e_trainer, e2e_it), args.steps),
     }
+    short, long = (int(v) for v in args.binary_steps.split(","))
+    binaries = {"binary": [], "binary, no eval": ["--eval_shards=0"]} if args.binary else {}
     for fn, _ in runs.values():  # warm up: trace, allocate, fill buffers
         fn()
     rates = {k: [] for k in runs}
@@ -195,6 +223,8 @@ def main() -> None:
             t0 = time.perf_counter()
             fn()
             rates[name].append(steps * b / (time.perf_counter() - t0))
+        for name, extra in binaries.items():
+            rates.setdefault(name, []).append(binary_rate(data, b, (short, long), extra))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()), flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(
@@ -209,6 +239,9 @@ def main() -> None:
     print(f"  ratio TF / best PyTorch:              {med['tf step'] / best:7.2f}x")
     print(f"  frames_dataset alone:                 {med['pipeline']:7.0f} img/s")
     print(f"  TF step fed by frames_dataset:        {med['end to end']:7.0f} img/s")
+    for name in binaries:
+        ratio = med[name] / med["torch step"]
+        print(f"  python -m wm.train_vae ({name}): {med[name]:7.0f} img/s, {ratio:.2f}x PyTorch (default threads)")
     bound = "the train step (the pipeline is faster)" if med["pipeline"] > med["tf step"] else "the input pipeline"
     print(f"  training is bound by {bound}")
 

@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import threadpoolctl
 
 from data_gen import rollout
 from tfrecords.runtime import fileio
@@ -260,6 +261,9 @@ class CmaEsTrainer:
         if cfg.ray_address:  # an unreachable cluster is one line now, before the workdir or the agent
             ray_engine.connect(cfg.ray_address, self.workers)
         _guard(cfg)
+        # pycma's linear algebra on one BLAS thread: OpenBLAS's default (a thread per core) cost 15-20% of a
+        # generation's wall time on 2 cores, competing with the workers (BENCHMARKS.md, "The CMA-ES driver's BLAS")
+        threadpoolctl.threadpool_limits(limits=1, user_api="blas")
         if not self.dreaming or cfg.inference_threads:  # before TensorFlow's first op
             # (the dream is this process's own heavy compute: it keeps TensorFlow's full thread pool)
             distribute.set_inference_threads(self.workers, cfg.inference_threads)
