@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import Any
 
 from tfrecords import fast_reader
 from tfrecords.runtime import fileio
@@ -106,7 +107,7 @@ def run(cfg: TrainVaeConfig) -> dict:
 
         return inputs.dataset_fn(read, cfg, train)
 
-    def loss_fn(model, batch, training):
+    def loss_fn(model: vae.ConvVAE, batch: Any, training: bool) -> dict[str, tf.Tensor]:
         if not isinstance(batch, tuple):
             return vae.loss_terms(model, batch, training=training)
         frames, key = batch  # --deterministic: the noise a single device would draw for these rows
@@ -118,7 +119,7 @@ def run(cfg: TrainVaeConfig) -> dict:
     )
     prior_z = tf.random.stateless_normal([8, cfg.z_size], seed=[0, 1])
 
-    def summaries(model, step):
+    def summaries(model: vae.ConvVAE, step: int) -> None:
         recon, _, _ = model(preview, training=False)
         pairs = tf.concat([tf.cast(preview, tf.float32) / 255.0, recon], axis=2)
         tf.summary.image("input_vs_reconstruction", pairs, max_outputs=8)
@@ -143,7 +144,7 @@ def run(cfg: TrainVaeConfig) -> dict:
     return result
 
 
-def export(model, export_dir: str) -> None:
+def export(model: Any, export_dir: str) -> None:
     """Saves ``encoder.keras`` and ``decoder.keras`` (float32, standard layers) atomically."""
     fileio.makedirs(export_dir)
     for part in ("encoder", "decoder"):

@@ -99,7 +99,7 @@ class PPOPolicy:
         self._mean = tf.function(lambda f, h, c: self._step_impl(f, h, c, False), input_signature=[frames, *state])
         self._value = tf.function(self._value_impl, input_signature=[frames, state[0]])
 
-    def _step_impl(self, frames, h, c, stochastic: bool):
+    def _step_impl(self, frames: tf.Tensor, h: tf.Tensor, c: tf.Tensor, stochastic: bool) -> tuple[tf.Tensor, ...]:
         z = self.agent.encode(frames)
         feats = tf.concat([z, h], axis=-1)
         mean, log_std, value = self.model(feats)
@@ -108,7 +108,7 @@ class PPOPolicy:
         h2, c2 = self.agent.advance(z, a, (h, c))
         return a, u, log_prob(u, mean, log_std), value, feats, z, h2, c2
 
-    def _value_impl(self, frames, h):
+    def _value_impl(self, frames: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
         return self.model(tf.concat([self.agent.encode(frames), h], axis=-1))[2]
 
     def initial_state(self, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ The update is :mod:`wm.training.ppo_update`'s; the policy that acts with V + M a
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 import numpy as np
@@ -47,7 +48,7 @@ def squash_action(u: tf.Tensor) -> tf.Tensor:
     return OFFSET + SCALE * tf.tanh(u)
 
 
-def _log_dtanh(u):
+def _log_dtanh(u: tf.Tensor) -> tf.Tensor:
     """log(1 - tanh(u)^2), finite for any u."""
     return 2.0 * (math.log(2.0) - u - tf.nn.softplus(-2.0 * u))
 
@@ -92,7 +93,7 @@ class ActorCritic(keras.Model):
         )
         orth = keras.initializers.Orthogonal
 
-        def mlp(prefix, out, gain, bias):
+        def mlp(prefix: str, out: int, gain: float, bias: Any) -> list[keras.layers.Layer]:
             layers = [
                 keras.layers.Dense(h, activation="tanh", kernel_initializer=orth(math.sqrt(2)), name=f"{prefix}_{i}")
                 for i, h in enumerate(self.hidden_sizes)

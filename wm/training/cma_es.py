@@ -169,7 +169,7 @@ def _init_mean(cfg: TrainControllerConfig, num_params: int) -> np.ndarray:
 class _Dream:
     """The dream side of a run: the environment, its start latents and the worlds of each generation."""
 
-    def __init__(self, cfg: TrainControllerConfig, agent):
+    def __init__(self, cfg: TrainControllerConfig, agent: Any):
         from wm.agents.dream import DreamEnv, start_latents
 
         m = agent.mdnrnn
@@ -180,13 +180,13 @@ class _Dream:
         self.starts = start_latents(cfg.series, cfg.dream_start, seed=cfg.seed)
         self.cfg, self.dropout = cfg, dropout
 
-    def worlds(self, key: list[int], n: int):
+    def worlds(self, key: list[int], n: int) -> tuple[np.ndarray, int]:
         """(start latents [n, Z], rollout seed) of ``n`` worlds named by ``key``."""
         rng = np.random.default_rng([self.cfg.seed, DREAM_STREAM, *key])
         idx = rng.choice(len(self.starts), n, replace=len(self.starts) < n)
         return self.starts[idx], int(rng.integers(1 << 62))
 
-    def play(self, params, trials: int, key: list[int]):
+    def play(self, params: np.ndarray, trials: int, key: list[int]) -> tuple[np.ndarray, int]:
         """Every row of ``params`` on the same ``trials`` worlds -> (returns [P, trials], steps played)."""
         starts, seed = self.worlds(key, trials)
         rows = np.repeat(np.asarray(params, np.float32), trials, axis=0)

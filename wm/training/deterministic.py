@@ -10,6 +10,7 @@ would draw for those examples.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -36,12 +37,12 @@ def replica_shares(global_batches: tf.data.Dataset, seed: int, ctx: tf.distribut
         raise ValueError(f"need global batches of a static size divisible by {replicas} replicas, got {size}")
     rows = size // replicas
 
-    def mine(x):
+    def mine(x: tf.Tensor) -> tf.Tensor:
         y = tf.reshape(x[first * rows : (first + local) * rows], tf.concat([[local, rows], tf.shape(x)[1:]], 0))
         y.set_shape([local, rows, *x.shape[1:]])
         return y
 
-    def split(n, batch):
+    def split(n: tf.Tensor, batch: Any) -> tf.data.Dataset:
         ids = tf.range(first, first + local, dtype=tf.int64)
         keys = tf.stack([tf.fill([local], tf.constant(seed, tf.int64)), tf.fill([local], n), ids * rows], 1)
         return tf.data.Dataset.from_tensor_slices((tf.nest.map_structure(mine, batch), keys))

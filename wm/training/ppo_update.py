@@ -65,7 +65,9 @@ class PPOTrainer:
             ],
         )
 
-    def _step_impl(self, feats, u, old_logp, adv, ret):
+    def _step_impl(
+        self, feats: tf.Tensor, u: tf.Tensor, old_logp: tf.Tensor, adv: tf.Tensor, ret: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
         h = self.hyper
         eps = self.rng.normal(tf.shape(u))
         actor_vars, critic_vars = self.model.actor_variables, self.model.critic_variables

@@ -119,7 +119,7 @@ class Trainer:
         self._eval_step = tf.function(self._distributed_eval_step)
 
     # One replica's share of one step.
-    def _replica_grads(self, batch):
+    def _replica_grads(self, batch: Any) -> tuple[dict[str, tf.Tensor], list[tf.Tensor]]:
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             terms = self.task.loss_fn(self.model, batch, True)
@@ -127,7 +127,7 @@ class Trainer:
             scaled = self.optimizer.scale_loss(means["loss"])
         return means, tape.gradient(scaled, variables)
 
-    def _clip(self, grads):
+    def _clip(self, grads: list[tf.Tensor]) -> list[tf.Tensor]:
         """Scales every replica's gradient so the all-reduced one has norm <= clip_norm.
 
         (Keras clips before its own all-reduce, i.e. per replica, hence this extra all-reduce.)
@@ -141,7 +141,7 @@ class Trainer:
         factor = tf.minimum(1.0, limit / tf.maximum(norm, 1e-30))
         return [None if g is None else g * tf.cast(factor, g.dtype) for g in grads]
 
-    def _agree_on_finite(self, grads):
+    def _agree_on_finite(self, grads: list[tf.Tensor]) -> list[tf.Tensor]:
         """float16 with several replicas: if any replica's gradient is not finite, makes every replica's so.
 
         Keras' LossScaleOptimizer decides "finite, apply" or "overflow, skip and halve the scale" from
@@ -155,7 +155,7 @@ class Trainer:
         everywhere = tf.equal(overflows, 0.0)
         return [None if g is None else tf.where(everywhere, g, tf.constant(float("inf"), g.dtype)) for g in grads]
 
-    def _replica_step(self, batch):
+    def _replica_step(self, batch: Any) -> dict[str, tf.Tensor]:
         means, grads = self._grads(batch)
         if self.setup.loss_scaling and self.setup.num_replicas > 1:
             grads = self._agree_on_finite(grads)
@@ -164,19 +164,19 @@ class Trainer:
         self.optimizer.apply(grads, self.model.trainable_variables)
         return means
 
-    def _distributed_step(self, batch):
+    def _distributed_step(self, batch: Any) -> dict[str, tf.Tensor]:
         per_replica = self.strategy.run(self._replica_step, args=(batch,))
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
-    def _train_steps(self, iterator, n):
+    def _train_steps(self, iterator: Any, n: tf.Tensor) -> dict[str, tf.Tensor]:
         terms = self._distributed_step(next(iterator))
         for _ in tf.range(n - 1):
             new = self._distributed_step(next(iterator))
             terms = {k: terms[k] + new[k] for k in terms}
         return {k: v / tf.cast(n, tf.float32) for k, v in terms.items()}
 
-    def _distributed_eval_step(self, batch):
-        def replica(batch):
+    def _distributed_eval_step(self, batch: Any) -> dict[str, tf.Tensor]:
+        def replica(batch: Any) -> dict[str, tf.Tensor]:
             terms = self.task.loss_fn(self.model, batch, False)
             sums = {k: tf.reduce_sum(tf.cast(v, tf.float32)) for k, v in terms.items()}
             sums["_count"] = tf.cast(tf.shape(terms["loss"])[0], tf.float32)
@@ -185,7 +185,7 @@ class Trainer:
         per_replica = self.strategy.run(replica, args=(batch,))
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
-    def evaluate(self, dataset, max_batches: int | None = None) -> dict[str, float]:
+    def evaluate(self, dataset: Any, max_batches: int | None = None) -> dict[str, float]:
         """Mean loss terms over one pass of a distributed dataset (at most ``max_batches`` global batches)."""
         totals: dict[str, float] = {}
         for i, batch in enumerate(dataset):
