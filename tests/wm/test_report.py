@@ -179,6 +179,26 @@ def test_a_dream_trained_controller_shows_its_dream_and_real_returns_on_one_plot
     assert plots.plot_controller(rows) != plots.plot_controller(real_only)
 
 
+def test_the_controller_section_shows_the_fidelity_gauge_when_it_was_run(tmp_path):
+    rows = [{"generation": 1, "mean": 1.0, "max": 2.0, "min": 0.0}]
+    _write_jsonl(str(tmp_path / "controller" / "metrics.jsonl"), rows)
+    before = open(build_report(str(tmp_path))).read()
+    assert "Dream fidelity" not in before
+    controllers = [
+        {"name": n, "real_mean": r, "dream_mean": d, "real_std": 1.0, "dream_std": 1.0, "real_rank": 1, "dream_rank": 1}
+        for n, r, d in (("agent", 800.0, 50.0), ("zero", -90.0, 300.0), ("noise 1 #1", 200.0, 120.0))
+    ]
+    gauge = {"spearman_rho": -0.5, "mean_gap": -66.7, "controllers": controllers, "episodes": 8}
+    (tmp_path / "controller" / "fidelity.json").write_text(json.dumps(gauge))
+    html = open(build_report(str(tmp_path))).read()
+    text = _strip_tags(html)
+    assert "Spearman rho -0.50 over 3 controllers, mean dream - real gap -66.7, 8 tracks" in text
+    assert "dream fidelity scatter" in html
+    missing = re.compile(r"Missing or incomplete</b> \((\d+)\)")
+    assert missing.search(html).group(1) == missing.search(before).group(1)  # optional: never named missing
+    assert plots.plot_fidelity(controllers, -0.5) != plots.plot_fidelity(controllers[:2], -1.0)
+
+
 def _iteration_workdir(w, stages):
     _write_jsonl(
         str(w / "controller" / "metrics.jsonl"),

@@ -13,6 +13,7 @@
         controller.npz             C's parameters
         evaluation.csv             evaluate: one line per episode
         evaluation.json            evaluate: the summary
+        fidelity.json              wm.fidelity: how faithfully the dream ranks controllers
       iter_K/                      iteration K (--iterations)
         rollouts/                  collect@K: episodes played by controller/ with parameter noise
         series/                    encode@K
@@ -44,6 +45,7 @@ CONTROLLER = "controller"
 CONTROLLER_PARAMS = "controller.npz"  # inside controller/
 EVALUATION_CSV = "evaluation.csv"  # inside controller/
 EVALUATION_JSON = "evaluation.json"  # inside controller/
+FIDELITY_JSON = "fidelity.json"  # inside controller/
 DREAM_VS_REAL_GIF = "dream_vs_real.gif"  # inside iter_K/
 VIDEOS = "videos"
 REPORT = "report.html"
@@ -102,6 +104,7 @@ class Layout:
     controller_params = _Path(CONTROLLER, CONTROLLER_PARAMS)
     evaluation_csv = _Path(CONTROLLER, EVALUATION_CSV)
     evaluation_json = _Path(CONTROLLER, EVALUATION_JSON)
+    fidelity_json = _Path(CONTROLLER, FIDELITY_JSON)
     videos = _Path(VIDEOS)
     report = _Path(REPORT)
     pipeline_json = _Path(PIPELINE_JSON)

@@ -105,6 +105,25 @@ def plot_losses(rows: list[dict], preferred: tuple[str, ...]) -> bytes | None:
     return _png(fig)
 
 
+def plot_fidelity(rows: list[dict], rho: float) -> bytes:
+    """PNG scatter of the fidelity gauge's controllers: real mean return (x) against dream mean return (y)."""
+    fig = _figure(5, 4)
+    ax = fig.add_subplot()
+    real = [r["real_mean"] for r in rows]
+    dream = [r["dream_mean"] for r in rows]
+    ax.scatter(real, dream, color="#1f77b4", zorder=3)
+    for r in rows:
+        ax.annotate(r["name"], (r["real_mean"], r["dream_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    lo, hi = min(real + dream), max(real + dream)
+    ax.plot([lo, hi], [lo, hi], color="#999999", ls="--", lw=1, label="dream = real")
+    ax.set_xlabel("real mean return")
+    ax.set_ylabel("dream mean return")
+    ax.set_title(f"Spearman rho = {rho:.2f} ({len(rows)} controllers)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def plot_returns_histogram(returns: list[float]) -> bytes:
     """PNG histogram of evaluation returns, with the mean (and the paper's score when in range)."""
     import numpy as np

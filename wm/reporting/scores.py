@@ -9,7 +9,7 @@ from wm.core import layout
 from wm.core.workdir import METRICS_NAME
 from wm.reporting.files import exists, join, read_bytes, read_json, read_jsonl
 from wm.reporting.html import Page, duration, esc, fmt, img
-from wm.reporting.plots import PAPER_SCORE, SOLVED, plot_controller, plot_returns_histogram
+from wm.reporting.plots import PAPER_SCORE, SOLVED, plot_controller, plot_fidelity, plot_returns_histogram
 
 
 def add_score(page: Page, workdir: str) -> None:
@@ -117,4 +117,20 @@ def add_controller(page: Page, workdir: str) -> None:
         "<figcaption>Return per generation: the population's mean (line), max and min (band); red points "
         "evaluate the CMA-ES mean on tracks the population never sees.</figcaption></figure>"
     )
-    page.section("Controller training (CMA-ES)", "controller", body)
+    page.section("Controller training (CMA-ES)", "controller", body + _fidelity(workdir))
+
+
+def _fidelity(workdir: str) -> str:
+    """The dream's fidelity gauge (``wm.fidelity``'s JSON beside the controller), when it has been run."""
+    path = layout.Layout(workdir).fidelity_json
+    if not exists(path):
+        return ""
+    gauge = read_json(path)
+    rows, rho = gauge["controllers"], float(gauge["spearman_rho"])
+    return (
+        f"<p>Dream fidelity (<code>python -m wm.fidelity</code>): Spearman rho {rho:.2f} over {len(rows)} "
+        f"controllers, mean dream - real gap {fmt(gauge['mean_gap'])}, {gauge['episodes']} tracks and dream "
+        f"worlds each.</p><figure>{img(plot_fidelity(rows, rho), 'image/png', 'dream fidelity scatter')}"
+        "<figcaption>Each controller's mean return in M's dream against reality: a dream that ranks "
+        "controllers as reality does puts them in the same order on both axes.</figcaption></figure>"
+    )

@@ -1,0 +1,118 @@
+"""How faithfully M's dream ranks controllers: the library side of ``python -m wm.fidelity``.
+
+A set of controllers of clearly different quality (the agent's own parameters, the zero controller,
+and the agent's parameters plus Gaussian noise at growing scales) plays the same real tracks and the
+same dream worlds; the gauge is Spearman's rank correlation between their real and dream mean returns,
+with the mean dream - real gap beside it. A dream that ranks controllers as reality does (rho near 1)
+can select them; one whose rho is near 0 or negative only rewards exploiting M.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+FIDELITY_STREAM = 4  # track and dream-world seeds of the gauge (wm.agents.loading's streams are 1-3)
+
+
+def ranks(x: Sequence[float] | np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x`` (ascending), ties given the mean of the ranks they span."""
+    x = np.asarray(x, np.float64)
+    order = np.argsort(x, kind="stable")
+    out = np.empty(len(x), np.float64)
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        out[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return out
+
+
+def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Spearman's rank correlation of two equally long sequences (Pearson's r of their ranks, ties
+    averaged); NaN when either side has fewer than two distinct values."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman needs sequences of one length, got {len(x)} and {len(y)}")
+    rx, ry = ranks(x), ranks(y)
+    dx, dy = rx - rx.mean(), ry - ry.mean()
+    denom = math.sqrt(float(np.sum(dx * dx)) * float(np.sum(dy * dy)))
+    return float(np.sum(dx * dy)) / denom if denom > 0 else float("nan")
+
+
+def parse_scales(text: str) -> list[float]:
+    """``"0.25,0.5,1"`` -> [0.25, 0.5, 1.0]; ValueError unless every scale is a positive number."""
+    try:
+        scales = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"scales must be comma-separated numbers, got {text!r}") from None
+    if not scales or any(not s > 0 for s in scales):
+        raise ValueError(f"scales must be positive numbers, got {text!r}")
+    return scales
+
+
+def controller_set(
+    params: np.ndarray, scales: Sequence[float], per_scale: int, seed: int
+) -> tuple[np.ndarray, list[str]]:
+    """(parameters [K, n], names) of the controllers the gauge plays: the agent (``agent``), the zero
+    controller (``zero``), and for every scale s, ``per_scale`` perturbations ``agent + s * rms * N(0, I)``
+    (``noise s #i``), rms being the agent's root-mean-square parameter (1 for an all-zero agent)."""
+    base = np.asarray(params, np.float64).reshape(-1)
+    rms = float(np.sqrt(np.mean(base * base))) or 1.0
+    rng = np.random.default_rng([seed, FIDELITY_STREAM])
+    rows, names = [base, np.zeros_like(base)], ["agent", "zero"]
+    for s in scales:
+        for i in range(per_scale):
+            rows.append(base + s * rms * rng.standard_normal(base.shape))
+            names.append(f"noise {s:g} #{i + 1}")
+    return np.stack(rows).astype(np.float32), names
+
+
+@dataclasses.dataclass
+class Gauge:
+    """The gauge's result: per controller, its real and dream returns [K, N]; and the summary."""
+
+    names: list[str]
+    real: np.ndarray
+    dream: np.ndarray
+
+    @property
+    def rho(self) -> float:
+        """Spearman's rho between the controllers' real and dream mean returns."""
+        return spearman(self.real.mean(axis=1), self.dream.mean(axis=1))
+
+    @property
+    def mean_gap(self) -> float:
+        """The controllers' mean dream - real return."""
+        return float(np.mean(self.dream.mean(axis=1) - self.real.mean(axis=1)))
+
+    def rows(self) -> list[dict]:
+        """One dict per controller: name, real and dream mean and std, and their ranks (1 = best)."""
+        real, dream = self.real.mean(axis=1), self.dream.mean(axis=1)
+        real_rank, dream_rank = len(real) + 1 - ranks(real), len(dream) + 1 - ranks(dream)
+        return [
+            {
+                "name": n,
+                "real_mean": float(real[k]),
+                "real_std": float(self.real[k].std()),
+                "dream_mean": float(dream[k]),
+                "dream_std": float(self.dream[k].std()),
+                "real_rank": float(real_rank[k]),
+                "dream_rank": float(dream_rank[k]),
+            }
+            for k, n in enumerate(self.names)
+        ]
+
+    def table(self) -> str:
+        """The per-controller table as text, best real controller first."""
+        lines = [f"{'controller':<14} {'real':>16} {'dream':>16} {'rank real':>9} {'rank dream':>10}"]
+        for r in sorted(self.rows(), key=lambda r: r["real_rank"]):
+            lines.append(
+                f"{r['name']:<14} {r['real_mean']:8.1f} ± {r['real_std']:5.1f} {r['dream_mean']:8.1f} ± "
+                f"{r['dream_std']:5.1f} {r['real_rank']:9g} {r['dream_rank']:10g}"
+            )
+        return "\n".join(lines)

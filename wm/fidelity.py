@@ -1,0 +1,152 @@
+"""How faithfully M's dream ranks controllers: Spearman's rho between dream and real returns.
+
+    python -m wm.fidelity --agent=runs/demo/controller --episodes=8
+
+Plays a set of controllers of clearly different quality (the agent's CMA-ES parameters, the zero
+controller, and the agent's parameters plus Gaussian noise at each of ``--scales`` times their RMS,
+``--per_scale`` of each) on the same ``--episodes`` real tracks and as many dream worlds of M (started
+from ``--series``' latents, as ``wm.train_controller --env=dream`` starts them), and prints a table per
+controller, the mean dream - real gap and, on its last line, ``spearman rho = R (K controllers)``. The
+result goes to ``AGENT/fidelity.json`` (or ``--out``); ``wm.report`` shows it as a scatter.
+
+The dream's settings default to the agent's run (its ``--series``, ``--dream_start``, ``--temperature``;
+dropout: M's own) and can be changed here (``--temperature``, ``--dream_dropout``), so that each
+remedy for a dream that ranks badly is measured by this one number. The tracks come from ``--seed``
+through a seed stream that neither training nor ``wm.evaluate`` uses. CMA-ES agents only (a PPO policy
+has no parameter vector to perturb).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from data_gen import rollout
+from tfrecords.runtime import fileio
+from tfrecords.runtime.cli import UsageError, check, option, run_binary
+from wm.agents import fidelity, loading
+from wm.agents import workers as workers_lib
+from wm.agents.dream import START_MODES, check_dreamer
+from wm.core import distribute, layout
+
+OUT_NAME = layout.FIDELITY_JSON
+
+
+@dataclasses.dataclass
+class FidelityConfig:
+    """Everything ``run`` needs (the flags of ``python -m wm.fidelity``)."""
+
+    agent: str = option(help="A train_controller (CMA-ES) workdir.", required=True)
+    episodes: int = option(8, help="Real tracks, and dream worlds, each controller plays.", min=1)
+    scales: str = option("0.25,0.5,1,2,4", help="Noise scales of the perturbed controllers (times the RMS).")
+    per_scale: int = option(1, help="Perturbed controllers per scale.", min=1)
+    seed: int = option(0, help="Seed of the tracks, the dream worlds and the perturbations.")
+    max_steps: int = option(1000, help="Maximum steps per episode, real and dreamed.", min=1)
+    series: str = option("", help="Latent series whose z's start the dreams (default: the agent's --series).")
+    dream_start: str = option("", help="Dream starts (default: the agent's).", choices=START_MODES)
+    temperature: float = option(-1.0, help="The dream's tau (-1: the agent's run's, else 1.0).", min=-1)
+    dream_dropout: float = option(-1.0, help="The dream's dropout (-1: M's training dropout).", min=-1)
+    jit_compile: str = option("auto", help="XLA for the dream: auto/on compile it, off.", choices=("auto", "on", "off"))
+    workers: int = option(0, help="Environment worker processes (0: one per core).", min=0)
+    envs: int = option(0, help="Environments in flight (0: min(real episodes, 64)).", min=0)
+    layout: str = option("auto", help=workers_lib.LAYOUT_HELP, choices=workers_lib.LAYOUTS)
+    env_id: str = option("", help="Environment id (default: the agent's).")
+    out: str = option("", help=f"Result JSON path (default: AGENT/{OUT_NAME}).")
+    progress: bool = option(True, help="Show a progress bar.")
+
+
+def validate(cfg: FidelityConfig) -> tuple[dict, list[float]]:
+    """Raises UsageError for bad settings; returns (the agent's config, the noise scales)."""
+    check(cfg)
+    try:
+        scales = fidelity.parse_scales(cfg.scales)
+    except ValueError as e:
+        raise UsageError(f"--{e}") from None
+    config = loading.load_policy_config(cfg.agent)
+    if config.get("algorithm", "cma-es") != "cma-es":
+        raise UsageError(f"{cfg.agent} is a {config.get('algorithm')} agent: the gauge perturbs CMA-ES parameters")
+    check_dreamer(config["mdnrnn"])
+    if not (cfg.series or config.get("flags", {}).get("series")):
+        raise UsageError(f"{cfg.agent} was trained without --series: give --series (wm.encode's latent series)")
+    if cfg.env_id:
+        rollout.check_env_id(cfg.env_id)
+    if cfg.out and fileio.gfile().isdir(cfg.out):
+        raise UsageError(f"--out {cfg.out} is a directory; give the JSON's file name")
+    workers_lib.resolve_layout(cfg.layout, "", [cfg.agent])
+    return config, scales
+
+
+def run(cfg: FidelityConfig) -> dict:
+    """Plays the controllers in reality and in the dream; writes and returns the result."""
+    config, scales = validate(cfg)
+    import numpy as np
+    from tqdm import tqdm
+
+    from wm.agents.dream import DreamEnv, start_latents
+
+    flags = config.get("flags", {})
+    n_rows = 2 + len(scales) * cfg.per_scale
+    envs = cfg.envs or min(cfg.episodes * n_rows, 64)
+    workers = min(cfg.workers or os.cpu_count() or 1, envs)
+    distribute.set_inference_threads(workers)  # before TensorFlow's first op
+    agent, params, _ = loading.load_policy(cfg.agent)
+    rows, names = fidelity.controller_set(params, scales, cfg.per_scale, cfg.seed)
+    t0 = time.perf_counter()
+
+    # the dream: every controller on the same worlds
+    series = cfg.series or flags["series"]
+    temperature = cfg.temperature if cfg.temperature >= 0 else float(flags.get("temperature", 1.0))
+    dropout = agent.mdnrnn.dropout if cfg.dream_dropout < 0 else cfg.dream_dropout
+    starts = start_latents(series, cfg.dream_start or flags.get("dream_start", "first"), seed=cfg.seed)
+    rng = np.random.default_rng([cfg.seed, fidelity.FIDELITY_STREAM])
+    starts = starts[rng.choice(len(starts), cfg.episodes, replace=len(starts) < cfg.episodes)]
+    dream_env = DreamEnv(agent.mdnrnn, agent.controller, cfg.max_steps, temperature, dropout, cfg.jit_compile != "off")
+    played = dream_env.rollout(
+        np.repeat(rows, cfg.episodes, axis=0),
+        starts,
+        np.tile(np.arange(cfg.episodes, dtype=np.int32), len(rows)),
+        int(rng.integers(1 << 62)),
+    )
+    dream = played.returns.reshape(len(rows), cfg.episodes)
+    dream_time = time.perf_counter() - t0
+
+    # reality: every controller on the same tracks
+    env_id = cfg.env_id or config.get("env_id", rollout.DEFAULT_ENV_ID)
+    seeds = loading.track_seeds(cfg.seed, fidelity.FIDELITY_STREAM, cfg.episodes)
+    jobs = [(k, s) for k in range(len(rows)) for s in seeds]
+    spec = workers_lib.AgentSpec(agent_dir=fileio.abspath(cfg.agent), precision="")
+    bar = tqdm(total=len(jobs), unit="ep", desc="fidelity", disable=not cfg.progress, file=sys.stderr)
+    with workers_lib.make_runner(cfg.layout, spec, env_id, envs, workers, cfg.max_steps, agent=agent) as runner:
+        results = runner.run(rows, jobs, cfg.max_steps, on_episode=lambda r: bar.update(1))
+    bar.close()
+    real = np.array([r.ret for r in results]).reshape(len(rows), cfg.episodes)
+
+    gauge = fidelity.Gauge(names, real, dream)
+    result: dict[str, Any] = {
+        "agent": fileio.abspath(cfg.agent),
+        "spearman_rho": gauge.rho,
+        "mean_gap": gauge.mean_gap,
+        "controllers": gauge.rows(),
+        "episodes": cfg.episodes,
+        "seed": cfg.seed,
+        "env_id": env_id,
+        "dream": {"series": series, "temperature": temperature, "dropout": dropout, "starts": len(starts)},
+        "env_steps": int(sum(r.steps for r in results)),
+        "dream_steps": int(played.steps.sum()),
+        "wall_time": time.perf_counter() - t0,
+        "dream_wall_time": dream_time,
+    }
+    out = cfg.out or fileio.join(cfg.agent, OUT_NAME)
+    fileio.write_text_atomic(out, json.dumps(result, indent=2, sort_keys=True))
+    print(gauge.table())
+    print(f"mean dream - real gap: {gauge.mean_gap:+.1f} (dream tau {temperature:g}, dropout {dropout:g}); {out}")
+    print(f"spearman rho = {gauge.rho:.2f} ({len(rows)} controllers)")
+    return result
+
+
+if __name__ == "__main__":
+    run_binary(FidelityConfig, run, "fidelity")
