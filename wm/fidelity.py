@@ -3,7 +3,8 @@
     python -m wm.fidelity --agent=runs/demo/controller --episodes=8
 
 Plays a set of controllers of clearly different quality (the agent's CMA-ES parameters, the zero
-controller, and the agent's parameters plus Gaussian noise at each of ``--scales`` times their RMS,
+controller, the CMA-ES means of ``--means`` evenly spaced generations of its run (the last included),
+and the agent's parameters plus Gaussian noise at each of ``--scales`` times their RMS,
 ``--per_scale`` of each) on the same ``--episodes`` real tracks and as many dream worlds of M (started
 from ``--series``' latents, as ``wm.train_controller --env=dream`` starts them), and prints a table per
 controller, the mean dream - real gap and, on its last line, ``spearman rho = R (K controllers)``. The
@@ -44,6 +45,7 @@ class FidelityConfig:
     episodes: int = option(8, help="Real tracks, and dream worlds, each controller plays.", min=1)
     scales: str = option("0.25,0.5,1,2,4", help="Noise scales of the perturbed controllers (times the RMS).")
     per_scale: int = option(1, help="Perturbed controllers per scale.", min=1)
+    means: int = option(4, help="CMA-ES means along the run to play (evenly spaced generations; 0: none).", min=0)
     seed: int = option(0, help="Seed of the tracks, the dream worlds and the perturbations.")
     max_steps: int = option(1000, help="Maximum steps per episode, real and dreamed.", min=1)
     series: str = option("", help="Latent series whose z's start the dreams (default: the agent's --series).")
@@ -80,6 +82,18 @@ def validate(cfg: FidelityConfig) -> tuple[dict, list[float]]:
     return config, scales
 
 
+def _means_along(agent_dir: str, n: int) -> list[tuple[str, Any]]:
+    """(``mean gen G``, parameters) of ``n`` evenly spaced generations the run's state still holds."""
+    from wm.training.cma_state import STATE_NAME, CmaState
+
+    data = fileio.read_bytes(fileio.join(agent_dir, STATE_NAME))
+    if data is None or n <= 0:
+        return []
+    state = CmaState.loads(data)
+    held = [g for g in range(1, state.generation + 1) if state.mean_of(g) is not None]
+    return [(f"mean gen {g}", state.mean_of(g)) for g in fidelity.spaced(held[0], held[-1], n)] if held else []
+
+
 def run(cfg: FidelityConfig) -> dict:
     """Plays the controllers in reality and in the dream; writes and returns the result."""
     config, scales = validate(cfg)
@@ -89,12 +103,13 @@ def run(cfg: FidelityConfig) -> dict:
     from wm.agents.dream import DreamEnv, start_latents
 
     flags = config.get("flags", {})
-    n_rows = 2 + len(scales) * cfg.per_scale
+    along = _means_along(cfg.agent, cfg.means)
+    n_rows = 2 + len(along) + len(scales) * cfg.per_scale
     envs = cfg.envs or min(cfg.episodes * n_rows, 64)
     workers = min(cfg.workers or os.cpu_count() or 1, envs)
     distribute.set_inference_threads(workers)  # before TensorFlow's first op
     agent, params, _ = loading.load_policy(cfg.agent)
-    rows, names = fidelity.controller_set(params, scales, cfg.per_scale, cfg.seed)
+    rows, names = fidelity.controller_set(params, scales, cfg.per_scale, cfg.seed, along)
     t0 = time.perf_counter()
 
     # the dream: every controller on the same worlds

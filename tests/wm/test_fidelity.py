@@ -58,6 +58,11 @@ def test_the_controller_set_is_the_agent_zero_and_perturbations_that_grow_with_t
     np.testing.assert_array_equal(rows, again)  # seeded
     other, _ = fidelity.controller_set(params, [0.5, 4.0], 3, seed=8)
     assert not np.array_equal(rows[2:], other[2:])
+    with_means, names = fidelity.controller_set(params, [0.5], 1, 7, [("mean gen 3", params * 2)])
+    assert names == ["agent", "zero", "mean gen 3", "noise 0.5 #1"]
+    np.testing.assert_array_equal(with_means[2], params * 2)
+    assert fidelity.spaced(1, 50, 4) == [1, 17, 34, 50] and fidelity.spaced(3, 3, 4) == [3]
+    assert fidelity.spaced(1, 3, 8) == [1, 2, 3] and fidelity.spaced(1, 5, 0) == []
     assert fidelity.parse_scales("0.25, 1,4") == [0.25, 1.0, 4.0]
     for bad in ("", "0", "-1", "a"):
         with pytest.raises(ValueError):
@@ -93,22 +98,25 @@ def test_fidelity_plays_every_controller_in_both_worlds_and_writes_the_gauge(dre
     from wm import fidelity as binary
     from wm.agents import loading
     from wm.agents.dream import DreamEnv, start_latents
+    from wm.training.cma_state import STATE_NAME, CmaState
 
     cfg = binary.FidelityConfig(
         agent=dream_agent, episodes=2, scales="1,8", max_steps=12, workers=1, layout="central", progress=False
     )
     result = binary.run(cfg)
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == f"spearman rho = {result['spearman_rho']:.2f} (4 controllers)"
+    assert last == f"spearman rho = {result['spearman_rho']:.2f} (5 controllers)"
     saved = json.load(open(f"{dream_agent}/{binary.OUT_NAME}"))
     assert saved["spearman_rho"] == pytest.approx(result["spearman_rho"], nan_ok=True)
     rows = saved["controllers"]
-    assert [r["name"] for r in rows] == ["agent", "zero", "noise 1 #1", "noise 8 #1"]
-    assert saved["env_steps"] <= 4 * 2 * 12 and saved["dream_steps"] <= 4 * 2 * 12
+    assert [r["name"] for r in rows] == ["agent", "zero", "mean gen 1", "noise 1 #1", "noise 8 #1"]
+    assert saved["env_steps"] <= 5 * 2 * 12 and saved["dream_steps"] <= 5 * 2 * 12
 
     # the numbers are the dream's and reality's own: replayed one controller at a time, the same returns
     agent, params, config = loading.load_policy(dream_agent)
-    ctrl, _ = fidelity.controller_set(params, [1.0, 8.0], 1, 0)
+    state = CmaState.loads(open(f"{dream_agent}/{STATE_NAME}", "rb").read())
+    ctrl, _ = fidelity.controller_set(params, [1.0, 8.0], 1, 0, [("mean gen 1", state.mean_of(1))])
+    np.testing.assert_array_equal(ctrl[2], np.asarray(state.es.mean, np.float32))
     starts = start_latents(dream_world["series"], "first", seed=0)
     rng = np.random.default_rng([0, fidelity.FIDELITY_STREAM])
     starts = starts[rng.choice(len(starts), 2, replace=len(starts) < 2)]
@@ -121,7 +129,7 @@ def test_fidelity_plays_every_controller_in_both_worlds_and_writes_the_gauge(dre
 
     seeds = loading.track_seeds(0, fidelity.FIDELITY_STREAM, 2)
     with CentralRunner(agent, config["env_id"], 2, 1, 12) as runner:
-        for k in (0, 3):
+        for k in (0, 2, 4):
             real = [r.ret for r in runner.run(ctrl[k][None], [(0, s) for s in seeds], 12)]
             assert rows[k]["real_mean"] == pytest.approx(float(np.mean(real)), rel=1e-5, abs=1e-4)
 

@@ -304,6 +304,24 @@ def test_a_state_file_of_todays_format_loads_and_is_written_back_as_it_was():
     assert list(again["best_eval"]) == ["score", "params", "generation"]
 
 
+def test_the_state_keeps_the_mean_of_every_generation_since_it_was_kept():
+    import pickle
+
+    from wm.training.cma_state import CmaState
+
+    state = CmaState.loads(pickle.dumps(_state_dict_as_before()))  # generation 1, from before means were kept
+    assert state.means == [] and state.mean_of(1) is None
+    for gen in (2, 3):
+        state.es.tell(state.es.ask(), list(np.arange(4.0)))
+        state.keep_mean()
+        state.generation = gen
+        np.testing.assert_array_equal(state.mean_of(gen), np.asarray(state.es.mean, np.float32))
+    assert state.mean_of(1) is None and state.mean_of(4) is None and state.mean_of(0) is None
+    back = CmaState.loads(state.dumps())
+    assert back.to_dict()["means"].shape == (2, 5) and back.mean_of(2) is not None and back.mean_of(1) is None
+    np.testing.assert_array_equal(back.mean_of(3), state.mean_of(3))
+
+
 def test_a_state_file_written_before_the_dataclass_resumes_and_the_file_stays_a_dict(tiny_world, tmp_path):
     import pickle
 
@@ -313,7 +331,9 @@ def test_a_state_file_written_before_the_dataclass_resumes_and_the_file_stays_a_
     first = tc.run(_cfg(tiny_world, d, generations=1))
     # the file is the dict the code before read: the same keys, best_eval's too
     raw = pickle.loads((d / tc.STATE_NAME).read_bytes())
-    assert type(raw) is dict and list(raw) == _FILE_KEYS
+    # (plus ``means``, the CMA-ES mean of every finished generation, which the code before ignores and keeps)
+    assert type(raw) is dict and list(raw) == [*_FILE_KEYS, "means"]
+    np.testing.assert_array_equal(raw["means"], np.asarray(raw["es"].mean, np.float32)[None])
     assert list(raw["best_eval"]) == ["score", "params", "generation", "mdnrnn_checkpoint"]
     # generation 0 as the code before made it (seed, pycma, this dict) in place of the file: the same generation 1
     num_params = json.load(open(d / "config.json"))["controller_shape"]["num_params"]
@@ -347,6 +367,7 @@ def test_one_generation_alone_with_a_fitness_of_its_own(tiny_world, tmp_path):
     assert "eval_mean" not in record and record["max"] == state.best_fitness
     saved = CmaState.loads((d / tc.STATE_NAME).read_bytes())
     assert saved.generation == 1 and saved.records == [record]
+    np.testing.assert_array_equal(saved.mean_of(1), np.asarray(state.es.mean, np.float32))
     np.testing.assert_array_equal(saved.best_member, state.best_member)
     with np.load(d / tc.PARAMS_NAME) as z:
         assert str(z["source"]) == "fitness" and int(z["generation"]) == 1

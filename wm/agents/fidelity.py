@@ -1,10 +1,10 @@
 """How faithfully M's dream ranks controllers: the library side of ``python -m wm.fidelity``.
 
 A set of controllers of clearly different quality (the agent's own parameters, the zero controller,
-and the agent's parameters plus Gaussian noise at growing scales) plays the same real tracks and the
-same dream worlds; the gauge is Spearman's rank correlation between their real and dream mean returns,
-with the mean dream - real gap beside it. A dream that ranks controllers as reality does (rho near 1)
-can select them; one whose rho is near 0 or negative only rewards exploiting M.
+CMA-ES means along the run, and the agent's parameters plus Gaussian noise at growing scales) plays the
+same real tracks and the same dream worlds; the gauge is Spearman's rank correlation between their real
+and dream mean returns, with the mean dream - real gap beside it. A dream that ranks controllers as
+reality does (rho near 1) can select them; one whose rho is near 0 or negative only rewards exploiting M.
 """
 
 from __future__ import annotations
@@ -44,6 +44,13 @@ def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -
     return float(np.sum(dx * dy)) / denom if denom > 0 else float("nan")
 
 
+def spaced(first: int, last: int, n: int) -> list[int]:
+    """Up to ``n`` evenly spaced integers from ``first`` to ``last`` (both included when n >= 2)."""
+    if n <= 0 or last < first:
+        return []
+    return sorted({int(round(v)) for v in np.linspace(first, last, min(n, last - first + 1))})
+
+
 def parse_scales(text: str) -> list[float]:
     """``"0.25,0.5,1"`` -> [0.25, 0.5, 1.0]; ValueError unless every scale is a positive number."""
     try:
@@ -56,15 +63,19 @@ def parse_scales(text: str) -> list[float]:
 
 
 def controller_set(
-    params: np.ndarray, scales: Sequence[float], per_scale: int, seed: int
+    params: np.ndarray, scales: Sequence[float], per_scale: int, seed: int, along: Sequence[tuple[str, np.ndarray]] = ()
 ) -> tuple[np.ndarray, list[str]]:
     """(parameters [K, n], names) of the controllers the gauge plays: the agent (``agent``), the zero
-    controller (``zero``), and for every scale s, ``per_scale`` perturbations ``agent + s * rms * N(0, I)``
+    controller (``zero``), the controllers ``along`` the run ((name, parameters): the CMA-ES means of
+    some generations), and for every scale s, ``per_scale`` perturbations ``agent + s * rms * N(0, I)``
     (``noise s #i``), rms being the agent's root-mean-square parameter (1 for an all-zero agent)."""
     base = np.asarray(params, np.float64).reshape(-1)
     rms = float(np.sqrt(np.mean(base * base))) or 1.0
     rng = np.random.default_rng([seed, FIDELITY_STREAM])
     rows, names = [base, np.zeros_like(base)], ["agent", "zero"]
+    for name, p in along:
+        rows.append(np.asarray(p, np.float64).reshape(base.shape))
+        names.append(name)
     for s in scales:
         for i in range(per_scale):
             rows.append(base + s * rms * rng.standard_normal(base.shape))

@@ -381,6 +381,7 @@ class CmaEsTrainer:
             "wall_time": time.perf_counter() - t0,
         }
         state.keep_fittest(solutions, fitness)
+        state.keep_mean()
         if cfg.eval_every and due(gen, cfg.eval_every, gen == cfg.generations):
             record.update(self.evaluate(state, gen))
         state.generation = gen

@@ -9,6 +9,8 @@ On disk the state is what it has always been, a pickled dict of string keys::
     records        the finished generations' metrics.jsonl entries
     best_member    (once there is one) the fittest member's parameters
     np_random      NumPy's global RNG state after the last finished generation
+    means          (once there is one) the CMA-ES mean after each finished generation, [generations, n]
+                   float32: the controllers along the run that ``wm.fidelity`` plays
 
 :meth:`CmaState.to_dict` and :meth:`CmaState.from_dict` are the only boundary. Keeping the dict (rather
 than pickling the dataclass) lets a workdir move between versions both ways: this code resumes a file
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     import cma
 
 STATE_NAME = "cma_state.pkl"
-_KEYS = ("es", "generation", "best_fitness", "best_eval", "records", "best_member", "np_random")
+_KEYS = ("es", "generation", "best_fitness", "best_eval", "records", "best_member", "np_random", "means")
 
 
 @dataclasses.dataclass
@@ -76,6 +78,9 @@ class CmaState:
     """The fittest member's parameters (float32): ``controller.npz`` while nothing is evaluated."""
     np_random: tuple[Any, ...] | dict[str, Any] | None = None
     """``np.random.get_state()`` after the last finished generation (None before the first)."""
+    means: list[np.ndarray] = dataclasses.field(default_factory=list)
+    """The CMA-ES mean (float32) after each finished generation, in order; empty in files written before it
+    was kept (then only the generations run since are there: see :meth:`mean_of`)."""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Keys of the file this version does not know (a newer version's), written back unchanged."""
 
@@ -91,6 +96,7 @@ class CmaState:
             records=d["records"],
             best_member=d.get("best_member"),
             np_random=d.get("np_random"),
+            means=list(d["means"]) if d.get("means") is not None else [],
             extra={k: v for k, v in d.items() if k not in _KEYS},
         )
 
@@ -107,6 +113,8 @@ class CmaState:
             d["best_member"] = self.best_member
         if self.np_random is not None:
             d["np_random"] = self.np_random
+        if self.means:
+            d["means"] = np.stack(self.means)
         return {**d, **self.extra}
 
     @classmethod
@@ -117,6 +125,15 @@ class CmaState:
     def dumps(self) -> bytes:
         """The bytes of ``cma_state.pkl``."""
         return pickle.dumps(self.to_dict())
+
+    def keep_mean(self) -> None:
+        """Keeps the strategy's mean after the generation just finished (call once per generation)."""
+        self.means.append(np.asarray(self.es.mean, np.float32))
+
+    def mean_of(self, generation: int) -> np.ndarray | None:
+        """The CMA-ES mean after ``generation`` (1-based), or None if this state does not hold it."""
+        first = self.generation - len(self.means) + 1  # a state from before means were kept holds the last ones
+        return self.means[generation - first] if first <= generation <= self.generation else None
 
     def keep_fittest(self, solutions: list[np.ndarray], fitness: np.ndarray) -> None:
         """Keeps the generation's fittest member if it beats every earlier one."""
