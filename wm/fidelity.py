@@ -120,13 +120,7 @@ def run(cfg: FidelityConfig) -> dict:
     rng = np.random.default_rng([cfg.seed, fidelity.FIDELITY_STREAM])
     starts = starts[rng.choice(len(starts), cfg.episodes, replace=len(starts) < cfg.episodes)]
     dream_env = DreamEnv(agent.mdnrnn, agent.controller, cfg.max_steps, temperature, dropout, cfg.jit_compile != "off")
-    played = dream_env.rollout(
-        np.repeat(rows, cfg.episodes, axis=0),
-        starts,
-        np.tile(np.arange(cfg.episodes, dtype=np.int32), len(rows)),
-        int(rng.integers(1 << 62)),
-    )
-    dream = played.returns.reshape(len(rows), cfg.episodes)
+    dream, dream_steps = dream_env.rollout_on_worlds(rows, starts, int(rng.integers(1 << 62)))
     dream_time = time.perf_counter() - t0
 
     # reality: every controller on the same tracks
@@ -151,7 +145,7 @@ def run(cfg: FidelityConfig) -> dict:
         "env_id": env_id,
         "dream": {"series": series, "temperature": temperature, "dropout": dropout, "starts": len(starts)},
         "env_steps": int(sum(r.steps for r in results)),
-        "dream_steps": int(played.steps.sum()),
+        "dream_steps": dream_steps,
         "wall_time": time.perf_counter() - t0,
         "dream_wall_time": dream_time,
     }

@@ -250,6 +250,14 @@ class DreamEnv:
         ret, steps, terminated = self._play(*self._args(params, starts, worlds, seed))
         return DreamResult(ret.numpy(), steps.numpy(), terminated.numpy())
 
+    def rollout_on_worlds(self, params: np.ndarray, starts: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
+        """Every row of ``params`` [P, n] on every world of ``starts`` [W, Z] (each world's noise and masks
+        the same for every row): (returns [P, W], dream steps played)."""
+        n = len(starts)
+        rows = np.repeat(np.asarray(params, np.float32), n, axis=0)
+        res = self.rollout(rows, starts, np.tile(np.arange(n, dtype=np.int32), len(params)), seed)
+        return res.returns.reshape(len(params), n), int(res.steps.sum())
+
     def rollout_recorded(
         self, params: np.ndarray, starts: np.ndarray, worlds: np.ndarray, seed: int
     ) -> tuple[DreamResult, np.ndarray, np.ndarray]:

@@ -189,10 +189,7 @@ class _Dream:
     def play(self, params: np.ndarray, trials: int, key: list[int]) -> tuple[np.ndarray, int]:
         """Every row of ``params`` on the same ``trials`` worlds -> (returns [P, trials], steps played)."""
         starts, seed = self.worlds(key, trials)
-        rows = np.repeat(np.asarray(params, np.float32), trials, axis=0)
-        worlds = np.tile(np.arange(trials, dtype=np.int32), len(params))
-        res = self.env.rollout(rows, starts, worlds, seed)
-        return res.returns.reshape(len(params), trials), int(res.steps.sum())
+        return self.env.rollout_on_worlds(params, starts, seed)
 
 
 class CmaEsTrainer:
