@@ -13,6 +13,8 @@ unfinished one resumes, since every
 stage resumes from its own checkpoints. ``--set=STAGE.FLAG=VALUE`` overrides any flag of any
 stage; ``--strategy``/``--tpu`` go to the two training stages that use accelerators (V and M).
 ``WORKDIR/pipeline.json`` records each stage's command, resolved config, status and wall time.
+``--seed=N`` seeds the whole run (:func:`seeded`: the rollouts' tracks, V, M, C and the iterations'
+collection); the held-out evaluation tracks are the same for every seed.
 ``--set=train_controller.env=dream`` trains C in M's dream (on ``series/``), and M then gets its
 reward and terminal heads.
 
@@ -180,7 +182,31 @@ class PipelineConfig:
         "-1: the preset's (dream: 2, others: 0).",
         min=-1,
     )
+    seed: int | None = option(
+        None,
+        help="A seed for the whole run: the rollouts' tracks, V's, M's and C's training, the iterations' "
+        "collection (default: none, as before; wm.evaluate's held-out tracks do not change with it).",
+        min=0,
+    )
     progress: bool = option(True, help="Show progress bars.")
+
+
+# --seed=N: generate plays tracks (SEED_SPAN * N, i) and collect@k plays (SEED_SPAN * N + k, i), so no two
+# runs' and no two iterations' data share a track while k < SEED_SPAN
+SEED_SPAN = 1000
+
+
+def seeded(name: str, seed: int | None, k: int = 0) -> dict[str, int]:
+    """The seed flags ``--seed`` gives stage ``name`` (``collect`` of iteration ``k``); none without it."""
+    if seed is None:
+        return {}
+    return {
+        "generate": {"seed": SEED_SPAN * seed},
+        "train_vae": {"seed": seed},
+        "train_mdnrnn": {"seed": seed},
+        "train_controller": {"seed": seed},
+        "collect": {"seed": SEED_SPAN * seed + k},
+    }.get(name, {})
 
 
 def iterations_of(cfg: PipelineConfig) -> int:
@@ -214,6 +240,7 @@ def build_configs(cfg: PipelineConfig) -> dict[str, Any]:
         fields = {f.name for f in dataclasses.fields(st.config_cls)}
         if "progress" in fields:
             values["progress"] = cfg.progress
+        values.update(seeded(name, cfg.seed))
         values.update(overrides.get(name, {}))
         out[name] = st.config_cls(**values)
     iterations = iteration_configs(cfg, out, stages, overrides)
@@ -234,6 +261,7 @@ def iteration_configs(
         rollouts = w.iteration(k).rollouts
         collect_values = {**PRESETS[cfg.preset].get("collect", {}), "agent": w.controller, "out_dir": rollouts}
         collect_values.update(seed=k, progress=cfg.progress)  # seed k: tracks no other iteration (or generate) used
+        collect_values.update(seeded("collect", cfg.seed, k))
         collect_values.update(overrides.get("collect", {}))
         out[f"collect@{k}"] = stages["collect"].config_cls(**collect_values)
         out[f"encode@{k}"] = dataclasses.replace(base["encode"], data=rollouts, out_dir=w.iteration(k).series)

@@ -194,6 +194,26 @@ def test_a_dreaming_controller_gives_m_its_reward_and_terminal_heads(tmp_path):
     assert not build("train_controller.env=dream", "train_mdnrnn.reward_head=false")["train_mdnrnn"].reward_head
 
 
+def test_seed_seeds_every_training_stage_and_the_collection_but_not_the_held_out_tracks(tmp_path):
+    build = lambda *o, seed=None: pipeline.build_configs(  # noqa: E731
+        pipeline.PipelineConfig(workdir=str(tmp_path), preset="dream", seed=seed, overrides=list(o))
+    )
+    none, zero, two, three = build(), build(seed=0), build(seed=2), build(seed=3)
+    assert none["train_vae"].seed is None and none["train_mdnrnn"].seed is None  # as before --seed existed
+    assert (none["generate"].seed, none["collect@1"].seed, none["collect@2"].seed) == (0, 1, 2)
+    # --seed=0 plays the unseeded run's tracks; only V and M are seeded in addition
+    assert [zero[s].seed for s in ("generate", "collect@1", "collect@2", "train_controller")] == [0, 1, 2, 0]
+    assert (zero["train_vae"].seed, zero["train_mdnrnn"].seed) == (0, 0)
+    assert [two[s].seed for s in ("generate", "collect@1", "collect@2")] == [2000, 2001, 2002]
+    assert {two[s].seed for s in ("train_vae", "train_mdnrnn", "train_controller", "train_controller@2")} == {2}
+    # no two runs or iterations share a data seed, and every run is scored on the same held-out tracks
+    data = [r[s].seed for r in (zero, two, three) for s in ("generate", "collect@1", "collect@2")]
+    assert len(set(data)) == len(data)
+    assert none["evaluate"].seed == zero["evaluate"].seed == two["evaluate"].seed == three["evaluate"].seed
+    assert "--seed=2000" in pipeline.command_line(pipeline._stages()["generate"], two["generate"])
+    assert build("generate.seed=7", seed=2)["generate"].seed == 7  # --set still wins
+
+
 @pytest.mark.slow
 def test_smoke_with_one_dream_iteration_end_to_end_then_a_killed_second_one_resumes(tmp_path, monkeypatch):
     wd = str(tmp_path / "iter")
