@@ -32,7 +32,7 @@ from data_gen import rollout
 from tfrecords import schema, writer
 from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
-from wm.agents import loading
+from wm.agents import loading, pretrained
 from wm.agents import workers as workers_lib
 from wm.core import distribute
 
@@ -75,6 +75,7 @@ def validate(cfg: CollectConfig) -> None:
 
 def run(cfg: CollectConfig) -> dict:
     """Collects (or finishes) the dataset; returns its manifest."""
+    cfg = dataclasses.replace(cfg, agent=pretrained.resolve(cfg.agent))
     validate(cfg)
     import numpy as np
     from tqdm import tqdm

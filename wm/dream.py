@@ -39,7 +39,7 @@ import sys
 
 from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
-from wm.agents import loading
+from wm.agents import loading, pretrained
 from wm.agents.dream import check_dreamer
 from wm.agents.loading import WorldFlags
 from wm.core import video, workdir
@@ -96,6 +96,7 @@ def validate(cfg: DreamConfig) -> dict | None:
         raise UsageError(f"--agent={cfg.agent} is a PPO agent; wm.dream plays CMA-ES controllers (wm.train_controller)")
     if not fileio.exists(fileio.join(cfg.agent, loading.PARAMS_NAME)):
         raise UsageError(f"{cfg.agent} has no {loading.PARAMS_NAME} yet: train at least one generation")
+    config = loading.with_model_paths(cfg.agent, config)
     check_dreamer(cfg.mdnrnn or config["mdnrnn"])
     if cfg.vae:
         workdir.require(cfg.vae, "vae")
@@ -121,7 +122,8 @@ def run_agent(cfg: DreamConfig, config: dict) -> dict:
     dream_steps, dream_return, terminated = int(res.steps[0]), float(res.returns[0]), bool(res.terminated[0])
     video.write(cfg.out, frames[:: cfg.frame_stride], cfg.fps / cfg.frame_stride)
     tag = f"real_vs_dream_track{cfg.track}_tau{cfg.temperature:g}_dropout{dropout:g}"
-    log_frames(fileio.join(cfg.agent, "tensorboard", "dream_vs_real"), tag, frames)
+    if not pretrained.is_packaged(cfg.agent):  # the shipped agent's directory is read-only
+        log_frames(fileio.join(cfg.agent, "tensorboard", "dream_vs_real"), tag, frames)
     ending = "ended by M's terminal head" if terminated else f"reached --max_steps={cfg.max_steps}"
     print(
         f"dream: real {real.ret:.1f} in {real.steps} steps (track {cfg.track}) vs dream {dream_return:.1f} in "
@@ -142,6 +144,7 @@ def run_agent(cfg: DreamConfig, config: dict) -> dict:
 
 def run(cfg: DreamConfig) -> str | dict:
     """Writes the dream video; returns its path (with ``--agent``: the summary of both episodes)."""
+    cfg = dataclasses.replace(cfg, agent=pretrained.resolve(cfg.agent))
     config = validate(cfg)
     if config is not None:
         return run_agent(cfg, config)

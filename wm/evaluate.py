@@ -26,7 +26,7 @@ import time
 from data_gen import ray_engine, rollout
 from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
-from wm.agents import loading
+from wm.agents import loading, pretrained
 from wm.agents import workers as workers_lib
 from wm.core import distribute, layout, video
 
@@ -84,6 +84,7 @@ def validate(cfg: EvaluateConfig) -> list[int]:
 
 def run(cfg: EvaluateConfig) -> dict:
     """Evaluates the agent; returns the summary (mean, std, episodes, ...)."""
+    cfg = dataclasses.replace(cfg, agent=pretrained.resolve(cfg.agent))
     videos = validate(cfg)
     import numpy as np
     from tqdm import tqdm
@@ -123,7 +124,9 @@ def run(cfg: EvaluateConfig) -> dict:
         "wall_time": wall,
         "env_steps_per_sec": steps / wall,
     }
-    out = cfg.out or fileio.join(cfg.agent, layout.EVALUATION_CSV)
+    # the shipped agent's directory is read-only: its results go to the current directory
+    here = os.curdir if pretrained.is_packaged(cfg.agent) else cfg.agent
+    out = cfg.out or fileio.join(here, layout.EVALUATION_CSV)
     fileio.makedirs(fileio.dirname(out))
     table = io.StringIO(newline="")
     w = csv.writer(table)

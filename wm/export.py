@@ -23,7 +23,7 @@ import dataclasses
 import sys
 
 from tfrecords.runtime.cli import check, option, run_binary
-from wm.agents import export
+from wm.agents import export, pretrained
 from wm.core import distribute
 
 
@@ -46,6 +46,7 @@ class ExportConfig:
 def run(cfg: ExportConfig) -> dict:
     """Exports the agent; returns what the SavedModel's ``assets.extra/agent.json`` records."""
     check(cfg)
+    cfg = dataclasses.replace(cfg, agent=pretrained.resolve(cfg.agent))
     export.check_out(cfg.out, cfg.overwrite)  # before loading anything
     info = export.export_agent(cfg.agent, cfg.out, cfg.inference_precision, cfg.overwrite)
     print(

@@ -12,7 +12,11 @@ result goes to ``AGENT/fidelity.json`` (or ``--out``); ``wm.report`` shows it as
 
 The dream's settings default to the agent's run (its ``--series``, ``--dream_start``, ``--temperature``;
 dropout: M's own) and can be changed here (``--temperature``, ``--dream_dropout``), so that each
-remedy for a dream that ranks badly is measured by this one number. The tracks come from ``--seed``
+remedy for a dream that ranks badly is measured by this one number. ``--dream_done=sample`` ends dream
+episodes with the terminal head's probability instead of above 1/2. Each ``--variant=KEY=VALUE,...``
+(temperature, dream_dropout, dream_done) gauges one more dream setting on the same controllers, worlds
+and real returns, so a sweep costs one real pass: its rho and gap are printed before the last line and kept
+under ``variants`` in the JSON. The tracks come from ``--seed``
 through a seed stream that neither training nor ``wm.evaluate`` uses. CMA-ES agents only (a PPO policy
 has no parameter vector to perturb).
 """
@@ -31,7 +35,7 @@ from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.agents import fidelity, loading
 from wm.agents import workers as workers_lib
-from wm.agents.dream import START_MODES, check_dreamer
+from wm.agents.dream import DONE_MODES, START_MODES, check_dreamer
 from wm.core import distribute, layout
 
 OUT_NAME = layout.FIDELITY_JSON
@@ -52,6 +56,17 @@ class FidelityConfig:
     dream_start: str = option("", help="Dream starts (default: the agent's).", choices=START_MODES)
     temperature: float = option(-1.0, help="The dream's tau (-1: the agent's run's, else 1.0).", min=-1)
     dream_dropout: float = option(-1.0, help="The dream's dropout (-1: M's training dropout).", min=-1)
+    dream_done: str = option(
+        "",
+        help="How the dream's episodes end: threshold or sample (default: the agent's run's).",
+        choices=("", *DONE_MODES),
+    )
+    variants: list[str] = option(
+        help="Another dream setting to gauge on the same controllers and real returns, e.g. "
+        "temperature=1.5,dream_dropout=0.1,dream_done=sample (repeatable; unset keys as the base).",
+        flag="variant",
+        default_factory=list,
+    )
     jit_compile: str = option("auto", help="XLA for the dream: auto/on compile it, off.", choices=("auto", "on", "off"))
     workers: int = option(0, help="Environment worker processes (0: one per core).", min=0)
     envs: int = option(0, help="Environments in flight (0: min(real episodes, 64)).", min=0)
@@ -66,6 +81,8 @@ def validate(cfg: FidelityConfig) -> tuple[dict, list[float]]:
     check(cfg)
     try:
         scales = fidelity.parse_scales(cfg.scales)
+        for v in cfg.variants:
+            fidelity.parse_variant(v, DONE_MODES)
     except ValueError as e:
         raise UsageError(f"--{e}") from None
     config = loading.load_policy_config(cfg.agent)
@@ -100,7 +117,7 @@ def run(cfg: FidelityConfig) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from wm.agents.dream import DreamEnv, start_latents
+    from wm.agents.dream import start_latents
 
     flags = config.get("flags", {})
     along = _means_along(cfg.agent, cfg.means)
@@ -112,15 +129,22 @@ def run(cfg: FidelityConfig) -> dict:
     rows, names = fidelity.controller_set(params, scales, cfg.per_scale, cfg.seed, along)
     t0 = time.perf_counter()
 
-    # the dream: every controller on the same worlds
+    # the dream: every controller on the same worlds, in the base setting and in each variant
     series = cfg.series or flags["series"]
-    temperature = cfg.temperature if cfg.temperature >= 0 else float(flags.get("temperature", 1.0))
-    dropout = agent.mdnrnn.dropout if cfg.dream_dropout < 0 else cfg.dream_dropout
+    base = {
+        "temperature": cfg.temperature if cfg.temperature >= 0 else float(flags.get("temperature", 1.0)),
+        "dream_dropout": agent.mdnrnn.dropout if cfg.dream_dropout < 0 else cfg.dream_dropout,
+        "dream_done": cfg.dream_done or flags.get("dream_done", "threshold"),
+    }
+    settings = [base] + [{**base, **fidelity.parse_variant(v, DONE_MODES)} for v in cfg.variants]
     starts = start_latents(series, cfg.dream_start or flags.get("dream_start", "first"), seed=cfg.seed)
     rng = np.random.default_rng([cfg.seed, fidelity.FIDELITY_STREAM])
     starts = starts[rng.choice(len(starts), cfg.episodes, replace=len(starts) < cfg.episodes)]
-    dream_env = DreamEnv(agent.mdnrnn, agent.controller, cfg.max_steps, temperature, dropout, cfg.jit_compile != "off")
-    dream, dream_steps = dream_env.rollout_on_worlds(rows, starts, int(rng.integers(1 << 62)))
+    world_seed = int(rng.integers(1 << 62))
+    dreams, dream_steps = fidelity.dream_returns(
+        agent, rows, starts, world_seed, settings, cfg.max_steps, cfg.jit_compile
+    )
+    dream, temperature, dropout = dreams[0], base["temperature"], base["dream_dropout"]
     dream_time = time.perf_counter() - t0
 
     # reality: every controller on the same tracks
@@ -143,7 +167,17 @@ def run(cfg: FidelityConfig) -> dict:
         "episodes": cfg.episodes,
         "seed": cfg.seed,
         "env_id": env_id,
-        "dream": {"series": series, "temperature": temperature, "dropout": dropout, "starts": len(starts)},
+        "dream": {
+            "series": series,
+            "temperature": temperature,
+            "dropout": dropout,
+            "done": base["dream_done"],
+            "starts": len(starts),
+        },
+        "variants": [
+            {"setting": setting, "spearman_rho": g.rho, "mean_gap": g.mean_gap, "dream_means": g.dream.mean(1).tolist()}
+            for setting, g in ((s, fidelity.Gauge(names, real, d)) for s, d in zip(settings[1:], dreams[1:]))
+        ],
         "env_steps": int(sum(r.steps for r in results)),
         "dream_steps": dream_steps,
         "wall_time": time.perf_counter() - t0,
@@ -152,6 +186,9 @@ def run(cfg: FidelityConfig) -> dict:
     out = cfg.out or fileio.join(cfg.agent, OUT_NAME)
     fileio.write_text_atomic(out, json.dumps(result, indent=2, sort_keys=True))
     print(gauge.table())
+    for v in result["variants"]:
+        setting = ", ".join(f"{k}={x:g}" if isinstance(x, float) else f"{k}={x}" for k, x in v["setting"].items())
+        print(f"variant {setting}: spearman rho = {v['spearman_rho']:.2f}, mean gap {v['mean_gap']:+.1f}")
     print(f"mean dream - real gap: {gauge.mean_gap:+.1f} (dream tau {temperature:g}, dropout {dropout:g}); {out}")
     print(f"spearman rho = {gauge.rho:.2f} ({len(rows)} controllers)")
     return result

@@ -30,7 +30,7 @@ M's dream, ending with a real evaluation of its mean), then ``evaluate`` and
 ``--set=iteration.generations=N`` / ``iteration.mdnrnn_steps=N`` the increments. Raising K later
 runs only the new iterations (and what follows them).
 
-Presets (``--preset``): ``smoke``, ``quickstart``, ``dream`` and ``paper``, one module each in
+Presets (``--preset``): ``smoke``, ``quickstart``, ``dream``, ``long`` and ``paper``, one module each in
 :mod:`wm.presets`, whose docstring gives its command, cost and measured result. The workdir's
 paths are named once, in :mod:`wm.core.layout`.
 """
@@ -166,7 +166,7 @@ class PipelineConfig:
 
     workdir: str = option(help="Root directory of the run (every stage gets a subdirectory).", required=True)
     preset: str = option(
-        "quickstart", help="Sizes of every stage: smoke, quickstart, dream or paper.", choices=tuple(PRESETS)
+        "quickstart", help="Sizes of every stage: smoke, quickstart, dream, long or paper.", choices=tuple(PRESETS)
     )
     strategy: str = option("default", help="Strategy for V and M training.", choices=distribute.STRATEGIES)
     tpu: str = option("", help="TPU name or address for --strategy=tpu.")

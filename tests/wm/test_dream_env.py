@@ -46,18 +46,30 @@ def _reference(env, params, starts, worlds, seed):
             mix, extras = m.heads(h * head_masks[w])
             ret += float(extras["reward"][0])
             steps += 1
-            if "terminal_logit" in extras and float(extras["terminal_logit"][0]) > 0:
-                break
+            if "terminal_logit" in extras:
+                p = float(tf.sigmoid(extras["terminal_logit"])[0])
+                if env.done == "sample" and float(env.done_noise(seed_t, t, len(starts))[w]) < p:
+                    break
+                if env.done == "threshold" and float(extras["terminal_logit"][0]) > 0:
+                    break
             z = sample_z_from_noise(mix, env.temperature, u, eps).numpy()
         out.append((ret, steps))
     return np.array(out)
 
 
-@pytest.mark.parametrize("dropout,temperature,kind", [(0.0, 1.15, "linear"), (0.3, 1.0, "linear"), (0.3, 0.7, "z")])
-def test_compiled_rollout_equals_the_steps_one_at_a_time(dropout, temperature, kind):
+@pytest.mark.parametrize(
+    "dropout,temperature,kind,done",
+    [
+        (0.0, 1.15, "linear", "threshold"),
+        (0.3, 1.0, "linear", "threshold"),
+        (0.3, 0.7, "z", "threshold"),
+        (0.1, 1.0, "linear", "sample"),
+    ],
+)
+def test_compiled_rollout_equals_the_steps_one_at_a_time(dropout, temperature, kind, done):
     m = _model(dropout=dropout, terminal_bias=-1.5)
     ctrl = Controller(input_dim=Z + H) if kind == "linear" else Controller(input_dim=Z, hidden=40)
-    env = DreamEnv(m, ctrl, max_steps=25, temperature=temperature, dropout=dropout)
+    env = DreamEnv(m, ctrl, max_steps=25, temperature=temperature, dropout=dropout, done=done)
     params, starts, worlds = _inputs(ctrl)
     got = env.rollout(params, starts, worlds, seed=7)
     want = _reference(env, params, starts, worlds, 7)
@@ -104,6 +116,16 @@ def test_done_ends_an_episode_and_its_return_stops():
     h, _ = m.cell(tf.constant(starts[worlds]), tf.constant(acts[0]), m.initial_state(6))
     _, extras = m.heads(h)
     np.testing.assert_allclose(res.returns, extras["reward"].numpy(), rtol=1e-5)
+
+
+def test_a_sampled_done_with_probability_one_ends_at_once_and_with_probability_zero_never():
+    ctrl = Controller(input_dim=Z + H)
+    for bias, steps in ((50.0, 1), (-50.0, 30)):
+        env = DreamEnv(_model(terminal_bias=bias), ctrl, max_steps=30, temperature=1.0, done="sample")
+        res = env.rollout(*_inputs(ctrl), seed=0)
+        assert res.steps.tolist() == [steps] * 6 and res.terminated.all() == (steps == 1), bias
+    with pytest.raises(UsageError, match="done must be one of"):
+        DreamEnv(_model(), ctrl, max_steps=3, done="coin")
 
 
 def test_a_mix_of_endings_stops_each_return_at_its_own_end():
@@ -166,3 +188,30 @@ def test_the_dreams_noise_is_uniform_and_normal_and_the_same_under_xla():
     xla = tf.function(lambda s: (uniform([1000], s), normal([1000], s)), jit_compile=True)(seed)
     np.testing.assert_array_equal(xla[0].numpy(), uniform([1000], seed).numpy())
     np.testing.assert_allclose(xla[1].numpy(), normal([1000], seed).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_compiled_dream_says_nothing_on_stderr():
+    """In a fresh process (AutoGraph warns once per function), tracing and running dreams prints nothing: no
+    AutoGraph warning, and no retracing warning for a sweep of DreamEnvs."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, tensorflow as tf\n"
+        "from wm.agents.dream import DreamEnv\n"
+        "from wm.models.controller import Controller\n"
+        "from wm.models.mdnrnn import MDNRNN\n"
+        "m = MDNRNN(hidden=8, reward_head=True, terminal_head=True)\n"
+        "ctrl = Controller(input_dim=32 + 8)\n"
+        "rows = np.zeros((2, ctrl.num_params), np.float32)\n"
+        "for tau in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5):  # a sweep of settings: one DreamEnv each\n"
+        "    env = DreamEnv(m, ctrl, max_steps=5, temperature=tau, done='sample')\n"
+        "    print(env.rollout(rows, np.zeros((1, 32), np.float32), np.zeros(2, np.int32), seed=0).steps)\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "AutoGraph" not in out.stderr and "retracing" not in out.stderr, out.stderr
+    assert "WARNING:tensorflow" not in out.stderr, out.stderr

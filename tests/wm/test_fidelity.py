@@ -101,11 +101,19 @@ def test_fidelity_plays_every_controller_in_both_worlds_and_writes_the_gauge(dre
     from wm.training.cma_state import STATE_NAME, CmaState
 
     cfg = binary.FidelityConfig(
-        agent=dream_agent, episodes=2, scales="1,8", max_steps=12, workers=1, layout="central", progress=False
+        agent=dream_agent,
+        episodes=2,
+        scales="1,8",
+        max_steps=12,
+        workers=1,
+        layout="central",
+        progress=False,
+        variants=["dream_done=threshold", "temperature=0,dream_done=sample"],
     )
     result = binary.run(cfg)
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == f"spearman rho = {result['spearman_rho']:.2f} (5 controllers)"
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"spearman rho = {result['spearman_rho']:.2f} (5 controllers)"
+    assert lines[-4].startswith("variant temperature=1, dream_dropout=0.2, dream_done=threshold: spearman rho = ")
     saved = json.load(open(f"{dream_agent}/{binary.OUT_NAME}"))
     assert saved["spearman_rho"] == pytest.approx(result["spearman_rho"], nan_ok=True)
     rows = saved["controllers"]
@@ -122,9 +130,16 @@ def test_fidelity_plays_every_controller_in_both_worlds_and_writes_the_gauge(dre
     starts = starts[rng.choice(len(starts), 2, replace=len(starts) < 2)]
     seed = int(rng.integers(1 << 62))
     env = DreamEnv(agent.mdnrnn, agent.controller, 12, 1.0, agent.mdnrnn.dropout, True)
+    sampled = DreamEnv(agent.mdnrnn, agent.controller, 12, 0.0, agent.mdnrnn.dropout, True, "sample")
+    same, other = saved["variants"]  # the base setting again, and a deterministic dream with sampled endings
+    assert same["setting"] == {"temperature": 1.0, "dream_dropout": agent.mdnrnn.dropout, "dream_done": "threshold"}
+    assert same["spearman_rho"] == pytest.approx(saved["spearman_rho"], nan_ok=True)
     for k, row in enumerate(ctrl):
         res = env.rollout(np.repeat(row[None], 2, axis=0), starts, np.arange(2, dtype=np.int32), seed)
         assert rows[k]["dream_mean"] == pytest.approx(float(res.returns.mean()), rel=1e-5, abs=1e-4)
+        assert same["dream_means"][k] == rows[k]["dream_mean"]
+        res = sampled.rollout(np.repeat(row[None], 2, axis=0), starts, np.arange(2, dtype=np.int32), seed)
+        assert other["dream_means"][k] == pytest.approx(float(res.returns.mean()), rel=1e-5, abs=1e-4)
     from wm.agents.workers import CentralRunner
 
     seeds = loading.track_seeds(0, fidelity.FIDELITY_STREAM, 2)
@@ -143,6 +158,10 @@ def test_fidelity_refuses_what_it_cannot_gauge_in_one_line(dream_agent, tiny_wor
 
     with pytest.raises(UsageError, match="--scales must be positive"):
         binary.run(cfg(scales="0,1"))
+    with pytest.raises(UsageError, match="--variant 'tau=1': give KEY=VALUE pairs"):
+        binary.run(cfg(variants=["tau=1"]))
+    with pytest.raises(UsageError, match="dream_dropout out of range"):
+        binary.run(cfg(variants=["dream_dropout=1"]))
     with pytest.raises(UsageError, match="not a"):
         binary.run(cfg(agent=str(tmp_path)))
     no_head = str(tmp_path / "no_head")

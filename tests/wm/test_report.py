@@ -249,3 +249,44 @@ def test_iterations_without_settings_default_to_the_real_environment_and_no_gene
 
 def test_the_binary_builds_the_report(tmp_path):
     assert report.run(report.ReportConfig(workdir=str(tmp_path))) == str(tmp_path / "report.html")
+
+
+def test_the_score_curve_counts_every_real_step_and_stage_second_before_each_point(tmp_path):
+    from wm.reporting import curve
+
+    w = tmp_path / "run"
+    for d, frames in (("rollouts", 1000), ("iter_1/rollouts", 300)):
+        (w / d).mkdir(parents=True)
+        (w / d / "manifest.json").write_text(json.dumps({"episodes": 1, "frames": frames}))
+
+    def stage(name, wall, **config):
+        return {"name": name, "status": "done", "wall_time": wall, "config": config}
+
+    pipeline = {
+        "iterations": 1,
+        "stages": [
+            stage("generate", 10.0, out_dir=str(w / "rollouts")),
+            stage("train_vae", 20.0),
+            stage("train_controller", 99.0, generations=2, score_episodes=2),
+            stage("collect@1", 5.0, out_dir=str(w / "iter_1" / "rollouts")),
+            stage("train_mdnrnn@1", 7.0),
+            stage("train_controller@1", 99.0, generations=3, score_episodes=2),
+            stage("evaluate", 3.0),
+        ],
+    }
+    (w / "pipeline.json").write_text(json.dumps(pipeline))
+    records = [
+        dict(generation=g, mean=0, max=0, min=0, real_env_steps=100 * g, train_time=g, heldout_score=g + 4)
+        for g in (1, 2, 3)
+    ]
+    _write_jsonl(str(w / "controller" / "metrics.jsonl"), records)
+    points = curve.score_curve(str(w), pipeline)
+    assert [(p["real_env_steps"], p["seconds"], p["score"]) for p in points] == [
+        (1000 + 100, 30.0 + 1, 5.0),
+        (1000 + 200, 30.0 + 2, 6.0),
+        (1000 + 300 + 300, 30.0 + 12.0 + 3, 7.0),  # after the collection (300 real steps) and M's 7 s
+    ]
+    text = open(build_report(str(w))).read()
+    assert "Score against real environment steps" in text and "after 1,600 real environment steps" in text
+    # without pipeline.json: the controller's own steps and time
+    assert [p["real_env_steps"] for p in curve.score_curve(str(w), None)] == [100, 200, 300]

@@ -63,7 +63,7 @@ def test_tiny_run_then_resume_matches_an_uninterrupted_run(tiny_world, tmp_path,
     monkeypatch.undo()
     assert [r["generation"] for r in _records(tmp_path / "b")] == [1]
     resumed = tc.run(_cfg(tiny_world, tmp_path / "b"))
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_time"} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("wall_time", "train_time")} for r in rs]  # noqa: E731
     assert strip(_records(tmp_path / "b")) == strip(recs)
     assert resumed["best_eval"] == straight["best_eval"]
     # a finished run is left alone
@@ -129,7 +129,7 @@ def test_kill_9_mid_run_then_rerun_continues(tiny_world, tmp_path):
     straight = tc.run(
         _cfg(tiny_world, tmp_path / "straight", popsize=2, trials=1, generations=4, workers=1, eval_every=0)
     )
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_time"} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("wall_time", "train_time")} for r in rs]  # noqa: E731
     assert strip(_records(wd)) == strip(straight["records"])
 
 
@@ -158,7 +158,7 @@ def test_dream_run_then_resume_matches_an_uninterrupted_run(dream_world, tmp_pat
     monkeypatch.undo()
     assert [r["generation"] for r in _records(tmp_path / "b")] == [1, 2]
     resumed = tc.run(cfg("b", generations=3))
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_time"} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("wall_time", "train_time")} for r in rs]  # noqa: E731
     assert strip(_records(tmp_path / "b")) == strip(recs)
     assert resumed["best_eval"] == straight["best_eval"]
 
@@ -195,6 +195,53 @@ def test_dream_settings_that_cannot_work_are_one_line_and_touch_nothing(tiny_wor
     with pytest.raises(UsageError, match="not a CMA-ES controller workdir"):
         tc.run(_cfg(dream_world, out, series=dream_world["series"], init_from=str(tmp_path), **TINY_DREAM))
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_screening_ranks_played_members_by_reality_and_the_rest_below_them_by_the_dream():
+    from wm.training import screen
+
+    dream = np.array([3.0, 1.0, 2.0, 5.0, 2.0])
+    played = screen.pick(dream, 2)
+    assert played.tolist() == [0, 3]
+    told = screen.combined(np.array([10.0, 7.0]), played, dream)
+    # played by their real fitness, then the rest in dream order (a tie: the lower index first)
+    assert np.argsort(-told, kind="stable").tolist() == [0, 3, 2, 4, 1]
+    assert told[0] == 10.0 and told[3] == 7.0 and told[[1, 2, 4]].max() < 7.0
+
+
+def test_a_run_screened_in_the_dream_plays_only_the_best_and_resumes_as_an_uninterrupted_run(
+    dream_world, tmp_path, monkeypatch
+):
+    cfg = lambda d, **kw: _cfg(dream_world, tmp_path / d, series=dream_world["series"], screen_worlds=2, **kw)  # noqa: E731
+    strip = lambda rs, drop=(): [  # noqa: E731
+        {k: v for k, v in r.items() if k not in ("wall_time", "train_time", *drop)} for r in rs
+    ]
+    # screening that lets every member through is the real run itself
+    tc.run(cfg("plain", generations=2))
+    tc.run(cfg("all", generations=2, screen=3))
+    screened_keys = ("dream_steps", "dream_fitness_mean", "screen_rho")
+    assert strip(_records(tmp_path / "all"), screened_keys) == strip(_records(tmp_path / "plain"))
+    # two of three: 2 members x 2 trials x 15 steps of the real environment a generation
+    straight = tc.run(cfg("a", generations=2, screen=2))
+    recs = _records(tmp_path / "a")
+    assert [r["env_steps"] for r in recs] == [2 * 2 * 15] * 2
+    assert all(r["dream_steps"] > 0 and -1 <= r.get("screen_rho", 0) <= 1 for r in recs)  # (no rho: a tie)
+    tc.run(cfg("b", generations=1, screen=2))
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workers_lib.CentralRunner, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tc.run(cfg("b", generations=2, screen=2))
+    monkeypatch.undo()
+    resumed = tc.run(cfg("b", generations=2, screen=2))
+    assert strip(_records(tmp_path / "b")) == strip(recs) and resumed["best_eval"] == straight["best_eval"]
+    with pytest.raises(UsageError, match="needs --env=real and --series"):
+        tc.run(_cfg(dream_world, tmp_path / "x", screen=2))
+    with pytest.raises(UsageError, match="plays more members than --popsize=3"):
+        tc.run(cfg("x", screen=4))
+    assert not (tmp_path / "x").exists()
 
 
 def test_init_from_starts_at_the_other_runs_parameters(dream_world, tmp_path):
@@ -247,6 +294,43 @@ def test_when_m_changes_the_kept_parameters_are_evaluated_again_with_it(dream_wo
         want = np.mean([r.ret for r in agent_lib.run_episodes(pool, agent, kept, [(0, s) for s in seeds], 15)])
     assert "M changed (ckpt-2 -> ckpt-4): the kept parameters (generation 1)" in capfd.readouterr().err
     assert again["best_eval"] == pytest.approx(want, rel=1e-6) and first["best_eval"] is not None
+
+
+def test_the_kept_controller_is_scored_on_evaluate_s_tracks_whenever_it_or_m_changes(dream_world, tmp_path):
+    import shutil
+
+    from data_gen.envpool import EnvPool
+    from wm import evaluate
+    from wm.train_mdnrnn import TrainMdnrnnConfig
+    from wm.train_mdnrnn import run as train_m
+
+    m = tmp_path / "mdnrnn"
+    shutil.copytree(dream_world["mdnrnn"], m)
+    world = {**dream_world, "mdnrnn": str(m)}
+    seeds = track_seeds(0, evaluate.EVAL_SEED_STREAM, 2)  # wm.evaluate's first two tracks at its default seed
+
+    def played(mdnrnn):
+        agent = loading.load_agent(world["vae"], mdnrnn, "linear")
+        with np.load(tmp_path / "c" / tc.PARAMS_NAME) as z:
+            kept = z["params"][None]
+        with EnvPool(tc.TrainControllerConfig.env_id, 2, 2, 15) as pool:
+            return np.mean([r.ret for r in agent_lib.run_episodes(pool, agent, kept, [(0, s) for s in seeds], 15)])
+
+    tc.run(_cfg(world, tmp_path / "c", generations=2, score_episodes=2))
+    recs = _records(tmp_path / "c")
+    assert recs[-1]["heldout_score"] == pytest.approx(played(str(m)), rel=1e-6)
+    steps = np.cumsum([r["env_steps"] + r["eval_env_steps"] for r in recs])
+    assert [r["real_env_steps"] for r in recs] == list(steps) and steps[-1] == 2 * (3 * 2 + 2) * 15
+    assert recs[1]["train_time"] > recs[0]["train_time"] > 0
+    # M continued in place: the same parameters are another agent, scored again with the new M
+    cfg = json.load(open(m / "config.json"))["flags"]
+    train_m(TrainMdnrnnConfig(**{**cfg, "workdir": str(m), "steps": 4, "progress": False}))
+    tc.run(_cfg(world, tmp_path / "c", generations=3, eval_every=5, score_episodes=2))
+    last = _records(tmp_path / "c")[-1]
+    assert last["heldout_key"].endswith("@ckpt-4") and recs[-1]["heldout_key"].endswith("@ckpt-2")
+    assert last["heldout_score"] == pytest.approx(played(str(m)), rel=1e-6)
+    assert last["recheck_env_steps"] == 2 * 15  # the kept parameters evaluated again with the new M
+    assert last["real_env_steps"] == steps[-1] + last["env_steps"] + last["eval_env_steps"] + 2 * 15
 
 
 # cma_state.pkl: the dict the code before CmaState wrote (run(): the fresh dict, one generation's updates)
@@ -343,7 +427,7 @@ def test_a_state_file_written_before_the_dataclass_resumes_and_the_file_stays_a_
     state["np_random"] = np.random.get_state()
     (d / tc.STATE_NAME).write_bytes(pickle.dumps(state))
     again = tc.run(_cfg(tiny_world, d, generations=1))
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_time"} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("wall_time", "train_time")} for r in rs]  # noqa: E731
     assert strip(_records(d)) == strip(first["records"]) and again["best_eval"] == first["best_eval"]
 
 

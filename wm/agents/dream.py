@@ -8,9 +8,10 @@ M's state at zero, as a real episode does. Per step t, for every row at once:
 2. M's LSTM reads [z_t, a_t]; its heads read the new h_t and give the mixture of z_{t+1}, the
    reward r_t and the terminal logit;
 3. r_t is added to the row's return while the row is alive; the episode ends after step t when
-   the terminal head's probability is above 1/2 (**thresholded**, not sampled: an ending is M's
-   prediction, not a coin flip), or at ``max_steps``. With no terminal head, episodes run to
-   ``max_steps``;
+   the terminal head's probability is above 1/2 (``done="threshold"``, the default: an ending is M's
+   prediction, not a coin flip) or, with ``done="sample"``, when a uniform draw of the world falls
+   below that probability (a Bernoulli ending, as "Dropout's Dream Land" samples it), or at
+   ``max_steps``. With no terminal head, episodes run to ``max_steps``;
 4. z_{t+1} is sampled with temperature tau (:func:`wm.models.mdnrnn.sample_z_from_noise`: the
    paper's logits / tau, standard deviations * sqrt(tau); tau = 0 is the deterministic dream).
 
@@ -29,6 +30,7 @@ Everything random is a stateless function of ``seed``.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from wm.models.mdnrnn import MDNRNN
 
 START_MODES = ("first", "random")
+DONE_MODES = ("threshold", "sample")  # how the terminal head ends a dream episode
 ALG = "philox"
 
 
@@ -86,6 +89,8 @@ class DreamEnv:
       temperature: tau for z_{t+1}'s sampling.
       dropout: the dream's dropout rate (masks fixed per world); 0 for none.
       jit_compile: compile the rollout with XLA.
+      done: ``threshold`` ends an episode where the terminal head's probability is above 1/2,
+        ``sample`` with that probability (one uniform draw per world and step).
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class DreamEnv:
         temperature: float = 1.0,
         dropout: float = 0.0,
         jit_compile: bool = False,
+        done: str = "threshold",
     ) -> None:
         import tensorflow as tf
 
@@ -107,6 +113,9 @@ class DreamEnv:
             raise UsageError(f"the dream's dropout must be in [0, 1), got {dropout}")
         if max_steps < 1:
             raise UsageError(f"max_steps must be at least 1, got {max_steps}")
+        if done not in DONE_MODES:
+            raise UsageError(f"the dream's done must be one of {', '.join(DONE_MODES)}, got {done!r}")
+        self.done = done
         self.m, self.controller = mdnrnn, controller
         self.z_size, self.hidden = int(mdnrnn.z_size), int(mdnrnn.hidden)
         self.action_size = int(mdnrnn.action_size)
@@ -124,16 +133,20 @@ class DreamEnv:
             tf.TensorSpec([None], tf.int32),
             tf.TensorSpec([2], tf.int64),
         ]
-        # (a is the signature's four tensors, so never a second `record`)
+        # No AutoGraph: the loop is an explicit tf.while_loop and every `if` is on Python values.
+        # partials, not lambdas: TensorFlow counts the traces of every function with one code object together,
+        # and each DreamEnv (a sweep of dream settings makes several) traces its own
         self._play = tf.function(
-            lambda *a: self._rollout(*a, record=False),  # type: ignore[misc]
+            functools.partial(self._rollout, record=False),
             input_signature=signature,
             jit_compile=self.jit_compile,
+            autograph=False,
         )
         self._play_recorded = tf.function(
-            lambda *a: self._rollout(*a, record=True),  # type: ignore[misc]
+            functools.partial(self._rollout, record=True),
             input_signature=signature,
             jit_compile=self.jit_compile,
+            autograph=False,
         )
 
     # ------------------------------------------------------------ the pieces (also the reference's)
@@ -158,6 +171,13 @@ class DreamEnv:
         shape = [worlds, self.z_size]
         return uniform(shape, seeds[0]), normal(shape, seeds[1])
 
+    def done_noise(self, seed: tf.Tensor, t: Any, worlds: Any) -> tf.Tensor:
+        """Step t's uniform draw per world [W] for a sampled ending (its own stream: the z noise is unchanged)."""
+        import tensorflow as tf
+
+        base = tf.random.experimental.stateless_fold_in(self._seed(seed, 2), tf.cast(t, tf.int64), alg=ALG)
+        return uniform([worlds], base)
+
     @staticmethod
     def _seed(seed: tf.Tensor, purpose: int) -> tf.Tensor:
         import tensorflow as tf
@@ -173,8 +193,10 @@ class DreamEnv:
         head_mask: tf.Tensor,
         u: tf.Tensor,
         eps: tf.Tensor,
+        u_done: tf.Tensor | None = None,
     ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor], tf.Tensor, tf.Tensor, tf.Tensor]:
-        """One dream step for every row: (action, (h, c), reward, terminal, z_next)."""
+        """One dream step for every row: (action, (h, c), reward, terminal, z_next); ``u_done`` [N] is the rows'
+        uniform draw for a sampled ending (``done="sample"``)."""
         import tensorflow as tf
 
         from wm.agents.agent import controller_tf
@@ -186,7 +208,9 @@ class DreamEnv:
         h, (h, c) = self.m.cell(z * in_mask[:, : self.z_size], action * in_mask[:, self.z_size :], (h, c))
         mix, extras = self.m.heads(h * head_mask)
         reward = extras["reward"]
-        if "terminal_logit" in extras:
+        if "terminal_logit" in extras and self.done == "sample":
+            terminal = u_done < tf.sigmoid(extras["terminal_logit"])
+        elif "terminal_logit" in extras:
             terminal = extras["terminal_logit"] > 0.0
         else:
             terminal = tf.zeros_like(reward, tf.bool)
@@ -218,7 +242,8 @@ class DreamEnv:
         ) -> tuple[Any, ...]:
             u, eps = self.noise(seed, t, num_worlds)
             u, eps = tf.gather(u, worlds), tf.gather(eps, worlds)
-            action, (h, c), reward, terminal, z_next = self.step(params, z, (h, c), in_mask, head_mask, u, eps)
+            u_done = tf.gather(self.done_noise(seed, t, num_worlds), worlds) if self.done == "sample" else None
+            action, (h, c), reward, terminal, z_next = self.step(params, z, (h, c), in_mask, head_mask, u, eps, u_done)
             alive = tf.logical_not(done)
             ret += tf.where(alive, reward, 0.0)
             steps += tf.cast(alive, tf.int32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +61,63 @@ def parse_scales(text: str) -> list[float]:
     if not scales or any(not s > 0 for s in scales):
         raise ValueError(f"scales must be positive numbers, got {text!r}")
     return scales
+
+
+VARIANT_KEYS = ("temperature", "dream_dropout", "dream_done")
+
+
+def parse_variant(text: str, done_modes: Sequence[str]) -> dict[str, float | str]:
+    """``"temperature=1.5,dream_done=sample"`` -> {"temperature": 1.5, "dream_done": "sample"}: one setting of the
+    dream to gauge beside the base one; ValueError (one line) for an unknown key or a value out of range."""
+    out: dict[str, float | str] = {}
+    for item in (p.strip() for p in text.split(",")):
+        key, sep, raw = item.partition("=")
+        if not sep or key not in VARIANT_KEYS:
+            raise ValueError(f"variant {text!r}: give KEY=VALUE pairs with keys {', '.join(VARIANT_KEYS)}")
+        if key == "dream_done":
+            if raw not in done_modes:
+                raise ValueError(f"variant {text!r}: dream_done is one of {', '.join(done_modes)}")
+            out[key] = raw
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"variant {text!r}: {key} must be a number, got {raw!r}") from None
+        if value < 0 or (key == "dream_dropout" and value >= 1):
+            raise ValueError(f"variant {text!r}: {key} out of range ({raw})")
+        out[key] = value
+    return out
+
+
+def dream_returns(
+    agent: Any,
+    rows: np.ndarray,
+    starts: np.ndarray,
+    seed: int,
+    settings: Sequence[dict[str, Any]],
+    max_steps: int,
+    jit_compile: str = "auto",
+) -> tuple[list[np.ndarray], int]:
+    """Every controller of ``rows`` [K, n] on every world of ``starts`` in each dream setting (temperature,
+    dream_dropout, dream_done; the worlds' noise from ``seed`` the same in all): (returns [K, W] per setting,
+    dream steps played)."""
+    from wm.agents.dream import DreamEnv
+
+    out, steps = [], 0
+    for s in settings:
+        env = DreamEnv(
+            agent.mdnrnn,
+            agent.controller,
+            max_steps,
+            float(s["temperature"]),
+            float(s["dream_dropout"]),
+            jit_compile != "off",
+            str(s["dream_done"]),
+        )
+        returns, n = env.rollout_on_worlds(rows, starts, seed)
+        out.append(returns)
+        steps += n
+    return out, steps
 
 
 def controller_set(

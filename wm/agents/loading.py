@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -123,6 +124,15 @@ def load_policy_config(agent_dir: str) -> dict:
         raise UsageError(f"{agent_dir} holds a {config.get('model')!r} run, not a trained agent")
     if config.get("algorithm") != "ppo" and not fileio.exists(fileio.join(agent_dir, PARAMS_NAME)):
         raise UsageError(f"{agent_dir} has no {PARAMS_NAME} yet: train at least one generation")
+    return with_model_paths(agent_dir, config)
+
+
+def with_model_paths(agent_dir: str, config: dict) -> dict:
+    """``config`` with its V and M workdirs as full paths: a relocatable agent (the shipped one,
+    :mod:`wm.agents.pretrained`) names them relative to its own directory."""
+    for key in ("vae", "mdnrnn"):
+        if isinstance(config.get(key), str) and "://" not in config[key] and not os.path.isabs(config[key]):
+            config[key] = os.path.normpath(os.path.join(fileio.abspath(agent_dir), config[key]))
     return config
 
 

@@ -25,7 +25,9 @@ PRESET: Preset = {
     "encode": dict(),
     "train_mdnrnn": dict(seq_len=999, batch_size=104, epochs=20, steps=0),
     "dream": dict(steps=300, temperature=1.15),
-    "train_controller": dict(popsize=64, trials=16, generations=2000, eval_every=25, eval_episodes=1024),
+    "train_controller": dict(
+        popsize=64, trials=16, generations=2000, eval_every=25, eval_episodes=1024, score_episodes=16
+    ),
     "evaluate": dict(episodes=100, max_steps=1000),
     "collect": dict(episodes=1000, max_steps=1000, episodes_per_shard=50),
     "iteration": dict(mdnrnn_epochs=2, generations=200),

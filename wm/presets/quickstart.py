@@ -28,8 +28,9 @@ PRESET: Preset = {
     "train_mdnrnn": dict(seq_len=999, batch_size=16, steps=300, log_every=25, checkpoint_every=100, eval_shards=1,
                          learning_rate=1e-3),
     "dream": dict(steps=200, temperature=1.15),
+    # score_episodes: the kept controller on 8 of wm.evaluate's tracks whenever it changes (score vs real steps)
     "train_controller": dict(popsize=16, trials=2, generations=50, max_steps=1000, eval_every=10, eval_episodes=4,
-                             early_stop=50),
+                             early_stop=50, score_episodes=8),
     "evaluate": dict(episodes=20, max_steps=1000),
     "collect": dict(episodes=40, max_steps=1000, episodes_per_shard=10),
     "iteration": dict(mdnrnn_steps=100, generations=20),

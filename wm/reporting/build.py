@@ -10,7 +10,7 @@ from collections.abc import Callable
 from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError
 from wm.core import layout
-from wm.reporting import iterations, models, outputs, scores
+from wm.reporting import curve, iterations, models, outputs, scores
 from wm.reporting.files import exists, read_json
 from wm.reporting.html import CSS, Page, esc
 
@@ -50,6 +50,7 @@ def build_report(workdir: str) -> str:
     steps: list[Callable[[], None]] = [
         lambda: scores.add_score(page, workdir),
         lambda: scores.add_controller(page, workdir),
+        lambda: curve.add_score_curve(page, workdir, pipeline),
         lambda: iterations.add_iterations(page, workdir, pipeline),
         lambda: models.add_vae(page, workdir),
         lambda: models.add_mdnrnn(page, workdir),

@@ -124,6 +124,37 @@ def plot_fidelity(rows: list[dict], rho: float) -> bytes:
     return _png(fig)
 
 
+def plot_score_curve(points: list[dict], final: dict | None = None) -> bytes:
+    """PNG of the kept controller's held-out score against real environment steps (left) and stage time
+    (right); ``final`` (evaluation.json) is drawn at the end of each."""
+    fig = _figure(9, 3.4)
+    steps = [p["real_env_steps"] / 1e6 for p in points]
+    minutes = [p["seconds"] / 60 for p in points]
+    scores = [p["score"] for p in points]
+    for i, (xs, label) in enumerate(((steps, "real environment steps (millions)"), (minutes, "stage time (minutes)"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.step(xs, scores, where="post", color="#1f77b4", lw=1.5)
+        ax.plot(xs, scores, "o", color="#1f77b4", ms=3, label="kept controller, held-out tracks")
+        if final and isinstance(final.get("mean"), (int, float)):
+            ax.errorbar(
+                [xs[-1]],
+                [final["mean"]],
+                yerr=[final.get("std") or 0],
+                fmt="D",
+                color="#d62728",
+                ms=5,
+                capsize=3,
+                label=f"wm.evaluate, {final.get('episodes', '?')} tracks",
+            )
+        ax.axhline(PAPER_SCORE[0], color="#2ca02c", ls="--", lw=1, label=f"paper ({PAPER_SCORE[0]:.0f})")
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean return")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
 def plot_returns_histogram(returns: list[float]) -> bytes:
     """PNG histogram of evaluation returns, with the mean (and the paper's score when in range)."""
     import numpy as np

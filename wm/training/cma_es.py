@@ -11,7 +11,12 @@ actors), or the environments step in lockstep with one batched V + M + C call pe
 group in this process (``central``, :func:`wm.agents.agent.run_episodes`). Every ``eval_every``
 generations the CMA-ES mean is evaluated on a fixed set of ``eval_episodes`` tracks (disjoint
 from ``wm.evaluate``'s); the best evaluated parameters (or, with evaluation off, the fittest
-member so far) go to ``WORKDIR/controller.npz``.
+member so far) go to ``WORKDIR/controller.npz``. With ``screen`` (:mod:`wm.training.screen`), the
+population is first ranked in M's dream and only its ``screen`` best play on the generation's tracks.
+With ``score_episodes``, the parameters in ``controller.npz`` are also played on ``wm.evaluate``'s
+first ``score_episodes`` tracks whenever they or M changed: each
+record's ``heldout_score`` against its ``real_env_steps`` (every real step the run played so far) is
+the run's score against real-environment steps (TensorBoard ``heldout_score_by_real_env_steps``).
 
 In the dream (``env="dream"``), fitness is the mean return over ``trials`` dream episodes
 (:class:`wm.agents.dream.DreamEnv`, all popsize x trials rows in one compiled call): every
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import sys
 import time
@@ -49,9 +55,11 @@ from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option
 from wm.agents import loading
 from wm.agents import workers as workers_lib
-from wm.agents.dream import START_MODES, can_dream, check_dreamer
+from wm.agents.dream import DONE_MODES, START_MODES, can_dream, check_dreamer
+from wm.agents.fidelity import spearman
 from wm.core import distribute, workdir
-from wm.training.cma_state import STATE_NAME, BestEval, CmaState
+from wm.training import screen
+from wm.training.cma_state import REAL_STEP_KEYS, STATE_NAME, BestEval, CmaState
 from wm.training.loop import RunLog, due, stopping
 
 PARAMS_NAME = loading.PARAMS_NAME
@@ -79,6 +87,12 @@ class TrainControllerConfig(loading.WorldFlags):
     dream_start: str = option(
         "first", help="Dream episodes start at the series' episode starts or random steps.", choices=START_MODES
     )
+    dream_done: str = option(
+        "threshold",
+        help="How M's terminal head ends a dream episode: threshold (probability above 1/2) or sample (a coin "
+        "with that probability, per world and step).",
+        choices=DONE_MODES,
+    )
     jit_compile: str = option(
         "auto",
         help="XLA for the dream rollout (--env=dream); auto: on (1.4x faster on CPU, see BENCHMARKS.md).",
@@ -100,6 +114,19 @@ class TrainControllerConfig(loading.WorldFlags):
     eval_every: int = option(25, help="Evaluate the CMA-ES mean every N generations (0: never).", min=0)
     eval_episodes: int = option(16, help="Tracks per in-training evaluation.", min=1)
     early_stop: int = option(0, help="End an episode after N steps without a new tile (0: off).", min=0)
+    screen: int = option(
+        0,
+        help="--env=real: rank the population in M's dream first (needs --series and M's reward head) and play "
+        "only its N best in the real environment; the rest rank below them in their dream order (0: play all).",
+        min=0,
+    )
+    screen_worlds: int = option(16, help="Dream worlds each member plays when screening (--screen).", min=1)
+    score_episodes: int = option(
+        0,
+        help="Score the kept controller (controller.npz) on wm.evaluate's first N held-out tracks (its --seed=0) "
+        "whenever it or M changed: the score against real env steps (0: off).",
+        min=0,
+    )
     # the agent
     controller: str = option("linear", help="linear on [z, h] or 40 tanh units on z.", choices=loading.CONTROLLERS)
     inference_precision: str = option(
@@ -134,6 +161,12 @@ def validate(cfg: TrainControllerConfig) -> None:
     if cfg.env == "dream" and not cfg.series:
         raise UsageError("--env=dream needs --series=DIR (the latent series whose z's start the dream episodes)")
     if cfg.env == "dream":
+        check_dreamer(cfg.mdnrnn)
+    if cfg.screen and (cfg.env != "real" or not cfg.series):
+        raise UsageError("--screen ranks a real-environment population in the dream: it needs --env=real and --series")
+    if cfg.screen > cfg.popsize:
+        raise UsageError(f"--screen={cfg.screen} plays more members than --popsize={cfg.popsize} has")
+    if cfg.screen:
         check_dreamer(cfg.mdnrnn)
     workers_lib.check_ray_address(cfg.ray_address)
     workers_lib.resolve_layout(cfg.layout, cfg.ray_address, [cfg.vae, cfg.mdnrnn])
@@ -176,7 +209,7 @@ class _Dream:
         dropout = m.dropout if cfg.dream_dropout < 0 else cfg.dream_dropout
         # unlike V's and M's train steps, the dream loop is faster under XLA on CPUs too
         jit = cfg.jit_compile != "off"
-        self.env = DreamEnv(m, agent.controller, cfg.max_steps, cfg.temperature, dropout, jit)
+        self.env = DreamEnv(m, agent.controller, cfg.max_steps, cfg.temperature, dropout, jit, cfg.dream_done)
         self.starts = start_latents(cfg.series, cfg.dream_start, seed=cfg.seed)
         self.cfg, self.dropout = cfg, dropout
 
@@ -252,7 +285,9 @@ class CmaEsTrainer:
 
         cfg = self.cfg
         validate(cfg)
-        n_jobs = cfg.eval_episodes if self.dreaming else cfg.popsize * cfg.trials
+        n_jobs = (
+            max(cfg.eval_episodes, cfg.score_episodes) if self.dreaming else (cfg.screen or cfg.popsize) * cfg.trials
+        )
         self.envs = cfg.envs or min(n_jobs, 256)
         self.workers = min(cfg.workers or os.cpu_count() or 1, self.envs)
         if cfg.ray_address:  # an unreachable cluster is one line now, before the workdir or the agent
@@ -268,8 +303,12 @@ class CmaEsTrainer:
         self.dream = _Dream(cfg, self.agent) if self.dreaming else None
         # a real-environment run whose M can dream plays its evaluated means in the dream too (the gap, logged)
         can_gauge = cfg.series and cfg.eval_every and can_dream(cfg.mdnrnn)
-        self.gauge = self.dream or (_Dream(cfg, self.agent) if can_gauge else None)
+        self.gauge = self.dream or (_Dream(cfg, self.agent) if can_gauge or cfg.screen else None)
+        self.screened: dict[str, Any] = {}  # the last screened generation's dream side (--screen)
         self.eval_seeds = loading.track_seeds(cfg.seed, loading.IN_TRAINING_EVAL_STREAM, cfg.eval_episodes)
+        # wm.evaluate's own tracks at its default seed: never trained or selected on, the same for every run
+        self.score_seeds = loading.track_seeds(0, loading.EVAL_STREAM, cfg.score_episodes)
+        self.recheck_steps = 0  # check_m's real steps, counted in the next record
         self.m_checkpoint = os.path.basename(workdir.latest_checkpoint(cfg.mdnrnn) or "")
 
     def restore(self) -> CmaState:
@@ -304,7 +343,11 @@ class CmaEsTrainer:
                 "env_id": cfg.env_id,
                 "flags": dataclasses.asdict(cfg),
                 "inference_precision": cfg.inference_precision,
-                **({"dream": {"dropout": dream.dropout, "starts": len(dream.starts)}} if dream else {}),
+                **(
+                    {"dream": {"dropout": dream.dropout, "done": cfg.dream_done, "starts": len(dream.starts)}}
+                    if dream
+                    else {}
+                ),
             },
         )
 
@@ -325,7 +368,7 @@ class CmaEsTrainer:
         spec = workers_lib.AgentSpec(
             fileio.abspath(cfg.vae), fileio.abspath(cfg.mdnrnn), cfg.controller, cfg.inference_precision
         )
-        need_pool = not self.dreaming or cfg.eval_every > 0
+        need_pool = not self.dreaming or cfg.eval_every > 0 or cfg.score_episodes > 0
         pool_cm = (
             workers_lib.make_runner(
                 cfg.layout, spec, cfg.env_id, self.envs, self.workers, cfg.max_steps, cfg.ray_address, self.agent
@@ -352,7 +395,9 @@ class CmaEsTrainer:
             state.best_eval = None
             self.log.say(f"train_controller: M changed ({was} -> {self.m_checkpoint}): best eval reset")
         else:
-            score = float(np.mean([r.ret for r in self.play_eval_tracks(old.params)]))
+            again = self.play_eval_tracks(old.params)
+            score = float(np.mean([r.ret for r in again]))
+            self.recheck_steps = int(sum(r.steps for r in again))
             state.best_eval = dataclasses.replace(old, score=score, mdnrnn_checkpoint=self.m_checkpoint)
             self.log.say(
                 f"train_controller: M changed ({was} -> {self.m_checkpoint}): the kept parameters (generation "
@@ -368,19 +413,31 @@ class CmaEsTrainer:
         solutions = state.es.ask()
         fitness, steps = self.fitness(np.stack(solutions), gen)
         state.es.tell(solutions, list(-fitness))
+        shown = fitness[self.screened["played"]] if cfg.screen else fitness  # the returns played, not the ranks
         record = {
             "generation": gen,
-            "mean": float(fitness.mean()),
-            "max": float(fitness.max()),
-            "min": float(fitness.min()),
+            "mean": float(shown.mean()),
+            "max": float(shown.max()),
+            "min": float(shown.min()),
             "sigma": float(state.es.sigma),
             ("dream_steps" if self.dreaming else "env_steps"): int(steps),
             "wall_time": time.perf_counter() - t0,
         }
+        if cfg.screen:
+            dream_fitness, played = self.screened["dream_fitness"], self.screened["played"]
+            record.update(dream_steps=self.screened["dream_steps"], dream_fitness_mean=float(dream_fitness.mean()))
+            rho = spearman(dream_fitness[played], shown) if len(played) > 1 else float("nan")
+            if np.isfinite(rho):  # how the dream ranked the members it let through (undefined if all tie)
+                record["screen_rho"] = rho
         state.keep_fittest(solutions, fitness)
         state.keep_mean()
         if cfg.eval_every and due(gen, cfg.eval_every, gen == cfg.generations):
             record.update(self.evaluate(state, gen))
+        if self.recheck_steps:
+            record["recheck_env_steps"], self.recheck_steps = self.recheck_steps, 0
+        if cfg.score_episodes:
+            record.update(self.score_kept(state, record))
+        record["train_time"] = state.train_time() + time.perf_counter() - t0
         state.generation = gen
         state.records.append(record)
         self.checkpoint(state)
@@ -394,10 +451,23 @@ class CmaEsTrainer:
         if self.dream is not None:
             returns, steps = self.dream.play(population, cfg.trials, [gen])
             return returns.mean(axis=1), steps
+        if cfg.screen:  # the population ranked in the dream; only its best cfg.screen play on the tracks
+            assert self.gauge is not None  # set up for --screen
+            dream, dream_steps = self.gauge.play(population, cfg.screen_worlds, [gen, 1])
+            dream_fitness = dream.mean(axis=1)
+            played = screen.pick(dream_fitness, cfg.screen)
+            real, steps = self.real_fitness(population[played], gen)
+            self.screened = {"played": played, "dream_fitness": dream_fitness, "dream_steps": dream_steps}
+            return screen.combined(real, played, dream_fitness), steps
+        return self.real_fitness(population, gen)
+
+    def real_fitness(self, population: np.ndarray, gen: int) -> tuple[np.ndarray, int]:
+        """Each row's mean return over ``trials`` episodes on generation ``gen``'s tracks, and the steps played."""
+        cfg = self.cfg
         seeds = loading.track_seeds(cfg.seed, loading.TRAIN_STREAM, cfg.trials, offset=(gen - 1) * cfg.trials)
-        jobs = [(m, s) for m in range(cfg.popsize) for s in seeds]
+        jobs = [(m, s) for m in range(len(population)) for s in seeds]
         results = self.pool.run(population, jobs, cfg.max_steps, cfg.early_stop)
-        fitness = np.array([r.ret for r in results]).reshape(cfg.popsize, cfg.trials).mean(axis=1)
+        fitness = np.array([r.ret for r in results]).reshape(len(population), cfg.trials).mean(axis=1)
         return fitness, sum(r.steps for r in results)
 
     def play_eval_tracks(self, params: np.ndarray) -> list:
@@ -417,6 +487,21 @@ class CmaEsTrainer:
             state.best_eval = BestEval(score, mean_params, gen, self.m_checkpoint)
         out["best_eval"] = state.best_eval.score
         return out
+
+    def score_kept(self, state: CmaState, record: dict) -> dict:
+        """The kept controller's mean return on the held-out tracks, played again only when its parameters or
+        M changed since the last score, and the real-environment steps so far: one point of the score against
+        real steps (the scoring's own episodes are measurement, not counted)."""
+        out: dict[str, Any] = {"real_env_steps": state.real_env_steps() + sum(record.get(k, 0) for k in REAL_STEP_KEYS)}
+        params = state.kept()
+        if params is None:
+            return out
+        key = f"{hashlib.sha1(np.asarray(params, np.float32).tobytes()).hexdigest()[:16]}@{self.m_checkpoint}"
+        last = state.last_heldout()
+        if last is not None and last.get("heldout_key") == key:
+            return {**out, "heldout_score": last["heldout_score"], "heldout_key": key}
+        played = self.pool.run(params[None], [(0, s) for s in self.score_seeds], self.cfg.max_steps)
+        return {**out, "heldout_score": float(np.mean([r.ret for r in played])), "heldout_key": key}
 
     def checkpoint(self, state: CmaState) -> None:
         """Saves the finished generation: ``cma_state.pkl`` (atomically, with NumPy's RNG state), ``controller.npz``."""
@@ -441,10 +526,13 @@ class CmaEsTrainer:
         rate = record[f"{kind}_steps"] / max(record["wall_time"], 1e-9)
         scalars = {
             (f"return/{k}" if k in ("mean", "max", "min") else k): record[k]
-            for k in ("mean", "max", "min", "sigma", "eval_mean", "best_eval", "dream_eval_mean")
+            for k in ("mean", "max", "min", "sigma", "eval_mean", "best_eval", "dream_eval_mean", "heldout_score")
             if k in record
         }
         self.log.record(record, step=gen, scalars={**scalars, f"{kind}_steps_per_sec": rate})
+        if "heldout_score" in record:  # x: real env steps (TensorBoard's relative/wall axis gives the time)
+            steps = record["real_env_steps"]
+            self.log.record(None, step=steps, scalars={"heldout_score_by_real_env_steps": record["heldout_score"]})
         if "eval_mean" in record and self.gauge is not None:  # one TensorBoard chart: the mean's return, dream and real
             self.log.record(None, step=gen, scalars={"mean_params_return": record["dream_eval_mean"]}, split="dream")
             self.log.record(None, step=gen, scalars={"mean_params_return": record["eval_mean"]}, split="real")

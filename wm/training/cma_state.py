@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import cma
 
 STATE_NAME = "cma_state.pkl"
+# a record's real-environment steps: fitness episodes, evaluations of the mean, the kept one's re-evaluation
+REAL_STEP_KEYS = ("env_steps", "eval_env_steps", "recheck_env_steps")
 _KEYS = ("es", "generation", "best_fitness", "best_eval", "records", "best_member", "np_random", "means")
 
 
@@ -134,6 +136,25 @@ class CmaState:
         """The CMA-ES mean after ``generation`` (1-based), or None if this state does not hold it."""
         first = self.generation - len(self.means) + 1  # a state from before means were kept holds the last ones
         return self.means[generation - first] if first <= generation <= self.generation else None
+
+    def kept(self) -> np.ndarray | None:
+        """The parameters ``controller.npz`` holds: the best evaluated mean, else the fittest member (or None)."""
+        return self.best_eval.params if self.best_eval is not None else self.best_member
+
+    def real_env_steps(self) -> int:
+        """Real-environment steps of the finished generations (fitness, evaluations, re-evaluations)."""
+        return sum(int(r.get(k, 0)) for r in self.records for k in REAL_STEP_KEYS)
+
+    def train_time(self) -> float:
+        """Seconds the finished generations took, evaluations included (their ``wall_time`` in older records)."""
+        if not self.records:
+            return 0.0
+        last = self.records[-1]
+        return float(last["train_time"]) if "train_time" in last else sum(r.get("wall_time", 0.0) for r in self.records)
+
+    def last_heldout(self) -> dict[str, Any] | None:
+        """The latest record with a held-out score of the kept controller."""
+        return next((r for r in reversed(self.records) if "heldout_score" in r), None)
 
     def keep_fittest(self, solutions: list[np.ndarray], fitness: np.ndarray) -> None:
         """Keeps the generation's fittest member if it beats every earlier one."""

@@ -1,0 +1,35 @@
+"""``long``: the main job's first pass, then four longer iterations: aimed at 900 over 100 tracks in 150 minutes.
+
+    python -m wm.pipeline --workdir=runs/long --preset=long
+
+The ``dream`` preset's first pass with 30 generations, then four iterations of collecting 40 episodes
+with the agent (parameter noise 0.05), M continued on all data so far (+150 steps) and CMA-ES
+continued in the real environment (+25 generations each, 16 x 2 trials, early stop 50): 130
+generations in all. The kept controller is scored on 8 of ``wm.evaluate``'s tracks whenever it
+changes (the score against real environment steps), and the final one on 100 tracks, the paper's
+count. Resumable like every preset: rerun the same command after an interruption.
+
+Cost: not measured yet. Planned from the ``dream`` preset's stage times on this project's 2-core
+machine (2026-12-03 and 2026-12-06: about 16 minutes before C, 0.3-0.65 minutes per generation,
+about 5 minutes of collection and M per iteration): about 2 hours of stage time.
+Reached: not measured yet.
+"""
+
+from __future__ import annotations
+
+from wm.presets import dream, smoke
+from wm.presets.common import Preset, derived
+
+# The dream preset, with these stages' settings changed:
+PRESET: Preset = derived(
+    dream.PRESET,
+    {
+        "train_controller": dict(generations=30),
+        "iteration": dict(generations=25),
+        "evaluate": dict(episodes=100),
+        "pipeline": dict(iterations=4),
+    },
+)
+
+# its settings at the smoke preset's toy sizes
+SMOKE: Preset = derived(PRESET, smoke.SIZES)
