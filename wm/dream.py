@@ -13,7 +13,7 @@ frame on the left and the dream on the right; ``.gif`` or ``.mp4`` (the latter n
 ``MDNRNN_WORKDIR/tensorboard/dream``.
 
     python -m wm.dream --agent=runs/demo/controller --out=gap.gif [--track=0] [--max_steps=1000] \\
-        [--temperature=1.15] [--dream_dropout=-1] [--mdnrnn=OTHER_M]
+        [--temperature=1.15] [--dream_dropout=-1] [--dream_done=threshold] [--mdnrnn=OTHER_M]
 
 With ``--agent`` (a CMA-ES ``wm.train_controller`` workdir; PPO agents are refused) the same
 controller plays twice, so one sees the exploitation gap: (1) one real episode on track
@@ -22,14 +22,15 @@ controller plays twice, so one sees the exploitation gap: (1) one real episode o
 as ``wm.evaluate`` plays it; (2) one episode in M's dream (:class:`wm.agents.dream.DreamEnv`),
 started from V's mean of the real episode's first frame, with M's sampling noise and dropout
 masks from ``--seed`` (``--dream_dropout`` -1: M's own training dropout; the masks are fixed for
-the episode), ended by M's terminal head or ``--max_steps``. The video shows the real 64x64 frames
+the episode), ended by M's terminal head (``--dream_done``: where its probability is above 1/2, or
+with that probability at each step) or ``--max_steps``. The video shows the real 64x64 frames
 C acted on (left) beside V's decoding of the dream (right); the shorter episode holds its last
 frame. ``--vae`` and ``--mdnrnn`` default to the agent's own; another ``--mdnrnn`` dreams in that
 M (it needs a reward head, and C's input size), another ``--vae`` encodes the dream's start and
 decodes the dream. One line on stderr compares the returns and lengths; a few frames go to
 TensorBoard under ``AGENT/tensorboard/dream_vs_real``. ``--data``, ``--episode``, ``--context``,
-``--steps`` and ``--actions`` apply without ``--agent`` only; ``--track``, ``--max_steps`` and
-``--dream_dropout`` with it only.
+``--steps`` and ``--actions`` apply without ``--agent`` only; ``--track``, ``--max_steps``,
+``--dream_dropout`` and ``--dream_done`` with it only.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import sys
 from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.agents import loading, pretrained
-from wm.agents.dream import check_dreamer
+from wm.agents.dream import DONE_MODES, check_dreamer
 from wm.agents.loading import WorldFlags
 from wm.core import video, workdir
 
@@ -76,6 +77,11 @@ class DreamConfig(WorldFlags):
         help="With --agent: the dream's dropout rate, masks fixed per episode (-1: M's training --dropout).",
         min=-1,
         max=0.95,
+    )
+    dream_done: str = option(
+        "threshold",
+        help="With --agent: how M's terminal head ends the dream: threshold (p > 1/2) or sample (a draw per step).",
+        choices=DONE_MODES,
     )
 
 
@@ -114,7 +120,9 @@ def run_agent(cfg: DreamConfig, config: dict) -> dict:
     agent, params, config = loading.load_policy(cfg.agent)
     v, m = dream_models(agent, config, cfg.vae, cfg.mdnrnn)
     dropout = m.dropout if cfg.dream_dropout < 0 else cfg.dream_dropout
-    env = DreamEnv(m, agent.controller, cfg.max_steps, temperature=cfg.temperature, dropout=dropout)  # checks C's size
+    env = DreamEnv(  # checks C's size
+        m, agent.controller, cfg.max_steps, temperature=cfg.temperature, dropout=dropout, done=cfg.dream_done
+    )
 
     env_id = config.get("env_id", rollout.DEFAULT_ENV_ID)
     track_seed = loading.track_seeds(cfg.seed, loading.EVAL_STREAM, 1, offset=cfg.track)[0]
@@ -127,7 +135,7 @@ def run_agent(cfg: DreamConfig, config: dict) -> dict:
     ending = "ended by M's terminal head" if terminated else f"reached --max_steps={cfg.max_steps}"
     print(
         f"dream: real {real.ret:.1f} in {real.steps} steps (track {cfg.track}) vs dream {dream_return:.1f} in "
-        f"{dream_steps} steps ({ending}; tau={cfg.temperature:g}, dropout={dropout:g}); wrote {len(frames)} frames "
+        f"{dream_steps} steps ({ending}; tau={cfg.temperature:g}, dropout={dropout:g}, done={cfg.dream_done}); wrote {len(frames)} frames "
         f"(real | dream) to {cfg.out}",
         file=sys.stderr,
     )

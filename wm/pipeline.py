@@ -166,7 +166,9 @@ class PipelineConfig:
 
     workdir: str = option(help="Root directory of the run (every stage gets a subdirectory).", required=True)
     preset: str = option(
-        "quickstart", help="Sizes of every stage: smoke, quickstart, dream, long or paper.", choices=tuple(PRESETS)
+        "quickstart",
+        help="Sizes of every stage: smoke, quickstart, dream, dream_only, long or paper.",
+        choices=tuple(PRESETS),
     )
     strategy: str = option("default", help="Strategy for V and M training.", choices=distribute.STRATEGIES)
     tpu: str = option("", help="TPU name or address for --strategy=tpu.")
@@ -286,6 +288,7 @@ def iteration_configs(
                 frame_stride=2,
                 temperature=c.temperature,
                 dream_dropout=c.dream_dropout,
+                dream_done=c.dream_done,
                 seed=k,
             )
     return out

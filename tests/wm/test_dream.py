@@ -115,6 +115,23 @@ def test_agent_plays_the_real_track_and_the_dream_side_by_side(dream_agent, drea
     assert summary["dream_steps"] == int(res.steps[0]) and summary["dream_terminated"] == bool(res.terminated[0])
 
 
+def test_agent_dream_with_sampled_endings_is_the_dream_env_s(dream_agent, tmp_path, capsys):
+    from data_gen.envpool import EnvPool
+    from wm.agents import loading
+    from wm.agents.dream import DreamEnv
+
+    kw = dict(agent=dream_agent, track=1, max_steps=STEPS, scale=1, seed=3)
+    summary = dream.run(dream.DreamConfig(out=str(tmp_path / "s.gif"), dream_done="sample", **kw))
+    assert "done=sample" in capsys.readouterr().err
+    agent, params, config = loading.load_policy(dream_agent)
+    with EnvPool(config["env_id"], 1, 1, STEPS) as pool:
+        first = pool.reset({0: loading.track_seeds(3, loading.EVAL_STREAM, 2)[1]})[0].frame
+    env = DreamEnv(agent.mdnrnn, agent.controller, STEPS, temperature=1.15, dropout=0.2, done="sample")
+    res = env.rollout(params, agent.encode(first[None]).numpy(), np.zeros(1, np.int32), seed=3)
+    assert summary["dream_return"] == pytest.approx(float(res.returns[0]), rel=1e-5, abs=1e-6)
+    assert summary["dream_steps"] == int(res.steps[0]) and summary["dream_terminated"] == bool(res.terminated[0])
+
+
 def _fake_workdir(path, config: dict) -> str:
     import json
 

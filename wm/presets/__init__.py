@@ -9,8 +9,15 @@ what it changes (:func:`wm.presets.common.derived`).
 
 from __future__ import annotations
 
-from wm.presets import dream, long, paper, quickstart, smoke
+from wm.presets import dream, dream_only, long, paper, quickstart, smoke
 from wm.presets.common import Preset
 
-MODULES = {"smoke": smoke, "quickstart": quickstart, "paper": paper, "dream": dream, "long": long}
+MODULES = {
+    "smoke": smoke,
+    "quickstart": quickstart,
+    "paper": paper,
+    "dream": dream,
+    "dream_only": dream_only,
+    "long": long,
+}
 PRESETS: dict[str, Preset] = {name: module.PRESET for name, module in MODULES.items()}
