@@ -135,7 +135,8 @@ def run_agent(cfg: DreamConfig, config: dict) -> dict:
     ending = "ended by M's terminal head" if terminated else f"reached --max_steps={cfg.max_steps}"
     print(
         f"dream: real {real.ret:.1f} in {real.steps} steps (track {cfg.track}) vs dream {dream_return:.1f} in "
-        f"{dream_steps} steps ({ending}; tau={cfg.temperature:g}, dropout={dropout:g}, done={cfg.dream_done}); wrote {len(frames)} frames "
+        f"{dream_steps} steps ({ending}; tau={cfg.temperature:g}, dropout={dropout:g}, done={cfg.dream_done}); "
+        f"wrote {len(frames)} frames "
         f"(real | dream) to {cfg.out}",
         file=sys.stderr,
     )

@@ -7,13 +7,13 @@ with the agent (parameter noise 0.05), M continued on all data so far (+150 step
 continued in the real environment for 100 more generations (16 x 2 trials, early stop 50): 130
 generations in all. One iteration, not several: every change of M moves h under the linear C, and
 in the main job's seed-1 run each of its two M updates cost the kept controller 250-300 points
-(623 -> 374 and 759 -> 453 on 8 tracks, BENCHMARKS.md), which the next generations had to win back. The kept controller is scored on 8 of ``wm.evaluate``'s tracks whenever it
-changes (the score against real environment steps), and the final one on 100 tracks, the paper's
+(623 -> 374 and 759 -> 453 on 8 tracks, BENCHMARKS.md), which the next generations had to win back.
+The kept controller is scored on 8 of ``wm.evaluate``'s tracks whenever it changes (the score against real environment steps), and the final one on 100 tracks, the paper's
 count. Resumable like every preset: rerun the same command after an interruption.
 
 Cost: not measured yet. Planned from the ``dream`` preset's stage times on this project's 2-core
 machine (2026-12-03 and 2026-12-06: about 16 minutes before C, 0.3-0.65 minutes per generation,
-about 5 minutes of collection and M per iteration): about 2 hours of stage time.
+about 5 minutes of collection and M per iteration): 1 to 2 hours of stage time.
 Reached: not measured yet.
 """
 
