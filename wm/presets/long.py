@@ -9,7 +9,8 @@ generations in all. One iteration, not several: every change of M moves h under 
 in the main job's seed-1 run each of its two M updates cost the kept controller 250-300 points
 (623 -> 374 and 759 -> 453 on 8 tracks, BENCHMARKS.md), which the next generations had to win back.
 The kept controller is scored on 8 of ``wm.evaluate``'s tracks whenever it changes (the score
-against real environment steps), and the final one on 100 tracks, the paper's count. Resumable like every preset: rerun the same command after an interruption.
+against real environment steps), and the final one on 100 tracks, the paper's count.
+Resumable like every preset: rerun the same command after an interruption.
 
 Cost: not measured yet. Planned from the ``dream`` preset's stage times on this project's 2-core
 machine (2026-12-03 and 2026-12-06: about 16 minutes before C, 0.3-0.65 minutes per generation,
