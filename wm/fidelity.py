@@ -13,8 +13,12 @@ result goes to ``AGENT/fidelity.json`` (or ``--out``); ``wm.report`` shows it as
 The dream's settings default to the agent's run (its ``--series``, ``--dream_start``, ``--temperature``;
 dropout: M's own) and can be changed here (``--temperature``, ``--dream_dropout``), so that each
 remedy for a dream that ranks badly is measured by this one number. ``--dream_done=sample`` ends dream
-episodes with the terminal head's probability instead of above 1/2. Each ``--variant=KEY=VALUE,...``
-(temperature, dream_dropout, dream_done) gauges one more dream setting on the same controllers, worlds
+episodes with the terminal head's probability instead of above 1/2. An ensemble of M's (``--dream_ensemble``, with
+``--ensemble_reward`` and ``--dream_disagreement``), dreams branched from real states
+(``--dream_start=branch``) and short dreams (``--dream_horizon``) are set as ``wm.train_controller``
+sets them. Each ``--variant=KEY=VALUE,...`` (temperature, dream_dropout, dream_done, dream_start,
+dream_horizon, members: the first N of M and the ensemble, ensemble_reward, dream_disagreement) gauges
+one more dream setting on the same controllers, worlds (a start mode's worlds share the base's noise)
 and real returns, so a sweep costs one real pass: its rho and gap are printed before the last line and kept
 under ``variants`` in the JSON. The tracks come from ``--seed``
 through a seed stream that neither training nor ``wm.evaluate`` uses. CMA-ES agents only (a PPO policy
@@ -35,7 +39,7 @@ from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option, run_binary
 from wm.agents import fidelity, loading
 from wm.agents import workers as workers_lib
-from wm.agents.dream import DONE_MODES, START_MODES, check_dreamer
+from wm.agents.dream import DONE_MODES, ENSEMBLE_REWARDS, START_MODES, check_dreamer
 from wm.core import distribute, layout
 
 OUT_NAME = layout.FIDELITY_JSON
@@ -61,9 +65,22 @@ class FidelityConfig:
         help="How the dream's episodes end: threshold or sample (default: the agent's run's).",
         choices=("", *DONE_MODES),
     )
+    dream_horizon: int = option(
+        -1, help="Dream episodes' steps at most (-1: the agent's run's; 0: --max_steps).", min=-1
+    )
+    dream_ensemble: str = option(
+        "-", help="More M workdirs dreaming beside the agent's M, comma-separated ('-': the agent's run's; '': none)."
+    )
+    ensemble_reward: str = option(
+        "", help="An ensemble's step reward: mean or min (default: the agent's run's).", choices=("", *ENSEMBLE_REWARDS)
+    )
+    dream_disagreement: float = option(
+        -1.0, help="An ensemble's penalty per unit of its reward std (-1: the agent's run's).", min=-1
+    )
     variants: list[str] = option(
         help="Another dream setting to gauge on the same controllers and real returns, e.g. "
-        "temperature=1.5,dream_dropout=0.1,dream_done=sample (repeatable; unset keys as the base).",
+        "temperature=1.5,dream_dropout=0.1,dream_done=sample (repeatable; unset keys as the base; keys also "
+        "dream_start, dream_horizon, members, ensemble_reward, dream_disagreement).",
         flag="variant",
         default_factory=list,
     )
@@ -89,6 +106,9 @@ def validate(cfg: FidelityConfig) -> tuple[dict, list[float]]:
     if config.get("algorithm", "cma-es") != "cma-es":
         raise UsageError(f"{cfg.agent} is a {config.get('algorithm')} agent: the gauge perturbs CMA-ES parameters")
     check_dreamer(config["mdnrnn"])
+    if cfg.dream_ensemble != "-":
+        for member in (d.strip() for d in cfg.dream_ensemble.split(",") if d.strip()):
+            check_dreamer(member)
     if not (cfg.series or config.get("flags", {}).get("series")):
         raise UsageError(f"{cfg.agent} was trained without --series: give --series (wm.encode's latent series)")
     if cfg.env_id:
@@ -97,6 +117,18 @@ def validate(cfg: FidelityConfig) -> tuple[dict, list[float]]:
         raise UsageError(f"--out {cfg.out} is a directory; give the JSON's file name")
     workers_lib.resolve_layout(cfg.layout, "", [cfg.agent])
     return config, scales
+
+
+def _more_settings(cfg: FidelityConfig, flags: dict) -> dict[str, Any]:
+    """The base setting's dream start, horizon and ensemble settings, where they are not the defaults
+    (--flag, else the agent's run's)."""
+    out: dict[str, Any] = {"dream_start": cfg.dream_start or flags.get("dream_start", "first")}
+    out["dream_horizon"] = cfg.dream_horizon if cfg.dream_horizon >= 0 else int(flags.get("dream_horizon", 0))
+    out["ensemble_reward"] = cfg.ensemble_reward or flags.get("ensemble_reward", "mean")
+    disagreement = cfg.dream_disagreement if cfg.dream_disagreement >= 0 else flags.get("dream_disagreement", 0.0)
+    out["dream_disagreement"] = float(disagreement)
+    defaults = {"dream_start": "first", "dream_horizon": 0, "ensemble_reward": "mean", "dream_disagreement": 0.0}
+    return {k: v for k, v in out.items() if v != defaults[k]}
 
 
 def _means_along(agent_dir: str, n: int) -> list[tuple[str, Any]]:
@@ -117,7 +149,8 @@ def run(cfg: FidelityConfig) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from wm.agents.dream import start_latents
+    from wm.agents.dream import dream_starts
+    from wm.models.loading import load_mdnrnn
 
     flags = config.get("flags", {})
     along = _means_along(cfg.agent, cfg.means)
@@ -136,14 +169,26 @@ def run(cfg: FidelityConfig) -> dict:
         "dream_dropout": agent.mdnrnn.dropout if cfg.dream_dropout < 0 else cfg.dream_dropout,
         "dream_done": cfg.dream_done or flags.get("dream_done", "threshold"),
     }
+    base.update(_more_settings(cfg, flags))
     settings = [base] + [{**base, **fidelity.parse_variant(v, DONE_MODES)} for v in cfg.variants]
-    starts = start_latents(series, cfg.dream_start or flags.get("dream_start", "first"), seed=cfg.seed)
-    rng = np.random.default_rng([cfg.seed, fidelity.FIDELITY_STREAM])
-    starts = starts[rng.choice(len(starts), cfg.episodes, replace=len(starts) < cfg.episodes)]
-    world_seed = int(rng.integers(1 << 62))
+    ensemble_dirs = flags.get("dream_ensemble", "") if cfg.dream_ensemble == "-" else cfg.dream_ensemble
+    ensemble = [load_mdnrnn(d.strip()) for d in ensemble_dirs.split(",") if d.strip()]
+    for x in settings:
+        if int(x.get("members", 1)) > 1 + len(ensemble):
+            raise UsageError(
+                f"--variant members={x['members']}: the dream has {1 + len(ensemble)} (M and --dream_ensemble)"
+            )
+    worlds, world_seed = {}, 0
+    for mode in dict.fromkeys(str(x.get("dream_start", "first")) for x in settings):  # the base's first
+        starts, states = dream_starts(series, mode, [agent.mdnrnn, *ensemble], seed=cfg.seed)
+        rng = np.random.default_rng([cfg.seed, fidelity.FIDELITY_STREAM])
+        idx = rng.choice(len(starts), cfg.episodes, replace=len(starts) < cfg.episodes)
+        world_seed = world_seed or int(rng.integers(1 << 62))  # every start mode's worlds get the base's noise
+        worlds[mode] = (starts[idx], None if states is None else states[idx])
     dreams, dream_steps = fidelity.dream_returns(
-        agent, rows, starts, world_seed, settings, cfg.max_steps, cfg.jit_compile
+        agent, rows, worlds, world_seed, settings, cfg.max_steps, cfg.jit_compile, ensemble
     )
+    starts = worlds[str(base.get("dream_start", "first"))][0]
     dream, temperature, dropout = dreams[0], base["temperature"], base["dream_dropout"]
     dream_time = time.perf_counter() - t0
 
@@ -173,6 +218,7 @@ def run(cfg: FidelityConfig) -> dict:
             "dropout": dropout,
             "done": base["dream_done"],
             "starts": len(starts),
+            "setting": base,
         },
         "variants": [
             {"setting": setting, "spearman_rho": g.rho, "mean_gap": g.mean_gap, "dream_means": g.dream.mean(1).tolist()}

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from wm.agents.dream import DONE_MODES, ENSEMBLE_REWARDS, START_MODES
+
 FIDELITY_STREAM = 4  # track and dream-world seeds of the gauge (wm.agents.loading's streams are 1-3)
 
 
@@ -63,27 +65,43 @@ def parse_scales(text: str) -> list[float]:
     return scales
 
 
-VARIANT_KEYS = ("temperature", "dream_dropout", "dream_done")
+VARIANT_KEYS = (
+    "temperature",
+    "dream_dropout",
+    "dream_done",
+    "dream_start",
+    "dream_horizon",
+    "members",
+    "ensemble_reward",
+    "dream_disagreement",
+)
+# the keys whose values are words, and the words each takes
+_CHOICES = {"dream_done": ("threshold", "sample"), "dream_start": START_MODES, "ensemble_reward": ENSEMBLE_REWARDS}
+_COUNTS = ("dream_horizon", "members")  # whole numbers >= 1
 
 
-def parse_variant(text: str, done_modes: Sequence[str]) -> dict[str, float | str]:
+def parse_variant(text: str, done_modes: Sequence[str] = DONE_MODES) -> dict[str, float | int | str]:
     """``"temperature=1.5,dream_done=sample"`` -> {"temperature": 1.5, "dream_done": "sample"}: one setting of the
-    dream to gauge beside the base one; ValueError (one line) for an unknown key or a value out of range."""
-    out: dict[str, float | str] = {}
+    dream to gauge beside the base one; ValueError (one line) for an unknown key or a value out of range.
+    ``members=N`` dreams with the first N members of the ensemble (1: M alone), ``dream_horizon=N`` ends dream
+    episodes after N steps."""
+    out: dict[str, float | int | str] = {}
+    choices = {**_CHOICES, "dream_done": tuple(done_modes)}
     for item in (p.strip() for p in text.split(",")):
         key, sep, raw = item.partition("=")
         if not sep or key not in VARIANT_KEYS:
             raise ValueError(f"variant {text!r}: give KEY=VALUE pairs with keys {', '.join(VARIANT_KEYS)}")
-        if key == "dream_done":
-            if raw not in done_modes:
-                raise ValueError(f"variant {text!r}: dream_done is one of {', '.join(done_modes)}")
+        if key in choices:
+            if raw not in choices[key]:
+                raise ValueError(f"variant {text!r}: {key} is one of {', '.join(choices[key])}")
             out[key] = raw
             continue
         try:
-            value = float(raw)
+            value = int(raw) if key in _COUNTS else float(raw)
         except ValueError:
-            raise ValueError(f"variant {text!r}: {key} must be a number, got {raw!r}") from None
-        if value < 0 or (key == "dream_dropout" and value >= 1):
+            kind = "a whole number" if key in _COUNTS else "a number"
+            raise ValueError(f"variant {text!r}: {key} must be {kind}, got {raw!r}") from None
+        if value < (1 if key in _COUNTS else 0) or (key == "dream_dropout" and value >= 1):
             raise ValueError(f"variant {text!r}: {key} out of range ({raw})")
         out[key] = value
     return out
@@ -92,29 +110,38 @@ def parse_variant(text: str, done_modes: Sequence[str]) -> dict[str, float | str
 def dream_returns(
     agent: Any,
     rows: np.ndarray,
-    starts: np.ndarray,
+    worlds: dict[str, tuple[np.ndarray, np.ndarray | None]],
     seed: int,
     settings: Sequence[dict[str, Any]],
     max_steps: int,
     jit_compile: str = "auto",
+    ensemble: Sequence[Any] = (),
 ) -> tuple[list[np.ndarray], int]:
-    """Every controller of ``rows`` [K, n] on every world of ``starts`` in each dream setting (temperature,
-    dream_dropout, dream_done; the worlds' noise from ``seed`` the same in all): (returns [K, W] per setting,
-    dream steps played)."""
+    """Every controller of ``rows`` [K, n] on every world in each dream setting (temperature, dream_dropout,
+    dream_done, and optionally dream_start, dream_horizon, members, ensemble_reward, dream_disagreement; the
+    worlds' noise from ``seed`` the same in all): (returns [K, W] per setting, dream steps played).
+    ``worlds`` maps a dream start mode to its (start latents [W, Z], start states [W, 1 + len(ensemble), 2, H]
+    or None); ``ensemble`` holds the M's that may dream beside the agent's."""
     from wm.agents.dream import DreamEnv
 
     out, steps = [], 0
     for s in settings:
+        members = list(ensemble)[: int(s.get("members", 1 + len(ensemble))) - 1]
         env = DreamEnv(
             agent.mdnrnn,
             agent.controller,
-            max_steps,
+            int(s.get("dream_horizon", max_steps)),
             float(s["temperature"]),
             float(s["dream_dropout"]),
             jit_compile != "off",
             str(s["dream_done"]),
+            members,
+            str(s.get("ensemble_reward", "mean")),
+            float(s.get("dream_disagreement", 0.0)),
         )
-        returns, n = env.rollout_on_worlds(rows, starts, seed)
+        starts, states = worlds[str(s.get("dream_start", "first"))]
+        states = None if states is None else states[:, : len(env.members)]
+        returns, n = env.rollout_on_worlds(rows, starts, seed, states)
         out.append(returns)
         steps += n
     return out, steps

@@ -55,7 +55,7 @@ from tfrecords.runtime import fileio
 from tfrecords.runtime.cli import UsageError, check, option
 from wm.agents import loading
 from wm.agents import workers as workers_lib
-from wm.agents.dream import DONE_MODES, START_MODES, can_dream, check_dreamer
+from wm.agents.dream import DONE_MODES, ENSEMBLE_REWARDS, START_MODES, can_dream, check_dreamer
 from wm.agents.fidelity import spearman
 from wm.core import distribute, workdir
 from wm.training import screen
@@ -85,7 +85,20 @@ class TrainControllerConfig(loading.WorldFlags):
         -1.0, help="Dream dropout rate, masks fixed per dream episode (-1: M's training --dropout).", min=-1, max=0.95
     )
     dream_start: str = option(
-        "first", help="Dream episodes start at the series' episode starts or random steps.", choices=START_MODES
+        "first",
+        help="Dream episodes start at the series' episode starts, at random steps (M's state zero) or branch from "
+        "random steps with M's state there.",
+        choices=START_MODES,
+    )
+    dream_horizon: int = option(0, help="Dream episodes' steps at most (0: --max_steps).", min=0)
+    dream_ensemble: str = option(
+        "", help="More M workdirs (comma-separated, M's sizes and heads) dreaming beside --mdnrnn as an ensemble."
+    )
+    ensemble_reward: str = option(
+        "mean", help="An ensemble's step reward: the members' mean or min.", choices=ENSEMBLE_REWARDS
+    )
+    dream_disagreement: float = option(
+        0.0, help="An ensemble's penalty per unit of its members' reward standard deviation.", min=0
     )
     dream_done: str = option(
         "threshold",
@@ -168,6 +181,8 @@ def validate(cfg: TrainControllerConfig) -> None:
         raise UsageError(f"--screen={cfg.screen} plays more members than --popsize={cfg.popsize} has")
     if cfg.screen:
         check_dreamer(cfg.mdnrnn)
+    for member in (d.strip() for d in cfg.dream_ensemble.split(",") if d.strip()):
+        check_dreamer(member)  # an ensemble member must dream rewards too (its sizes are checked on loading)
     workers_lib.check_ray_address(cfg.ray_address)
     workers_lib.resolve_layout(cfg.layout, cfg.ray_address, [cfg.vae, cfg.mdnrnn])
 
@@ -200,29 +215,44 @@ def _init_mean(cfg: TrainControllerConfig, num_params: int) -> np.ndarray:
 
 
 class _Dream:
-    """The dream side of a run: the environment, its start latents and the worlds of each generation."""
+    """The dream side of a run: the environment, its starts and the worlds of each generation."""
 
     def __init__(self, cfg: TrainControllerConfig, agent: Any):
-        from wm.agents.dream import DreamEnv, start_latents
+        from wm.agents.dream import DreamEnv, dream_starts
+        from wm.models.loading import load_mdnrnn
 
         m = agent.mdnrnn
         dropout = m.dropout if cfg.dream_dropout < 0 else cfg.dream_dropout
         # unlike V's and M's train steps, the dream loop is faster under XLA on CPUs too
         jit = cfg.jit_compile != "off"
-        self.env = DreamEnv(m, agent.controller, cfg.max_steps, cfg.temperature, dropout, jit, cfg.dream_done)
-        self.starts = start_latents(cfg.series, cfg.dream_start, seed=cfg.seed)
+        ensemble = [load_mdnrnn(d.strip()) for d in cfg.dream_ensemble.split(",") if d.strip()]
+        self.env = DreamEnv(
+            m,
+            agent.controller,
+            cfg.dream_horizon or cfg.max_steps,
+            cfg.temperature,
+            dropout,
+            jit,
+            cfg.dream_done,
+            ensemble,
+            cfg.ensemble_reward,
+            cfg.dream_disagreement,
+        )
+        self.starts, self.states = dream_starts(cfg.series, cfg.dream_start, self.env.members, seed=cfg.seed)
         self.cfg, self.dropout = cfg, dropout
 
-    def worlds(self, key: list[int], n: int) -> tuple[np.ndarray, int]:
-        """(start latents [n, Z], rollout seed) of ``n`` worlds named by ``key``."""
+    def worlds(self, key: list[int], n: int) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """(start latents [n, Z], start states [n, K, 2, H] or None, rollout seed) of ``n`` worlds named by
+        ``key``."""
         rng = np.random.default_rng([self.cfg.seed, DREAM_STREAM, *key])
         idx = rng.choice(len(self.starts), n, replace=len(self.starts) < n)
-        return self.starts[idx], int(rng.integers(1 << 62))
+        states = None if self.states is None else self.states[idx]
+        return self.starts[idx], states, int(rng.integers(1 << 62))
 
     def play(self, params: np.ndarray, trials: int, key: list[int]) -> tuple[np.ndarray, int]:
         """Every row of ``params`` on the same ``trials`` worlds -> (returns [P, trials], steps played)."""
-        starts, seed = self.worlds(key, trials)
-        return self.env.rollout_on_worlds(params, starts, seed)
+        starts, states, seed = self.worlds(key, trials)
+        return self.env.rollout_on_worlds(params, starts, seed, states)
 
 
 class CmaEsTrainer:
@@ -344,7 +374,15 @@ class CmaEsTrainer:
                 "flags": dataclasses.asdict(cfg),
                 "inference_precision": cfg.inference_precision,
                 **(
-                    {"dream": {"dropout": dream.dropout, "done": cfg.dream_done, "starts": len(dream.starts)}}
+                    {
+                        "dream": {
+                            "dropout": dream.dropout,
+                            "done": cfg.dream_done,
+                            "starts": len(dream.starts),
+                            "horizon": dream.env.max_steps,
+                            "members": len(dream.env.members),
+                        }
+                    }
                     if dream
                     else {}
                 ),
