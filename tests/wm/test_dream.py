@@ -132,6 +132,34 @@ def test_agent_dream_with_sampled_endings_is_the_dream_env_s(dream_agent, tmp_pa
     assert summary["dream_steps"] == int(res.steps[0]) and summary["dream_terminated"] == bool(res.terminated[0])
 
 
+def test_c_trains_in_an_ensemble_s_short_dreams_branched_from_real_states(dream_world, tiny_world, tmp_path):
+    import json
+
+    from helpers import world_config
+
+    from wm import train_controller as tc
+
+    wd = tmp_path / "ensemble"
+    kw = dict(
+        series=dream_world["series"],
+        dream_start="branch",
+        dream_horizon=5,
+        dream_ensemble=dream_world["mdnrnn"],
+        ensemble_reward="min",
+        dream_disagreement=1.0,
+        generations=2,
+    )
+    tc.run(world_config(tc.TrainControllerConfig, dream_world, wd, TINY_AGENT, **kw))
+    dream_cfg = json.load(open(wd / "config.json"))["dream"]
+    assert dream_cfg["members"] == 2 and dream_cfg["horizon"] == 5
+    recs = [json.loads(line) for line in open(wd / "metrics.jsonl")]
+    assert [r["generation"] for r in recs] == [1, 2]
+    assert all(0 < r["dream_steps"] <= 2 * 1 * 5 for r in recs)  # popsize 2 x 1 world x 5 steps at most
+    with pytest.raises(UsageError, match="no reward head"):
+        tc.run(world_config(tc.TrainControllerConfig, dream_world, tmp_path / "x", TINY_AGENT,
+                            **{**kw, "dream_ensemble": tiny_world["mdnrnn"]}))  # fmt: skip
+
+
 def _fake_workdir(path, config: dict) -> str:
     import json
 

@@ -215,3 +215,139 @@ def test_the_compiled_dream_says_nothing_on_stderr():
     assert out.returncode == 0, out.stderr
     assert "AutoGraph" not in out.stderr and "retracing" not in out.stderr, out.stderr
     assert "WARNING:tensorflow" not in out.stderr, out.stderr
+
+
+# ------------------------------------------------------------ ensembles and branched starts
+
+
+def _member(seed, dropout=0.1, terminal_bias=-1.5):
+    tf.keras.utils.set_random_seed(seed)
+    m = MDNRNN(hidden=H, reward_head=True, terminal_head=True, dropout=dropout)
+    m.terminal.bias.assign([terminal_bias])
+    return m
+
+
+def _ensemble_reference(env, params, starts, worlds, seed, states=None):
+    """The ensemble's dream row by row, step by step: every member reads [z, a]; C reads the first's h."""
+    ctrl, members, k = env.controller, env.members, len(env.members)
+    seed_t = tf.constant([seed, 0], tf.int64)
+    in_masks, head_masks = (x.numpy() for x in env.masks(seed_t, len(starts)))
+    out = []
+    for i, w in enumerate(worlds):
+        z = starts[w][None]
+        st = [(np.zeros((1, H), np.float32), np.zeros((1, H), np.float32)) for _ in members]
+        if states is not None:
+            st = [(states[w, j, 0][None], states[w, j, 1][None]) for j in range(k)]
+        ret, steps = 0.0, 0
+        for t in range(env.max_steps):
+            u, eps = (x.numpy()[w : w + 1] for x in env.noise(seed_t, t, len(starts)))
+            a = ctrl.act(params[i : i + 1], np.concatenate([z, st[0][0]], -1))
+            x = np.concatenate([z, a], -1) * in_masks[w]
+            rewards, logits, samples = [], [], []
+            for j, m in enumerate(members):
+                h, (h, c) = m.cell(x[:, :Z], x[:, Z:], st[j])
+                st[j] = (h.numpy(), c.numpy())
+                mix, extras = m.heads(h * head_masks[w])
+                rewards.append(float(extras["reward"][0]))
+                logits.append(float(extras["terminal_logit"][0]))
+                samples.append(sample_z_from_noise(mix, env.temperature, u, eps).numpy())
+            r = min(rewards) if env.ensemble_reward == "min" else float(np.mean(rewards))
+            ret += r - env.disagreement * float(np.std(rewards))
+            steps += 1
+            logit = float(np.mean(logits))
+            if env.done == "sample" and float(env.done_noise(seed_t, t, len(starts))[w]) < 1 / (1 + np.exp(-logit)):
+                break
+            if env.done == "threshold" and logit > 0:
+                break
+            pick = int(env.member_pick(seed_t, t, len(starts))[w]) if k > 1 else 0
+            z = samples[pick]
+        out.append((ret, steps))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("reward,disagreement,done", [("mean", 0.0, "threshold"), ("min", 2.0, "sample")])
+def test_an_ensemble_of_identical_members_dreams_as_its_one_member(reward, disagreement, done):
+    ctrl = Controller(input_dim=Z + H)
+    one = DreamEnv(_member(3), ctrl, max_steps=25, temperature=1.0, dropout=0.1, done=done)
+    two = DreamEnv(
+        _member(3), ctrl, 25, 1.0, 0.1, done=done, ensemble=[_member(3)], ensemble_reward=reward,
+        disagreement=disagreement,
+    )  # fmt: skip
+    params, starts, worlds = _inputs(ctrl)
+    a, b = one.rollout(params, starts, worlds, seed=4), two.rollout(params, starts, worlds, seed=4)
+    np.testing.assert_array_equal(a.returns, b.returns)
+    np.testing.assert_array_equal(a.steps, b.steps)
+    np.testing.assert_array_equal(a.terminated, b.terminated)
+
+
+@pytest.mark.parametrize("reward,disagreement,done", [("mean", 0.5, "threshold"), ("min", 0.0, "sample")])
+def test_an_ensemble_s_compiled_dream_equals_its_steps_one_at_a_time(reward, disagreement, done):
+    ctrl = Controller(input_dim=Z + H)
+    members = [_member(3), _member(5, terminal_bias=-1.0), _member(8, terminal_bias=-2.0)]
+    env = DreamEnv(
+        members[0], ctrl, 20, 1.0, 0.1, done=done, ensemble=members[1:], ensemble_reward=reward,
+        disagreement=disagreement,
+    )  # fmt: skip
+    params, starts, worlds = _inputs(ctrl)
+    got = env.rollout(params, starts, worlds, seed=6)
+    want = _ensemble_reference(env, params, starts, worlds, 6)
+    np.testing.assert_allclose(got.returns, want[:, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(got.steps, want[:, 1])
+    # the members' samples take turns: over the worlds and steps, every member's is picked
+    picks = np.concatenate([env.member_pick(tf.constant([6, 0], tf.int64), t, 3).numpy() for t in range(20)])
+    assert set(picks.tolist()) == {0, 1, 2}
+    # an ensemble's reward is not its first member's: the other members count
+    alone = DreamEnv(members[0], ctrl, 20, 1.0, 0.1, done=done).rollout(params, starts, worlds, seed=6)
+    assert alone.returns.tolist() != got.returns.tolist()
+
+
+def test_a_dream_from_given_states_equals_the_steps_one_at_a_time_from_them():
+    ctrl = Controller(input_dim=Z + H)
+    members = [_member(3), _member(5)]
+    env = DreamEnv(members[0], ctrl, 15, 1.15, 0.1, ensemble=members[1:])
+    params, starts, worlds = _inputs(ctrl)
+    states = np.random.default_rng(2).normal(scale=0.3, size=(len(starts), 2, 2, H)).astype(np.float32)
+    got = env.rollout(params, starts, worlds, seed=9, states=states)
+    want = _ensemble_reference(env, params, starts, worlds, 9, states)
+    np.testing.assert_allclose(got.returns, want[:, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(got.steps, want[:, 1])
+    assert got.returns.tolist() != env.rollout(params, starts, worlds, seed=9).returns.tolist()  # states count
+    with pytest.raises(ValueError, match=r"must be \[worlds, members, 2, hidden\]"):
+        env.rollout(params, starts, worlds, seed=9, states=states[:, :1])
+
+
+def test_an_ensemble_member_of_another_shape_or_bad_settings_are_one_line():
+    ctrl = Controller(input_dim=Z + H)
+    other = MDNRNN(hidden=H + 1, reward_head=True, terminal_head=True)
+    with pytest.raises(UsageError, match="ensemble member 1 is not M's shape"):
+        DreamEnv(_member(3), ctrl, 10, ensemble=[other])
+    with pytest.raises(UsageError, match="the ensemble's reward must be one of mean, min"):
+        DreamEnv(_member(3), ctrl, 10, ensemble_reward="max")
+    with pytest.raises(UsageError, match="disagreement penalty must be >= 0"):
+        DreamEnv(_member(3), ctrl, 10, disagreement=-1.0)
+
+
+def test_branch_starts_hold_each_member_s_state_after_reading_the_episode_up_to_there(dream_world):
+    import tfrecords
+    from tfrecords import schema
+    from wm.agents.dream import branch_starts, dream_starts
+    from wm.models.loading import load_mdnrnn
+
+    m = load_mdnrnn(dream_world["mdnrnn"])
+    other = MDNRNN(hidden=m.hidden, reward_head=True, terminal_head=True)  # another M of M's shape
+    series = dream_world["series"]
+    z, states = branch_starts([m, other], series, per_episode=3, seed=5)
+    np.testing.assert_array_equal(z, start_latents(series, "random", per_episode=3, seed=5))
+    assert states.shape == (len(z), 2, 2, m.hidden)
+    # the first episode's picks, replayed with M's step API one step at a time
+    ep = next(iter(tfrecords.episodes_dataset(tfrecords.list_shards(series), kind=schema.KIND_LATENTS)))
+    mu, actions = ep["mu"].numpy(), ep["actions"].numpy()
+    steps = np.random.default_rng(5).choice(len(mu), min(3, len(mu)), replace=False)
+    for i, t in enumerate(steps):
+        for k, model in enumerate((m, other)):
+            h, c = model.initial_state(1)
+            for j in range(t):
+                _, (h, c) = model.cell(mu[j : j + 1], actions[j : j + 1], (h, c))
+            np.testing.assert_allclose(states[i, k, 0], h.numpy()[0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(states[i, k, 1], c.numpy()[0], rtol=1e-5, atol=1e-6)
+    assert dream_starts(series, "first", [m])[1] is None

@@ -2,6 +2,7 @@
 ``wm.fidelity`` on a tiny agent (its table, its JSON and its last line; the dream and reality replayed
 alone give the same numbers)."""
 
+import dataclasses
 import itertools
 import json
 
@@ -149,6 +150,51 @@ def test_fidelity_plays_every_controller_in_both_worlds_and_writes_the_gauge(dre
             assert rows[k]["real_mean"] == pytest.approx(float(np.mean(real)), rel=1e-5, abs=1e-4)
 
 
+def test_fidelity_gauges_an_ensemble_and_branched_short_dreams_as_variants(dream_agent, dream_world, capsys):
+    from wm import fidelity as binary
+    from wm.agents import loading
+    from wm.agents.dream import DreamEnv, dream_starts
+    from wm.models.loading import load_mdnrnn
+
+    variants = ["members=1", "dream_start=branch,dream_horizon=5", "ensemble_reward=min,dream_disagreement=1.5"]
+    cfg = binary.FidelityConfig(
+        agent=dream_agent,
+        episodes=2,
+        scales="1",
+        means=0,
+        max_steps=12,
+        workers=1,
+        layout="central",
+        progress=False,
+        dream_ensemble=dream_world["mdnrnn"],  # M twice: an ensemble of identical members
+        variants=variants,
+    )
+    result = binary.run(cfg)
+    alone, branched, pessimistic = result["variants"]
+    # identical members dream as one M: the ensemble's base and the M-alone variant agree
+    base = [r["dream_mean"] for r in result["controllers"]]
+    np.testing.assert_allclose(alone["dream_means"], base, rtol=1e-5, atol=1e-4)
+    assert alone["setting"]["members"] == 1 and branched["setting"]["dream_horizon"] == 5
+    # identical members: min = mean, and no disagreement
+    np.testing.assert_allclose(pessimistic["dream_means"], base, rtol=1e-5, atol=1e-4)
+    # the branched, 5-step variant is the dream of those starts and states, replayed directly
+    agent, params, _ = loading.load_policy(dream_agent)
+    m = load_mdnrnn(dream_world["mdnrnn"])
+    starts, states = dream_starts(dream_world["series"], "branch", [agent.mdnrnn, m], seed=0)
+    rng = np.random.default_rng([0, fidelity.FIDELITY_STREAM])
+    idx = rng.choice(len(starts), 2, replace=len(starts) < 2)
+    base_starts = dream_starts(dream_world["series"], "first", [agent.mdnrnn], seed=0)[0]
+    rng = np.random.default_rng([0, fidelity.FIDELITY_STREAM])
+    rng.choice(len(base_starts), 2, replace=len(base_starts) < 2)
+    seed = int(rng.integers(1 << 62))  # the base's world noise
+    env = DreamEnv(agent.mdnrnn, agent.controller, 5, 1.0, agent.mdnrnn.dropout, True, ensemble=[m])
+    rows, _ = fidelity.controller_set(params, [1.0], 1, 0)
+    returns, _ = env.rollout_on_worlds(rows, starts[idx], seed, states[idx])
+    np.testing.assert_allclose(branched["dream_means"], returns.mean(axis=1), rtol=1e-5, atol=1e-4)
+    with pytest.raises(UsageError, match="members=3: the dream has 2"):
+        binary.run(dataclasses.replace(cfg, variants=["members=3"]))
+
+
 def test_fidelity_refuses_what_it_cannot_gauge_in_one_line(dream_agent, tiny_world, tmp_path):
     from wm import fidelity as binary
     from wm import train_controller as tc
@@ -162,6 +208,12 @@ def test_fidelity_refuses_what_it_cannot_gauge_in_one_line(dream_agent, tiny_wor
         binary.run(cfg(variants=["tau=1"]))
     with pytest.raises(UsageError, match="dream_dropout out of range"):
         binary.run(cfg(variants=["dream_dropout=1"]))
+    with pytest.raises(UsageError, match="dream_horizon must be a whole number"):
+        binary.run(cfg(variants=["dream_horizon=2.5"]))
+    with pytest.raises(UsageError, match="dream_start is one of first, random, branch"):
+        binary.run(cfg(variants=["dream_start=middle"]))
+    with pytest.raises(UsageError, match="no reward head"):
+        binary.run(cfg(dream_ensemble=tiny_world["mdnrnn"]))
     with pytest.raises(UsageError, match="not a"):
         binary.run(cfg(agent=str(tmp_path)))
     no_head = str(tmp_path / "no_head")
