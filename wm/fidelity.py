@@ -164,7 +164,7 @@ def run(cfg: FidelityConfig) -> dict:
 
     # the dream: every controller on the same worlds, in the base setting and in each variant
     series = cfg.series or flags["series"]
-    base = {
+    base: dict[str, Any] = {
         "temperature": cfg.temperature if cfg.temperature >= 0 else float(flags.get("temperature", 1.0)),
         "dream_dropout": agent.mdnrnn.dropout if cfg.dream_dropout < 0 else cfg.dream_dropout,
         "dream_done": cfg.dream_done or flags.get("dream_done", "threshold"),
@@ -178,7 +178,8 @@ def run(cfg: FidelityConfig) -> dict:
             raise UsageError(
                 f"--variant members={x['members']}: the dream has {1 + len(ensemble)} (M and --dream_ensemble)"
             )
-    worlds, world_seed = {}, 0
+    worlds: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+    world_seed = 0
     for mode in dict.fromkeys(str(x.get("dream_start", "first")) for x in settings):  # the base's first
         starts, states = dream_starts(series, mode, [agent.mdnrnn, *ensemble], seed=cfg.seed)
         rng = np.random.default_rng([cfg.seed, fidelity.FIDELITY_STREAM])
