@@ -12,10 +12,11 @@ The kept controller is scored on 8 of ``wm.evaluate``'s tracks whenever it chang
 against real environment steps), and the final one on 100 tracks, the paper's count.
 Resumable like every preset: rerun the same command after an interruption.
 
-Cost: not measured yet. Planned from the ``dream`` preset's stage times on this project's 2-core
-machine (2026-12-03 and 2026-12-06: about 16 minutes before C, 0.3-0.65 minutes per generation,
-about 5 minutes of collection and M per iteration): 1 to 2 hours of stage time.
-Reached: not measured yet.
+Cost and reached, measured from nothing on this project's 2-core machine with nothing else on the
+cores (2026-12-07, BENCHMARKS.md "The long preset from nothing"): 107.0 min of stage time (generate
+2.5, V 6.4, encode 0.5, M 11.0, C 11.1, collect@1 2.2, M@1 3.2, C@1 67.2, evaluate 2.4), 3.26 million
+real environment steps; **784.2 ± 166.7 over 100 tracks**, short of the 900 it aims at. Its kept
+controller was chosen at generation 75; the last 55 generations changed nothing it keeps.
 """
 
 from __future__ import annotations
