@@ -457,3 +457,83 @@ def test_one_generation_alone_with_a_fitness_of_its_own(tiny_world, tmp_path):
         assert str(z["source"]) == "fitness" and int(z["generation"]) == 1
         np.testing.assert_array_equal(z["params"], state.best_member)
     assert _records(d) == [record]
+
+
+def test_eval_confirm_keeps_a_mean_only_if_it_stays_ahead_on_more_tracks(tiny_world, tmp_path):
+    from wm.training.cma_es import CmaEsTrainer
+
+    class Scripted:  # each evaluation round: one return on the evaluation tracks, one on the confirmation tracks
+        def __init__(self, trainer, rounds):
+            self.eval_seeds, self.rounds, self.calls = set(trainer.eval_seeds), list(rounds), []
+
+        def run(self, params, jobs, max_steps, early_stop=0):
+            seeds = [s for _, s in jobs]
+            self.calls.append(seeds)
+            on_eval = all(s in self.eval_seeds for s in seeds)
+            ret = self.rounds[0][0] if on_eval else self.rounds.pop(0)[1]
+            if on_eval and self.rounds[0][1] is None:  # no confirmation expected in this round
+                self.rounds.pop(0)
+            return [agent_lib.EpisodeResult(j, s, ret, 7) for j, s in jobs]
+
+    # (evaluation tracks' return, confirmation tracks' return or None if they must not be played)
+    rounds = [(100.0, 40.0), (120.0, 10.0), (50.0, None), (80.0, 70.0)]
+
+    def kept_generations(confirm):
+        trainer = CmaEsTrainer(_cfg(tiny_world, tmp_path / f"c{confirm}", eval_episodes=2, eval_confirm=confirm))
+        trainer.setup()
+        state = trainer.restore()
+        script = [(e, c if confirm else None) for e, c in rounds]
+        trainer.pool = Scripted(trainer, script)
+        outs = [trainer.evaluate(state, gen) for gen in range(1, 5)]
+        return trainer, state, outs
+
+    trainer, state, outs = kept_generations(3)
+    assert len(trainer.confirm_seeds) == 3 and not set(trainer.confirm_seeds) & set(trainer.eval_seeds)
+    assert trainer.confirm_seeds == track_seeds(0, loading.IN_TRAINING_EVAL_STREAM, 5)[2:]
+    # generation 1: first, kept over all 5 tracks (2 x 100 + 3 x 40) / 5 = 64
+    assert outs[0]["confirm_mean"] == 40.0 and outs[0]["confirmed_mean"] == 64.0 and outs[0]["best_eval"] == 64.0
+    assert outs[0]["confirm_env_steps"] == 3 * 7
+    # generation 2: 120 beats 64 on the 2 tracks, but (240 + 30) / 5 = 54 does not: not kept
+    assert outs[1]["confirmed_mean"] == 54.0 and outs[1]["best_eval"] == 64.0
+    # generation 3: 50 does not beat 64: no confirmation played
+    assert "confirm_mean" not in outs[2] and outs[2]["best_eval"] == 64.0
+    # generation 4: (160 + 210) / 5 = 74 beats 64: kept, its score over the 5 tracks
+    assert outs[3]["best_eval"] == 74.0 and state.best_eval.generation == 4 and state.best_eval.tracks == 5
+    assert [len(c) for c in trainer.pool.calls] == [2, 3, 2, 3, 2, 2, 3]
+
+    # without confirmation generation 2's lucky 120 is kept, and generation 4's better mean is not
+    _, state0, outs0 = kept_generations(0)
+    assert [o["best_eval"] for o in outs0] == [100.0, 120.0, 120.0, 120.0] and state0.best_eval.generation == 2
+    assert all("confirm_mean" not in o for o in outs0) and state0.best_eval.tracks == 2
+
+
+def test_a_resume_with_another_eval_confirm_scores_the_kept_controller_again(tiny_world, tmp_path):
+    from wm.training.cma_es import CmaEsTrainer
+    from wm.training.cma_state import BestEval
+
+    class Pool:
+        def __init__(self):
+            self.calls = []
+
+        def run(self, params, jobs, max_steps, early_stop=0):
+            self.calls.append(len(jobs))
+            return [agent_lib.EpisodeResult(j, s, 10.0 * j, 5) for j, s in jobs]
+
+    class Log:
+        def say(self, text):
+            self.said = text
+
+    trainer = CmaEsTrainer(_cfg(tiny_world, tmp_path / "c", eval_episodes=2, eval_confirm=3))
+    trainer.setup()
+    state = trainer.restore()
+    trainer.pool, trainer.log = Pool(), Log()
+    params = np.zeros(trainer.agent.controller.num_params, np.float32)
+    state.best_eval = BestEval(50.0, params, 1, trainer.m_checkpoint, tracks=5)
+    trainer.check_m(state)  # same M, same tracks: nothing played
+    assert trainer.pool.calls == [] and state.best_eval.score == 50.0
+    state.best_eval = BestEval(50.0, params, 1, trainer.m_checkpoint, tracks=2)  # written with --eval_confirm=0
+    trainer.check_m(state)
+    assert trainer.pool.calls == [5] and state.best_eval.score == 20.0 and state.best_eval.tracks == 5  # mean of 0..40
+    assert trainer.recheck_steps == 25 and "on 5 evaluation tracks" in trainer.log.said
+    with np.load(tmp_path / "c" / tc.PARAMS_NAME) as z:
+        assert float(z["score"]) == 20.0

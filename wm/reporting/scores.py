@@ -10,6 +10,7 @@ from wm.core.workdir import METRICS_NAME
 from wm.reporting.files import exists, join, read_bytes, read_json, read_jsonl
 from wm.reporting.html import Page, duration, esc, fmt, img
 from wm.reporting.plots import PAPER_SCORE, SOLVED, plot_controller, plot_fidelity, plot_returns_histogram
+from wm.training.cma_state import REAL_STEP_KEYS
 
 
 def add_score(page: Page, workdir: str) -> None:
@@ -96,7 +97,7 @@ def add_controller(page: Page, workdir: str) -> None:
         )
         return
     last = records[-1]
-    steps = sum(r.get("env_steps", 0) + r.get("eval_env_steps", 0) for r in records)
+    steps = sum(int(r.get(k, 0)) for r in records for k in REAL_STEP_KEYS)
     dream_steps = sum(r.get("dream_steps", 0) for r in records)
     wall = sum(r.get("wall_time", 0.0) for r in records)
     best = max(records, key=lambda r: r["max"])

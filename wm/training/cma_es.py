@@ -11,7 +11,10 @@ actors), or the environments step in lockstep with one batched V + M + C call pe
 group in this process (``central``, :func:`wm.agents.agent.run_episodes`). Every ``eval_every``
 generations the CMA-ES mean is evaluated on a fixed set of ``eval_episodes`` tracks (disjoint
 from ``wm.evaluate``'s); the best evaluated parameters (or, with evaluation off, the fittest
-member so far) go to ``WORKDIR/controller.npz``. With ``screen`` (:mod:`wm.training.screen`), the
+member so far) go to ``WORKDIR/controller.npz``. With ``eval_confirm``, a mean that beats the kept score on
+those tracks is played on ``eval_confirm`` more and kept only if its mean over all of them still beats it:
+the maximum of many noisy 8-track scores is optimistic, and a lucky one would otherwise hold the kept place.
+With ``screen`` (:mod:`wm.training.screen`), the
 population is first ranked in M's dream and only its ``screen`` best play on the generation's tracks.
 With ``score_episodes``, the parameters in ``controller.npz`` are also played on ``wm.evaluate``'s
 first ``score_episodes`` tracks whenever they or M changed: each
@@ -126,6 +129,12 @@ class TrainControllerConfig(loading.WorldFlags):
     # evaluation of the CMA-ES mean
     eval_every: int = option(25, help="Evaluate the CMA-ES mean every N generations (0: never).", min=0)
     eval_episodes: int = option(16, help="Tracks per in-training evaluation.", min=1)
+    eval_confirm: int = option(
+        0,
+        help="A mean whose evaluation beats the kept controller's score is played on N more tracks and kept only "
+        "if its mean over both sets still beats it (the kept score is then over both sets; 0: off).",
+        min=0,
+    )
     early_stop: int = option(0, help="End an episode after N steps without a new tile (0: off).", min=0)
     screen: int = option(
         0,
@@ -336,6 +345,10 @@ class CmaEsTrainer:
         self.gauge = self.dream or (_Dream(cfg, self.agent) if can_gauge or cfg.screen else None)
         self.screened: dict[str, Any] = {}  # the last screened generation's dream side (--screen)
         self.eval_seeds = loading.track_seeds(cfg.seed, loading.IN_TRAINING_EVAL_STREAM, cfg.eval_episodes)
+        # --eval_confirm's tracks: the same stream, after the evaluation tracks
+        self.confirm_seeds = loading.track_seeds(
+            cfg.seed, loading.IN_TRAINING_EVAL_STREAM, cfg.eval_confirm, offset=cfg.eval_episodes
+        )
         # wm.evaluate's own tracks at its default seed: never trained or selected on, the same for every run
         self.score_seeds = loading.track_seeds(0, loading.EVAL_STREAM, cfg.score_episodes)
         self.recheck_steps = 0  # check_m's real steps, counted in the next record
@@ -424,7 +437,20 @@ class CmaEsTrainer:
         with evaluation off, forgets them), so that ``controller.npz`` and ``best_eval`` describe the
         agent ``wm.evaluate`` will play."""
         old = state.best_eval
-        if old is None or old.mdnrnn_checkpoint == self.m_checkpoint:
+        tracks = self.cfg.eval_episodes + self.cfg.eval_confirm
+        if old is None or (old.mdnrnn_checkpoint == self.m_checkpoint and old.tracks in (None, tracks)):
+            return
+        if old.mdnrnn_checkpoint == self.m_checkpoint:  # resumed with another --eval_episodes or --eval_confirm
+            if self.pool is not None and self.cfg.eval_every:
+                again = self.play_eval_tracks(old.params, confirm=True)
+                self.recheck_steps = int(sum(r.steps for r in again))
+                score = float(np.mean([r.ret for r in again]))
+                state.best_eval = dataclasses.replace(old, score=score, tracks=tracks)
+                self.log.say(
+                    f"train_controller: the kept parameters scored {score:.1f} on {tracks} evaluation tracks "
+                    f"(were {old.score:.1f} on {old.tracks})"
+                )
+                self.write_best(state)
             return
         was = old.mdnrnn_checkpoint or "an unrecorded checkpoint"  # (state written before this check)
         state.best_member = None  # fitness under another M is not comparable either
@@ -433,10 +459,10 @@ class CmaEsTrainer:
             state.best_eval = None
             self.log.say(f"train_controller: M changed ({was} -> {self.m_checkpoint}): best eval reset")
         else:
-            again = self.play_eval_tracks(old.params)
+            again = self.play_eval_tracks(old.params, confirm=True)
             score = float(np.mean([r.ret for r in again]))
             self.recheck_steps = int(sum(r.steps for r in again))
-            state.best_eval = dataclasses.replace(old, score=score, mdnrnn_checkpoint=self.m_checkpoint)
+            state.best_eval = dataclasses.replace(old, score=score, mdnrnn_checkpoint=self.m_checkpoint, tracks=tracks)
             self.log.say(
                 f"train_controller: M changed ({was} -> {self.m_checkpoint}): the kept parameters (generation "
                 f"{old.generation}) score {score:.1f} with it on the evaluation tracks (were {old.score:.1f})"
@@ -508,9 +534,11 @@ class CmaEsTrainer:
         fitness = np.array([r.ret for r in results]).reshape(len(population), cfg.trials).mean(axis=1)
         return fitness, sum(r.steps for r in results)
 
-    def play_eval_tracks(self, params: np.ndarray) -> list:
-        """``params`` ([num_params]) played on the fixed in-training evaluation tracks -> the episode results."""
-        return self.pool.run(params[None], [(0, s) for s in self.eval_seeds], self.cfg.max_steps)
+    def play_eval_tracks(self, params: np.ndarray, confirm: bool = False) -> list:
+        """``params`` ([num_params]) played on the fixed in-training evaluation tracks (and, with ``confirm``,
+        ``--eval_confirm``'s tracks after them) -> the episode results."""
+        seeds = self.eval_seeds + (self.confirm_seeds if confirm else [])
+        return self.pool.run(params[None], [(0, s) for s in seeds], self.cfg.max_steps)
 
     def evaluate(self, state: CmaState, gen: int) -> dict:
         """The CMA-ES mean on the evaluation tracks (and on fixed dream worlds, with a gauge), kept if it is the
@@ -521,8 +549,16 @@ class CmaEsTrainer:
         out = {"eval_mean": score, "eval_env_steps": int(sum(r.steps for r in ev))}
         if self.gauge is not None:  # the same parameters on fixed dream worlds: the dream-vs-real gap
             out["dream_eval_mean"] = float(self.gauge.play(mean_params[None], self.cfg.eval_episodes, [0, 0])[0].mean())
-        if state.best_eval is None or score > state.best_eval.score:
-            state.best_eval = BestEval(score, mean_params, gen, self.m_checkpoint)
+        kept = score
+        if (state.best_eval is None or score > state.best_eval.score) and self.confirm_seeds:
+            more = self.pool.run(mean_params[None], [(0, s) for s in self.confirm_seeds], self.cfg.max_steps)
+            out["confirm_mean"] = float(np.mean([r.ret for r in more]))
+            out["confirm_env_steps"] = int(sum(r.steps for r in more))
+            kept = float(np.mean([r.ret for r in ev + more]))
+            out["confirmed_mean"] = kept
+        if state.best_eval is None or kept > state.best_eval.score:
+            tracks = len(self.eval_seeds) + (len(self.confirm_seeds) if "confirm_mean" in out else 0)
+            state.best_eval = BestEval(kept, mean_params, gen, self.m_checkpoint, tracks)
         out["best_eval"] = state.best_eval.score
         return out
 

@@ -5,7 +5,7 @@ On disk the state is what it has always been, a pickled dict of string keys::
     es             pycma's CMAEvolutionStrategy
     generation     finished generations
     best_fitness   the best member's fitness so far (-inf: none yet)
-    best_eval      None, or {score, params, generation, mdnrnn_checkpoint}: the best evaluated mean
+    best_eval      None, or {score, params, generation, mdnrnn_checkpoint, tracks}: the best evaluated mean
     records        the finished generations' metrics.jsonl entries
     best_member    (once there is one) the fittest member's parameters
     np_random      NumPy's global RNG state after the last finished generation
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 STATE_NAME = "cma_state.pkl"
 # a record's real-environment steps: fitness episodes, evaluations of the mean, the kept one's re-evaluation
-REAL_STEP_KEYS = ("env_steps", "eval_env_steps", "recheck_env_steps")
+# and the confirmation of a new best on more tracks (--eval_confirm)
+REAL_STEP_KEYS = ("env_steps", "eval_env_steps", "recheck_env_steps", "confirm_env_steps")
 _KEYS = ("es", "generation", "best_fitness", "best_eval", "records", "best_member", "np_random", "means")
 
 
@@ -48,17 +49,22 @@ class BestEval:
     """The generation whose mean they were."""
     mdnrnn_checkpoint: str | None = None
     """M's checkpoint (file name) they were scored with; None in states written before it was recorded."""
+    tracks: int | None = None
+    """How many tracks ``score`` is the mean over (``eval_episodes`` + ``eval_confirm``); None in states
+    written before it was recorded."""
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BestEval:
         """From the file's ``best_eval`` dict."""
-        return cls(d["score"], d["params"], d["generation"], d.get("mdnrnn_checkpoint"))
+        return cls(d["score"], d["params"], d["generation"], d.get("mdnrnn_checkpoint"), d.get("tracks"))
 
     def to_dict(self) -> dict[str, Any]:
-        """The file's ``best_eval`` dict (without ``mdnrnn_checkpoint`` when it was never recorded)."""
+        """The file's ``best_eval`` dict (without ``mdnrnn_checkpoint`` or ``tracks`` when never recorded)."""
         d = {"score": self.score, "params": self.params, "generation": self.generation}
         if self.mdnrnn_checkpoint is not None:
             d["mdnrnn_checkpoint"] = self.mdnrnn_checkpoint
+        if self.tracks is not None:
+            d["tracks"] = self.tracks
         return d
 
 
