@@ -115,8 +115,14 @@ def run(cfg: CollectConfig) -> dict:
 
     rows, seeds = episode_rows(params, cfg.param_noise if algorithm != "ppo" else 0.0, cfg.seed, items)
     shards = PendingShards(cfg.out_dir, pending, cfg.writer)
-    bar = tqdm(total=cfg.episodes, initial=cfg.episodes - len(items), unit="ep", desc="collect", file=sys.stderr)
-    bar.disable = not cfg.progress
+    bar = tqdm(
+        total=cfg.episodes,
+        initial=cfg.episodes - len(items),
+        unit="ep",
+        desc="collect",
+        file=sys.stderr,
+        disable=not cfg.progress,  # (set after construction, tqdm would already have drawn the empty bar)
+    )
     returns: list[float] = []
     m_model = getattr(agent, "mdnrnn", None)
 

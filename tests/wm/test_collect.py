@@ -34,8 +34,9 @@ def _cfg(agent_dir, out, **kw):
     return collect.CollectConfig(agent=agent_dir, out_dir=str(out), **{**TINY, **kw})
 
 
-def test_collects_the_agents_noisy_episodes_in_the_public_format(agent_dir, tiny_world, tmp_path):
+def test_collects_the_agents_noisy_episodes_in_the_public_format(agent_dir, tiny_world, tmp_path, capfd):
     manifest = collect.run(_cfg(agent_dir, tmp_path / "a"))
+    assert "%|" not in capfd.readouterr().err  # --noprogress draws no bar, not even an empty one
     assert manifest["kind"] == "rollouts" and manifest["episodes"] == 3 and len(manifest["shards"]) == 2
     assert manifest["policy"]["kind"] == "agent" and manifest["policy"]["param_noise"] == 0.1
     assert manifest["policy"]["agent"] == os.path.abspath(agent_dir) and manifest["policy"]["params_sha256"]
