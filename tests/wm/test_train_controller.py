@@ -415,10 +415,12 @@ def test_a_state_file_written_before_the_dataclass_resumes_and_the_file_stays_a_
     first = tc.run(_cfg(tiny_world, d, generations=1))
     # the file is the dict the code before read: the same keys, best_eval's too
     raw = pickle.loads((d / tc.STATE_NAME).read_bytes())
-    # (plus ``means``, the CMA-ES mean of every finished generation, which the code before ignores and keeps)
-    assert type(raw) is dict and list(raw) == [*_FILE_KEYS, "means"]
+    # (plus ``means``, the CMA-ES mean of every finished generation, and ``best_member_mdnrnn``, the M its
+    # fitness was under, which the code before ignores and keeps)
+    assert type(raw) is dict and list(raw) == [*_FILE_KEYS, "means", "best_member_mdnrnn"]
     np.testing.assert_array_equal(raw["means"], np.asarray(raw["es"].mean, np.float32)[None])
-    assert list(raw["best_eval"]) == ["score", "params", "generation", "mdnrnn_checkpoint"]
+    # (and best_eval's ``tracks``, the evaluation tracks its score is over, which the code before ignores too)
+    assert list(raw["best_eval"]) == ["score", "params", "generation", "mdnrnn_checkpoint", "tracks"]
     # generation 0 as the code before made it (seed, pycma, this dict) in place of the file: the same generation 1
     num_params = json.load(open(d / "config.json"))["controller_shape"]["num_params"]
     np.random.seed(0)
@@ -526,6 +528,7 @@ def test_a_resume_with_another_eval_confirm_scores_the_kept_controller_again(tin
     trainer = CmaEsTrainer(_cfg(tiny_world, tmp_path / "c", eval_episodes=2, eval_confirm=3))
     trainer.setup()
     state = trainer.restore()
+    trainer.write_config()
     trainer.pool, trainer.log = Pool(), Log()
     params = np.zeros(trainer.agent.controller.num_params, np.float32)
     state.best_eval = BestEval(50.0, params, 1, trainer.m_checkpoint, tracks=5)
@@ -537,3 +540,31 @@ def test_a_resume_with_another_eval_confirm_scores_the_kept_controller_again(tin
     assert trainer.recheck_steps == 25 and "on 5 evaluation tracks" in trainer.log.said
     with np.load(tmp_path / "c" / tc.PARAMS_NAME) as z:
         assert float(z["score"]) == 20.0
+
+
+def test_with_evaluation_off_a_change_of_m_forgets_the_fittest_member(tiny_world, tmp_path):
+    from wm.training.cma_es import CmaEsTrainer
+
+    class Log:
+        said = ""
+
+        def say(self, text):
+            self.said = text
+
+    trainer = CmaEsTrainer(_cfg(tiny_world, tmp_path / "c", eval_every=0, generations=1))
+    trainer.setup()
+    state = trainer.restore()
+    trainer.log, trainer.pool = Log(), None
+    member = np.ones(trainer.agent.controller.num_params, np.float32)
+    state.best_member, state.best_fitness, state.best_member_mdnrnn = member, 78.0, trainer.m_checkpoint
+    trainer.check_m(state)  # the same M: kept
+    assert state.best_fitness == 78.0 and state.best_member is member and trainer.log.said == ""
+    state.best_member_mdnrnn = "ckpt-older"  # found under another M (a dream-trained run's iteration)
+    trainer.check_m(state)
+    assert state.best_member is None and state.best_fitness == -np.inf and "is forgotten" in trainer.log.said
+    # the next generation's fittest member is kept, with this M
+    trainer.write_config()
+    with trainer.session(state):
+        trainer.run_one_generation(state)
+    assert state.best_member is not None and state.best_member_mdnrnn == trainer.m_checkpoint
+    assert np.isfinite(state.best_fitness) and state.best_fitness != 78.0

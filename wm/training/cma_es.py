@@ -432,40 +432,43 @@ class CmaEsTrainer:
             yield
 
     def check_m(self, state: CmaState) -> None:
-        """M changed since the kept parameters were evaluated (iterative training continues M): C acts on
-        M's h, so they are another agent now. Evaluates them again with this M on the same tracks (or,
-        with evaluation off, forgets them), so that ``controller.npz`` and ``best_eval`` describe the
-        agent ``wm.evaluate`` will play."""
-        old = state.best_eval
-        tracks = self.cfg.eval_episodes + self.cfg.eval_confirm
-        if old is None or (old.mdnrnn_checkpoint == self.m_checkpoint and old.tracks in (None, tracks)):
-            return
-        if old.mdnrnn_checkpoint == self.m_checkpoint:  # resumed with another --eval_episodes or --eval_confirm
-            if self.pool is not None and self.cfg.eval_every:
-                again = self.play_eval_tracks(old.params, confirm=True)
-                self.recheck_steps = int(sum(r.steps for r in again))
-                score = float(np.mean([r.ret for r in again]))
-                state.best_eval = dataclasses.replace(old, score=score, tracks=tracks)
+        """Makes ``controller.npz`` and ``best_eval`` describe the agent ``wm.evaluate`` will play, before the
+        generations. M changed since the kept parameters were scored (iterative training continues M): C acts
+        on M's h, so they are another agent now, scored again with this M on the evaluation tracks (or, with
+        evaluation off, the fittest member is forgotten: its fitness was under the old M). The evaluation
+        tracks changed (a resume with another ``--eval_episodes`` or ``--eval_confirm``): scored again."""
+        old, tracks = state.best_eval, self.cfg.eval_episodes + self.cfg.eval_confirm
+        if old is None:
+            was = state.best_member_mdnrnn
+            if state.best_member is not None and was is not None and was != self.m_checkpoint:
+                state.best_member, state.best_fitness = None, -np.inf
                 self.log.say(
-                    f"train_controller: the kept parameters scored {score:.1f} on {tracks} evaluation tracks "
-                    f"(were {old.score:.1f} on {old.tracks})"
+                    f"train_controller: M changed ({was} -> {self.m_checkpoint}): the fittest member so far "
+                    "is forgotten (its fitness was under the old M)"
                 )
-                self.write_best(state)
             return
-        was = old.mdnrnn_checkpoint or "an unrecorded checkpoint"  # (state written before this check)
-        state.best_member = None  # fitness under another M is not comparable either
-        state.best_fitness = -np.inf
+        m_changed = old.mdnrnn_checkpoint != self.m_checkpoint
+        if not m_changed and old.tracks in (None, tracks):
+            return
+        if m_changed:
+            state.best_member = None  # fitness under another M is not comparable either
+            state.best_fitness = -np.inf
+        why = (
+            f"M changed ({old.mdnrnn_checkpoint or 'an unrecorded checkpoint'} -> {self.m_checkpoint})"
+            if m_changed
+            else f"the evaluation tracks changed ({old.tracks} -> {tracks})"
+        )
         if self.pool is None or not self.cfg.eval_every:
             state.best_eval = None
-            self.log.say(f"train_controller: M changed ({was} -> {self.m_checkpoint}): best eval reset")
+            self.log.say(f"train_controller: {why}: best eval reset")
         else:
             again = self.play_eval_tracks(old.params, confirm=True)
             score = float(np.mean([r.ret for r in again]))
             self.recheck_steps = int(sum(r.steps for r in again))
             state.best_eval = dataclasses.replace(old, score=score, mdnrnn_checkpoint=self.m_checkpoint, tracks=tracks)
             self.log.say(
-                f"train_controller: M changed ({was} -> {self.m_checkpoint}): the kept parameters (generation "
-                f"{old.generation}) score {score:.1f} with it on the evaluation tracks (were {old.score:.1f})"
+                f"train_controller: {why}: the kept parameters (generation {old.generation}) score {score:.1f} "
+                f"on {tracks} evaluation tracks (were {old.score:.1f})"
             )
         self.write_best(state)
 
@@ -494,6 +497,7 @@ class CmaEsTrainer:
             if np.isfinite(rho):  # how the dream ranked the members it let through (undefined if all tie)
                 record["screen_rho"] = rho
         state.keep_fittest(solutions, fitness)
+        state.best_member_mdnrnn = self.m_checkpoint  # (check_m forgot a fittest member of another M)
         state.keep_mean()
         if cfg.eval_every and due(gen, cfg.eval_every, gen == cfg.generations):
             record.update(self.evaluate(state, gen))

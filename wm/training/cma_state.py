@@ -11,6 +11,7 @@ On disk the state is what it has always been, a pickled dict of string keys::
     np_random      NumPy's global RNG state after the last finished generation
     means          (once there is one) the CMA-ES mean after each finished generation, [generations, n]
                    float32: the controllers along the run that ``wm.fidelity`` plays
+    best_member_mdnrnn  (once known) M's checkpoint the best member's fitness was measured with
 
 :meth:`CmaState.to_dict` and :meth:`CmaState.from_dict` are the only boundary. Keeping the dict (rather
 than pickling the dataclass) lets a workdir move between versions both ways: this code resumes a file
@@ -34,7 +35,17 @@ STATE_NAME = "cma_state.pkl"
 # a record's real-environment steps: fitness episodes, evaluations of the mean, the kept one's re-evaluation
 # and the confirmation of a new best on more tracks (--eval_confirm)
 REAL_STEP_KEYS = ("env_steps", "eval_env_steps", "recheck_env_steps", "confirm_env_steps")
-_KEYS = ("es", "generation", "best_fitness", "best_eval", "records", "best_member", "np_random", "means")
+_KEYS = (
+    "es",
+    "generation",
+    "best_fitness",
+    "best_eval",
+    "records",
+    "best_member",
+    "np_random",
+    "means",
+    "best_member_mdnrnn",
+)
 
 
 @dataclasses.dataclass
@@ -89,6 +100,9 @@ class CmaState:
     means: list[np.ndarray] = dataclasses.field(default_factory=list)
     """The CMA-ES mean (float32) after each finished generation, in order; empty in files written before it
     was kept (then only the generations run since are there: see :meth:`mean_of`)."""
+    best_member_mdnrnn: str | None = None
+    """M's checkpoint (file name) ``best_fitness`` was measured with (fitness in M's dream, or by an agent acting
+    on M's h, depends on M); None until known."""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Keys of the file this version does not know (a newer version's), written back unchanged."""
 
@@ -105,11 +119,13 @@ class CmaState:
             best_member=d.get("best_member"),
             np_random=d.get("np_random"),
             means=list(d["means"]) if d.get("means") is not None else [],
+            best_member_mdnrnn=d.get("best_member_mdnrnn"),
             extra={k: v for k, v in d.items() if k not in _KEYS},
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The dict pickled in ``cma_state.pkl``; ``best_member`` and ``np_random`` only once set."""
+        """The dict pickled in ``cma_state.pkl``; ``best_member``, ``np_random``, ``means`` and
+        ``best_member_mdnrnn`` only once set."""
         d: dict[str, Any] = {
             "es": self.es,
             "generation": self.generation,
@@ -123,6 +139,8 @@ class CmaState:
             d["np_random"] = self.np_random
         if self.means:
             d["means"] = np.stack(self.means)
+        if self.best_member_mdnrnn is not None:
+            d["best_member_mdnrnn"] = self.best_member_mdnrnn
         return {**d, **self.extra}
 
     @classmethod
