@@ -519,7 +519,7 @@ def test_a_resume_with_another_eval_confirm_scores_the_kept_controller_again(tin
 
         def run(self, params, jobs, max_steps, early_stop=0):
             self.calls.append(len(jobs))
-            return [agent_lib.EpisodeResult(j, s, 10.0 * j, 5) for j, s in jobs]
+            return [agent_lib.EpisodeResult(i, s, 10.0 * i, 5) for i, (_, s) in enumerate(jobs)]
 
     class Log:
         def say(self, text):

@@ -16,6 +16,8 @@ preset, measured"):
 
 * 2026-12-03, run 2, the preset exactly as it is: 606.2 ± 187.4 in 35.7 min of stage time.
 * 2026-12-03, run 1, the same settings before the dream gauge existed: 792.5 ± 142.6 in 53.8 min.
+* 2026-12-06, ``--seed=1``: 694.7 ± 246.5 in 46.3 min (BENCHMARKS.md "The main job with --seed=1").
+* 2026-12-07, ``--seed=2``: 853.0 ± 86.0 in 58.0 min (BENCHMARKS.md "The main job with --seed=2").
 """
 
 from __future__ import annotations

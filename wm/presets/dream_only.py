@@ -12,12 +12,13 @@ controller is the fittest member in the dream. The kept controller is scored on 
 ``wm.evaluate``'s tracks whenever it changes (measurement only: the score against real steps), and
 the final one on 20.
 
-Cost: not measured yet. Planned from the ``dream`` preset's stage times and the dream's speed on this
-project's 2-core machine (about 16 minutes before C, about 5 s per dream generation of 64 x 16
-episodes, about 5 minutes of collection and M per iteration): about 50 minutes of stage time.
-Reached: not measured yet. The issue's target is 700 over 20 tracks in 60 minutes; the gauge's
-``screen_rho`` (BENCHMARKS.md) says the dream does not yet rank the members of one population, which
-is what CMA-ES in the dream needs.
+Cost, measured from nothing on this project's 2-core machine (2026-12-07, commit ebcfda7): 65.2 minutes
+of stage time (the first pass's 100 dream generations 12.9 min, 7.1 s each; each iteration about 11 min),
+240,000 real environment steps, all of them data collection.
+Reached: -62.4 +- 12.8 over 20 tracks: it does not drive (random driving scores about the same). The
+issue's target is 700 over 20 tracks in 60 minutes. The dream's best fitness never passed 78, and the
+agent's own rollouts look like random driving, so M never sees driving. BENCHMARKS.md ("--preset=dream_only
+from nothing") has the run and the gauge at each iteration. Kept as the preset to measure remedies with.
 """
 
 from __future__ import annotations
