@@ -31,6 +31,9 @@ import sys
 import numpy as np
 from absl import app, flags
 
+# TensorFlow's C++ start-up lines filtered as in the project's binaries (tfrecords.runtime.native_logs)
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")
+
 flags.DEFINE_string("agent", None, "A finished train_controller (CMA-ES) workdir.", required=True)
 flags.DEFINE_integer("from_generation", 1, "First generation whose mean is a candidate.")
 flags.DEFINE_integer("every", 1, "Every N-th generation is a candidate (the run evaluated every --eval_every).")
@@ -69,7 +72,10 @@ def main(argv: list[str]) -> None:
 
     config = workdir.read_config(FLAGS.agent) or {}
     run_flags = config.get("flags", {})
-    state = CmaState.loads(fileio.read_bytes(fileio.join(FLAGS.agent, STATE_NAME)))
+    data = fileio.read_bytes(fileio.join(FLAGS.agent, STATE_NAME))
+    if data is None:
+        sys.exit(f"bench_selection: {FLAGS.agent} has no {STATE_NAME}: not a CMA-ES controller workdir")
+    state = CmaState.loads(data)
     gens = [g for g in range(FLAGS.from_generation, state.generation + 1, FLAGS.every) if state.mean_of(g) is not None]
     if len(gens) < 2:
         sys.exit(f"bench_selection: fewer than 2 means held from generation {FLAGS.from_generation}")
@@ -87,7 +93,7 @@ def main(argv: list[str]) -> None:
     max_steps = int(run_flags.get("max_steps", 1000))
     env_id = config.get("env_id", rollout.DEFAULT_ENV_ID)
     print(f"bench_selection: {len(gens)} means (generations {gens[0]}..{gens[-1]}) x {len(seeds)} tracks")
-    bar = tqdm(total=len(jobs), unit="ep", desc="selection", file=sys.stderr)
+    bar = tqdm(total=len(jobs), unit="ep", desc="selection", file=sys.stderr, mininterval=10)
     with workers_lib.make_runner("auto", spec, env_id, min(64, len(jobs)), workers, max_steps, agent=agent) as runner:
         results = runner.run(rows, jobs, max_steps, on_episode=lambda r: bar.update(1))
     bar.close()
