@@ -538,11 +538,14 @@ class CmaEsTrainer:
         fitness = np.array([r.ret for r in results]).reshape(len(population), cfg.trials).mean(axis=1)
         return fitness, sum(r.steps for r in results)
 
-    def play_eval_tracks(self, params: np.ndarray, confirm: bool = False) -> list:
-        """``params`` ([num_params]) played on the fixed in-training evaluation tracks (and, with ``confirm``,
-        ``--eval_confirm``'s tracks after them) -> the episode results."""
-        seeds = self.eval_seeds + (self.confirm_seeds if confirm else [])
+    def play_tracks(self, params: np.ndarray, seeds: list[int]) -> list:
+        """``params`` ([num_params]) played on the tracks ``seeds`` -> the episode results."""
         return self.pool.run(params[None], [(0, s) for s in seeds], self.cfg.max_steps)
+
+    def play_eval_tracks(self, params: np.ndarray, confirm: bool = False) -> list:
+        """``params`` played on the fixed in-training evaluation tracks (and, with ``confirm``,
+        ``--eval_confirm``'s tracks after them) -> the episode results."""
+        return self.play_tracks(params, self.eval_seeds + (self.confirm_seeds if confirm else []))
 
     def evaluate(self, state: CmaState, gen: int) -> dict:
         """The CMA-ES mean on the evaluation tracks (and on fixed dream worlds, with a gauge), kept if it is the
@@ -555,7 +558,7 @@ class CmaEsTrainer:
             out["dream_eval_mean"] = float(self.gauge.play(mean_params[None], self.cfg.eval_episodes, [0, 0])[0].mean())
         kept = score
         if (state.best_eval is None or score > state.best_eval.score) and self.confirm_seeds:
-            more = self.pool.run(mean_params[None], [(0, s) for s in self.confirm_seeds], self.cfg.max_steps)
+            more = self.play_tracks(mean_params, self.confirm_seeds)
             out["confirm_mean"] = float(np.mean([r.ret for r in more]))
             out["confirm_env_steps"] = int(sum(r.steps for r in more))
             kept = float(np.mean([r.ret for r in ev + more]))
@@ -578,7 +581,7 @@ class CmaEsTrainer:
         last = state.last_heldout()
         if last is not None and last.get("heldout_key") == key:
             return {**out, "heldout_score": last["heldout_score"], "heldout_key": key}
-        played = self.pool.run(params[None], [(0, s) for s in self.score_seeds], self.cfg.max_steps)
+        played = self.play_tracks(params, self.score_seeds)
         return {**out, "heldout_score": float(np.mean([r.ret for r in played])), "heldout_key": key}
 
     def checkpoint(self, state: CmaState) -> None:
