@@ -43,20 +43,24 @@ flags.DEFINE_string("out", "", "Result JSON (default: none).")
 FLAGS = flags.FLAGS
 
 
-def keep_if_better(first: np.ndarray, second: np.ndarray | None) -> int:
+def keep_if_better(
+    first: np.ndarray, second: np.ndarray | None, second_steps: np.ndarray | None = None
+) -> tuple[int, int]:
     """The candidate a run keeps when each beats the kept score on ``first`` ([K, E] returns), confirmed on
-    ``second`` ([K, C], or None: no confirmation) as ``wm.train_controller --eval_confirm`` confirms it."""
-    kept, score = -1, -np.inf
+    ``second`` ([K, C], or None: no confirmation) as ``wm.train_controller --eval_confirm`` confirms it, and the
+    steps of the confirmations played (``second_steps`` [K] of each candidate's; 0 without)."""
+    kept, score, played = -1, -np.inf, 0
     for k in range(len(first)):
         s = first[k].mean()
         if s <= score:
             continue
         if second is not None:
+            played += 0 if second_steps is None else int(second_steps[k])
             s = np.concatenate([first[k], second[k]]).mean()
             if s <= score:
                 continue
         kept, score = k, s
-    return kept
+    return kept, played
 
 
 def main(argv: list[str]) -> None:
@@ -102,18 +106,11 @@ def main(argv: list[str]) -> None:
     ev, conf, truth = ret[:, :n_eval], ret[:, n_eval : n_eval + FLAGS.confirm], ret[:, n_eval + FLAGS.confirm :]
     ev_steps, conf_steps = steps[:, :n_eval].sum(1), steps[:, n_eval : n_eval + FLAGS.confirm].sum(1)
 
-    def confirm_steps() -> int:  # the confirmations eval_confirm plays: each candidate that beat the kept score
-        total, score = 0, -np.inf
-        for k in range(len(gens)):
-            if ev[k].mean() > score:
-                total += int(conf_steps[k])
-                score = max(score, np.concatenate([ev[k], conf[k]]).mean())
-        return total
-
+    confirmed = keep_if_better(ev, conf, conf_steps)
     picks = {
-        "eval (today)": (keep_if_better(ev, None), int(ev_steps.sum())),
-        "eval_confirm": (keep_if_better(ev, conf), int(ev_steps.sum()) + confirm_steps()),
-        "both sets": (keep_if_better(np.concatenate([ev, conf], 1), None), int(ev_steps.sum() + conf_steps.sum())),
+        "eval (today)": (keep_if_better(ev, None)[0], int(ev_steps.sum())),
+        "eval_confirm": (confirmed[0], int(ev_steps.sum()) + confirmed[1]),
+        "both sets": (keep_if_better(np.concatenate([ev, conf], 1), None)[0], int(ev_steps.sum() + conf_steps.sum())),
         "last": (len(gens) - 1, 0),
         "oracle": (int(np.argmax(truth.mean(1))), 0),
     }

@@ -18,6 +18,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# TensorFlow's C++ start-up lines filtered as in the project's binaries (tfrecords.runtime.native_logs)
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")
 
 # (label, real env steps, mean, std or None)
 ANCHORS = (

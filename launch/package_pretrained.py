@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
-from tfrecords.runtime import fileio
-from tfrecords.runtime.cli import UsageError, check, option, run_binary
-from wm.agents import pretrained
+# a script, not ``python -m``: TensorFlow's C++ start-up lines filtered (tfrecords.runtime.native_logs)
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")
+
+from tfrecords.runtime import fileio  # noqa: E402
+from tfrecords.runtime.cli import UsageError, check, option, run_binary  # noqa: E402
+from wm.agents import pretrained  # noqa: E402
 
 
 @dataclasses.dataclass

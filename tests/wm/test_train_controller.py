@@ -255,6 +255,17 @@ def test_init_from_starts_at_the_other_runs_parameters(dream_world, tmp_path):
         assert str(z["source"]) == "fitness"
 
 
+def test_the_fittest_members_file_names_the_generation_it_came_from(dream_world, tmp_path):
+    d = tmp_path / "fittest"
+    tc.run(_cfg(dream_world, d, series=dream_world["series"], **{**TINY_DREAM, "eval_every": 0}, generations=4))
+    recs = _records(d)
+    first_best = max(range(len(recs)), key=lambda i: (recs[i]["max"], -i))  # a later tie does not replace it
+    with np.load(d / tc.PARAMS_NAME) as z:
+        assert str(z["source"]) == "fitness" and float(z["score"]) == pytest.approx(recs[first_best]["max"])
+        assert int(z["generation"]) == recs[first_best]["generation"]
+    assert first_best < len(recs) - 1, "the test needs a fittest member from before the last generation"
+
+
 def test_a_real_run_continues_in_the_dream_and_an_old_spec_still_resumes(dream_world, tmp_path):
     d = tmp_path / "switch"
     tc.run(_cfg(dream_world, d, generations=1, eval_every=0))
@@ -415,9 +426,9 @@ def test_a_state_file_written_before_the_dataclass_resumes_and_the_file_stays_a_
     first = tc.run(_cfg(tiny_world, d, generations=1))
     # the file is the dict the code before read: the same keys, best_eval's too
     raw = pickle.loads((d / tc.STATE_NAME).read_bytes())
-    # (plus ``means``, the CMA-ES mean of every finished generation, and ``best_member_mdnrnn``, the M its
-    # fitness was under, which the code before ignores and keeps)
-    assert type(raw) is dict and list(raw) == [*_FILE_KEYS, "means", "best_member_mdnrnn"]
+    # (plus ``means``, the CMA-ES mean of every finished generation, ``best_member_mdnrnn``, the M its fitness
+    # was under, and ``best_member_generation``, which the code before ignores and keeps)
+    assert type(raw) is dict and list(raw) == [*_FILE_KEYS, "means", "best_member_mdnrnn", "best_member_generation"]
     np.testing.assert_array_equal(raw["means"], np.asarray(raw["es"].mean, np.float32)[None])
     # (and best_eval's ``tracks``, the evaluation tracks its score is over, which the code before ignores too)
     assert list(raw["best_eval"]) == ["score", "params", "generation", "mdnrnn_checkpoint", "tracks"]

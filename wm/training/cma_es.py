@@ -496,7 +496,7 @@ class CmaEsTrainer:
             rho = spearman(dream_fitness[played], shown) if len(played) > 1 else float("nan")
             if np.isfinite(rho):  # how the dream ranked the members it let through (undefined if all tie)
                 record["screen_rho"] = rho
-        state.keep_fittest(solutions, fitness)
+        state.keep_fittest(solutions, fitness, gen)
         state.best_member_mdnrnn = self.m_checkpoint  # (check_m forgot a fittest member of another M)
         state.keep_mean()
         if cfg.eval_every and due(gen, cfg.eval_every, gen == cfg.generations):
@@ -596,10 +596,9 @@ class CmaEsTrainer:
         if state.best_eval is not None:
             b = state.best_eval
             loading.save_params(self.params_path, b.params, ctrl, "eval", b.generation, b.score)
-        elif state.best_member is not None:
-            loading.save_params(
-                self.params_path, state.best_member, ctrl, "fitness", state.generation, state.best_fitness
-            )
+        elif state.best_member is not None:  # (a state from before the member's generation was kept: the latest)
+            gen = state.best_member_generation or state.generation
+            loading.save_params(self.params_path, state.best_member, ctrl, "fitness", gen, state.best_fitness)
 
     def log_generation(self, record: dict) -> None:
         """The generation's record to metrics.jsonl and TensorBoard, and the bar moved on."""

@@ -12,6 +12,7 @@ On disk the state is what it has always been, a pickled dict of string keys::
     means          (once there is one) the CMA-ES mean after each finished generation, [generations, n]
                    float32: the controllers along the run that ``wm.fidelity`` plays
     best_member_mdnrnn  (once known) M's checkpoint the best member's fitness was measured with
+    best_member_generation  (once known) the generation the best member came from
 
 :meth:`CmaState.to_dict` and :meth:`CmaState.from_dict` are the only boundary. Keeping the dict (rather
 than pickling the dataclass) lets a workdir move between versions both ways: this code resumes a file
@@ -45,6 +46,7 @@ _KEYS = (
     "np_random",
     "means",
     "best_member_mdnrnn",
+    "best_member_generation",
 )
 
 
@@ -103,6 +105,8 @@ class CmaState:
     best_member_mdnrnn: str | None = None
     """M's checkpoint (file name) ``best_fitness`` was measured with (fitness in M's dream, or by an agent acting
     on M's h, depends on M); None until known."""
+    best_member_generation: int | None = None
+    """The generation ``best_member`` came from (None in files written before it was kept)."""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Keys of the file this version does not know (a newer version's), written back unchanged."""
 
@@ -120,12 +124,13 @@ class CmaState:
             np_random=d.get("np_random"),
             means=list(d["means"]) if d.get("means") is not None else [],
             best_member_mdnrnn=d.get("best_member_mdnrnn"),
+            best_member_generation=d.get("best_member_generation"),
             extra={k: v for k, v in d.items() if k not in _KEYS},
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The dict pickled in ``cma_state.pkl``; ``best_member``, ``np_random``, ``means`` and
-        ``best_member_mdnrnn`` only once set."""
+        """The dict pickled in ``cma_state.pkl``; ``best_member``, ``np_random``, ``means``,
+        ``best_member_mdnrnn`` and ``best_member_generation`` only once set."""
         d: dict[str, Any] = {
             "es": self.es,
             "generation": self.generation,
@@ -141,6 +146,8 @@ class CmaState:
             d["means"] = np.stack(self.means)
         if self.best_member_mdnrnn is not None:
             d["best_member_mdnrnn"] = self.best_member_mdnrnn
+        if self.best_member_generation is not None:
+            d["best_member_generation"] = self.best_member_generation
         return {**d, **self.extra}
 
     @classmethod
@@ -180,11 +187,12 @@ class CmaState:
         """The latest record with a held-out score of the kept controller."""
         return next((r for r in reversed(self.records) if "heldout_score" in r), None)
 
-    def keep_fittest(self, solutions: list[np.ndarray], fitness: np.ndarray) -> None:
-        """Keeps the generation's fittest member if it beats every earlier one."""
+    def keep_fittest(self, solutions: list[np.ndarray], fitness: np.ndarray, generation: int | None = None) -> None:
+        """Keeps generation ``generation``'s fittest member if it beats every earlier one."""
         if fitness.max() > self.best_fitness:
             self.best_fitness = float(fitness.max())
             self.best_member = np.asarray(solutions[int(fitness.argmax())], np.float32)
+            self.best_member_generation = generation
 
     def summary(self) -> dict[str, Any]:
         """What a run returns: the generation reached, the best fitness and evaluation, the records."""
