@@ -142,7 +142,9 @@ def main(argv: list[str]) -> None:
     if FLAGS.reference:
         from wm import evaluate
 
-        ev = evaluate.run(evaluate.EvaluateConfig(agent=FLAGS.reference, episodes=FLAGS.eval_episodes, progress=False))
+        out = os.path.join(FLAGS.out, "reference.csv")  # not the reference run's own evaluation.csv
+        cfg = evaluate.EvaluateConfig(agent=FLAGS.reference, episodes=FLAGS.eval_episodes, progress=False, out=out)
+        ev = evaluate.run(cfg)
         rows.append({"name": "reference (trained in the real environment)", "real": ev})
         print(f"reference {FLAGS.reference}: {ev['mean']:.1f} ± {ev['std']:.1f}", flush=True)
     for name, keys in settings:
