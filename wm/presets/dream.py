@@ -18,6 +18,7 @@ preset, measured"):
 * 2026-12-03, run 1, the same settings before the dream gauge existed: 792.5 ± 142.6 in 53.8 min.
 * 2026-12-06, ``--seed=1``: 694.7 ± 246.5 in 46.3 min (BENCHMARKS.md "The main job with --seed=1").
 * 2026-12-07, ``--seed=2``: 853.0 ± 86.0 in 58.0 min (BENCHMARKS.md "The main job with --seed=2").
+* 2026-12-07, ``--seed=3``: 523.1 ± 227.3 in 49.0 min (BENCHMARKS.md "The main job with --seed=3").
 """
 
 from __future__ import annotations
