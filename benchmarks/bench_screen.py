@@ -28,6 +28,9 @@ import time
 
 from absl import app, flags
 
+# TensorFlow's C++ start-up lines filtered as in the project's binaries (tfrecords.runtime.native_logs)
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")
+
 flags.DEFINE_string("vae", None, "train_vae workdir.", required=True)
 flags.DEFINE_string("mdnrnn", None, "train_mdnrnn workdir with a reward head.", required=True)
 flags.DEFINE_string("series", None, "Latent series (comma-separated) whose z's start the dreams.", required=True)
