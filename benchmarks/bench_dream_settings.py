@@ -75,17 +75,17 @@ def _mean_agent(wd: str) -> str:
 
     import numpy as np
 
+    from tfrecords.runtime import fileio
     from wm.training.cma_es import CONFIG_NAME, PARAMS_NAME
     from wm.training.cma_state import STATE_NAME, CmaState
 
     out = wd + "-mean"
     os.makedirs(out, exist_ok=True)
     shutil.copy(os.path.join(wd, CONFIG_NAME), os.path.join(out, CONFIG_NAME))
-    with open(os.path.join(wd, STATE_NAME), "rb") as f:
-        state = CmaState.loads(f.read())
+    state = CmaState.loads(fileio.read_bytes(os.path.join(wd, STATE_NAME)))
     with np.load(os.path.join(wd, PARAMS_NAME)) as z:
-        kept = dict(z)
-    kept.update(params=np.asarray(state.es.mean, np.float32), source="mean", generation=state.generation)
+        kept = dict(z)  # the controller's shape keys as the run wrote them; only the parameters change
+    kept.update(params=state.mean_of(state.generation), source="mean", generation=state.generation)
     np.savez(os.path.join(out, PARAMS_NAME), **kept)
     return out
 

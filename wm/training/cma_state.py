@@ -187,7 +187,7 @@ class CmaState:
         """The latest record with a held-out score of the kept controller."""
         return next((r for r in reversed(self.records) if "heldout_score" in r), None)
 
-    def keep_fittest(self, solutions: list[np.ndarray], fitness: np.ndarray, generation: int | None = None) -> None:
+    def keep_fittest(self, solutions: list[np.ndarray], fitness: np.ndarray, generation: int) -> None:
         """Keeps generation ``generation``'s fittest member if it beats every earlier one."""
         if fitness.max() > self.best_fitness:
             self.best_fitness = float(fitness.max())
