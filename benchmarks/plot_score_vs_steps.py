@@ -102,9 +102,10 @@ def main(argv: list[str] | None = None) -> None:
             color = line.get_color()
             print(f"{label}: {len(points)} points, last {ys[-1]:.1f} at {xs[-1]:,} real steps")
         if final:
+            score = f"{final['mean']:.0f} ± {final['std']:.0f}"
             ax.errorbar(
                 [final["real_env_steps"]], [final["mean"]], yerr=[final["std"]], fmt="D", ms=6, capsize=3,
-                color=color, label=f"{label}: wm.evaluate, {final['episodes']} tracks ({final['mean']:.0f} ± {final['std']:.0f})",
+                color=color, label=f"{label}: wm.evaluate, {final['episodes']} tracks ({score})",
             )  # fmt: skip
     for name, steps, mean, std in ANCHORS:
         ax.errorbar([steps], [mean], yerr=[std] if std else None, fmt="s", ms=6, capsize=3, color="gray")
