@@ -15,9 +15,13 @@ Measures, in one process with interleaved rounds (so load from other processes h
   a fresh iterator per round, so filling the 10k-frame shuffle buffer is included;
 * ``end to end``: the TF step fed by the pipeline;
 * with ``--binary``: ``python -m wm.train_vae`` itself at its defaults (input pipeline, logging,
-  per-epoch held-out evaluation, checkpoints and export included), and again with ``--eval_shards=0``,
-  each as two subprocesses of ``--binary_steps`` (10 and 70 by default) whose difference cancels the
-  start-up: images/s = (70 - 10) x batch / (time of the 70-step run - time of the 10-step run).
+  per-epoch held-out evaluation, checkpoints and export included), again with ``--eval_shards=0``, and
+  (synthetic data only) on the 2-shard data this benchmark used before, where the held-out half was
+  evaluated every 20 steps, and (on a CPU with bfloat16 units) with ``--mixed_precision=bfloat16``, as
+  the pipeline's presets train V there,
+  each as two subprocesses of ``--binary_steps`` (10 and 130 by default) whose difference cancels the
+  start-up: images/s = (130 - 10) x batch / (time of the 130-step run - time of the 10-step run). (Until
+  2026-12-07, 10 and 70: one round in three could read half the rate.)
 
 Prints images/s (median over rounds) for each and the TF/PyTorch ratio. Without ``--data`` it
 writes a synthetic rollout dataset (compressible frames, like CarRacing's) to a temp dir.
@@ -39,12 +43,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 
 
-def synthetic_rollouts(out_dir: str, episodes: int = 8, length: int = 500) -> str:
-    """Writes CarRacing-like frames (flat grass and road with noise) as a rollout dataset."""
+def synthetic_rollouts(out_dir: str, episodes: int = 24, length: int = 250, per_shard: int = 2) -> str:
+    """Writes CarRacing-like frames (flat grass and road with noise) as a rollout dataset.
+
+    The default is shaped like the pipeline's random rollouts (120 episodes in 12 shards, so
+    ``wm.train_vae``'s default ``--eval_shards=1`` holds out 1/12 of the frames), at a quarter of their
+    length per episode and a twentieth of their frames."""
     from tfrecords import schema, writer
 
     rng = np.random.default_rng(0)
-    plans = writer.plan_shards(episodes, 4, "rollouts")
+    plans = writer.plan_shards(episodes, per_shard, "rollouts")
     run = writer.ShardedRun(
         out_dir, schema.KIND_ROLLOUTS, {"synthetic": True, "episodes": episodes, "length": length}, plans
     )
@@ -145,7 +153,7 @@ def main() -> None:
     p.add_argument("--steps_per_loop", type=int, default=10)
     p.add_argument("--data", default="", help="rollout shards (default: synthetic)")
     p.add_argument("--binary", action="store_true", help="also time python -m wm.train_vae end to end")
-    p.add_argument("--binary_steps", default="10,70", help="the two runs' --steps for --binary")
+    p.add_argument("--binary_steps", default="10,130", help="the two runs' --steps for --binary")
     args = p.parse_args()
 
     import tensorflow as tf
@@ -156,7 +164,7 @@ def main() -> None:
     from wm.models import vae
     from wm.training.trainer import LoopConfig, Task, Trainer
 
-    data = args.data or synthetic_rollouts(os.path.join(tempfile.gettempdir(), "bench_vae_rollouts"))
+    data = args.data or synthetic_rollouts(os.path.join(tempfile.gettempdir(), "bench_vae_rollouts_12"))
     b = args.batch_size
     frames = next(iter(tfrecords.frames_dataset(data, b, seed=0))).numpy()
 
@@ -214,7 +222,15 @@ def main() -> None:
         "end to end": (tf_loop(e2e_trainer, e2e_it), args.steps),
     }
     short, long = (int(v) for v in args.binary_steps.split(","))
-    binaries = {"binary": [], "binary, no eval": ["--eval_shards=0"]} if args.binary else {}
+    binaries = {"binary": (data, []), "binary, no eval": (data, ["--eval_shards=0"])} if args.binary else {}
+    if args.binary and not args.data:
+        # the data this benchmark used before 2026-12-07: 2 shards, so the default held out half the frames
+        # and evaluated them every 20 steps
+        half = synthetic_rollouts(os.path.join(tempfile.gettempdir(), "bench_vae_rollouts"), 8, 500, 4)
+        binaries["binary, half held out"] = (half, [])
+    if args.binary and distribute.cpu_has_bfloat16():
+        # what the pipeline's presets run V with on such a CPU (PyTorch's step here stays float32)
+        binaries["binary, bfloat16"] = (data, ["--mixed_precision=bfloat16"])
     for fn, _ in runs.values():  # warm up: trace, allocate, fill buffers
         fn()
     rates = {k: [] for k in runs}
@@ -223,8 +239,8 @@ def main() -> None:
             t0 = time.perf_counter()
             fn()
             rates[name].append(steps * b / (time.perf_counter() - t0))
-        for name, extra in binaries.items():
-            rates.setdefault(name, []).append(binary_rate(data, b, (short, long), extra))
+        for name, (binary_data, extra) in binaries.items():
+            rates.setdefault(name, []).append(binary_rate(binary_data, b, (short, long), extra))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()), flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(
