@@ -36,6 +36,8 @@ import subprocess
 import sys
 import time
 
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")  # TF's C++ start-up lines filtered, as in the binaries
+
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +45,9 @@ sys.path.insert(0, ROOT)
 
 import gymnasium as gym
 import numpy as np
+
+__import__("tfrecords")  # installs that filter now: TensorFlow loads below, before any wm import
+
 import tensorflow as tf
 from rounds import latest, medians  # benchmarks/ is on sys.path when run as a script
 

@@ -62,6 +62,8 @@ import sys
 import tempfile
 import time
 
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")  # TF's C++ start-up lines filtered, as in the binaries
+
 # The driver on a core of its own: NumPy's BLAS (pycma's eigendecomposition and updates) on one thread,
 # set before NumPy loads. OPENBLAS_NUM_THREADS=2 in the environment measures OpenBLAS's default here
 # (a thread per core), which on a busy machine spins and costs several times more.

@@ -16,6 +16,8 @@ import os
 import statistics
 import time
 
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")  # TF's C++ start-up lines filtered, as in the binaries
+
 import numpy as np
 
 

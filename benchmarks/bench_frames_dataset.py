@@ -14,6 +14,10 @@ import argparse
 import os
 import time
 
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")  # TF's C++ start-up lines filtered, as in the binaries
+
+__import__("tfrecords")  # installs that filter now: TensorFlow loads below, before any wm import
+
 import tensorflow as tf
 from rounds import latest, medians  # benchmarks/ is on sys.path when run as a script
 

@@ -10,9 +10,12 @@ each; the medians are reported, with the shard bytes per frame.
 """
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
+
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")  # TF's C++ start-up lines filtered, as in the binaries
 
 from rounds import latest, medians  # benchmarks/ is on sys.path when run as a script
 

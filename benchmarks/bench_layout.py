@@ -19,6 +19,8 @@ import os
 import statistics
 import time
 
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")  # TF's C++ start-up lines filtered, as in the binaries
+
 import numpy as np
 from bench_evaluate import cpu_seconds  # benchmarks/ is on sys.path when run as a script
 

@@ -16,7 +16,12 @@ import statistics
 import tempfile
 import time
 
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")  # TF's C++ start-up lines filtered, as in the binaries
+
 import numpy as np
+
+__import__("tfrecords")  # installs that filter now: TensorFlow loads below, before any wm import
+
 import tensorflow as tf
 
 from wm.core import distribute

@@ -39,8 +39,12 @@ import sys
 import time
 from collections.abc import Callable
 
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")  # TF's C++ start-up lines filtered, as in the binaries
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # for tests/
+
+__import__("tfrecords")  # installs that filter now: TensorFlow loads below, before any wm import
 
 import keras
 import numpy as np

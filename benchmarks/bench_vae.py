@@ -38,7 +38,11 @@ import sys
 import tempfile
 import time
 
+os.environ.setdefault("WM_FILTER_NATIVE_LOGS", "1")  # TF's C++ start-up lines filtered, as in the binaries
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+__import__("tfrecords")  # installs that filter now: TensorFlow loads below, before any wm import
+
 
 import numpy as np
 
