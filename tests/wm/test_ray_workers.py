@@ -29,7 +29,9 @@ def ray_cluster(ray_session):
 
 class _DiesOnce:
     """An agent whose actor process SIGKILLs itself at its 5th step, once per test (``marker`` is created
-    first, so the replacement lives): a death in the middle of the actor's jobs, whatever the timing."""
+    first, so the replacement lives): a death in the middle of the actor's jobs, whatever the timing. The
+    marker is created exclusively: of two actors reaching their 5th step together, only one dies (checking
+    for it first let both die, once, on the clean-clone CI of 2026-12-07)."""
 
     def __init__(self, agent, marker):
         self.agent, self.z_size, self.marker, self.calls = agent, agent.z_size, marker, 0
@@ -39,8 +41,11 @@ class _DiesOnce:
 
     def act(self, *a):
         self.calls += 1
-        if self.calls == 5 and not os.path.exists(self.marker):
-            open(self.marker, "w").close()
+        if self.calls == 5:
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return self.agent.act(*a)
             os.kill(os.getpid(), signal.SIGKILL)
         return self.agent.act(*a)
 
