@@ -591,3 +591,97 @@ def test_with_evaluation_off_a_change_of_m_forgets_the_fittest_member(tiny_world
         trainer.run_one_generation(state)
     assert state.best_member is not None and state.best_member_mdnrnn == trainer.m_checkpoint
     assert np.isfinite(state.best_fitness) and state.best_fitness != 78.0
+
+
+def test_start_arithmetic():
+    from wm.training import starts
+
+    assert [starts.start_of(g, 3, 2) for g in range(1, 9)] == [0, 0, 1, 1, 2, 2, None, None]
+    assert [g for g in range(1, 9) if starts.ends_start(g, 3, 2)] == [2, 4, 6]
+    assert starts.start_of(1, 1, 5) is None and not starts.ends_start(5, 1, 5)  # one start: today's run
+    assert starts.strategy_seed(7, 0) == 8 and len({starts.strategy_seed(7, k) for k in range(5)}) == 5
+    assert starts.best_start([10.0, 50.0, 30.0]) == 1 and starts.best_start([5.0, 5.0]) == 0
+    with pytest.raises(ValueError):
+        starts.best_start([])
+
+
+class _Starts:
+    """A CMA-ES run without episodes: fitness is closeness to all-ones parameters, and the evaluation of the
+    mean at generation g returns ``scores[g]`` (0 when not scripted), recording which generations evaluated."""
+
+    @staticmethod
+    def trainer(cfg, scores):
+        from wm.training.cma_es import CmaEsTrainer
+
+        class Scripted(CmaEsTrainer):
+            evaluated: list = []
+
+            def fitness(self, population, gen):
+                return -np.sum((population - 1.0) ** 2, axis=1), 0
+
+            def evaluate(self, state, gen):
+                self.evaluated.append(gen)
+                return {"eval_mean": scores.get(gen, 0.0), "best_eval": 0.0}
+
+        return Scripted(cfg)
+
+    @staticmethod
+    def run(trainer, until):
+        trainer.setup()
+        state = trainer.restore()
+        trainer.write_config()
+        with trainer.session(state):
+            while state.generation < until:
+                trainer.run_one_generation(state)
+        return state
+
+
+def test_starts_spend_the_first_generations_then_the_best_evaluated_one_continues(tiny_world, tmp_path):
+    kw = dict(generations=8, starts=3, start_generations=2, eval_every=100)
+    scores = {2: 10.0, 4: 50.0, 6: 30.0}  # start 2 (generations 3-4) evaluates best
+    trainer = _Starts.trainer(_cfg(tiny_world, tmp_path / "s", **kw), scores)
+    state = _Starts.run(trainer, 8)
+    recs = state.records
+    assert [r.get("start") for r in recs] == [0, 0, 1, 1, 2, 2, None, None]
+    assert trainer.evaluated == [2, 4, 6, 8]  # each start's last generation (forced) and the run's last
+    assert recs[5]["start_scores"] == [10.0, 50.0, 30.0] and recs[5]["start_continued"] == 1
+    assert all("start_continued" not in r for i, r in enumerate(recs) if i != 5) and state.starts == []
+    # every start begins at the same mean with its own seed: the first generations' means all differ
+    assert not np.array_equal(state.mean_of(1), state.mean_of(3)) and not np.array_equal(state.mean_of(3), state.mean_of(5))
+    # generation 7 continues start 2 where generation 4 left it, not start 3 where generation 6 left it
+    other = _Starts.trainer(_cfg(tiny_world, tmp_path / "t", **kw), {2: 10.0, 4: 5.0, 6: 30.0})
+    alt = _Starts.run(other, 8)  # the same starts, start 3 chosen
+    np.testing.assert_array_equal(alt.mean_of(6), state.mean_of(6))
+    assert not np.array_equal(alt.mean_of(7), state.mean_of(7))
+    # start 1 is the run without starts: its generations equal a plain run's
+    plain = _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "p", generations=2, eval_every=100), {}), 2)
+    for g in (1, 2):
+        np.testing.assert_array_equal(plain.mean_of(g), state.mean_of(g))
+
+    # stopped inside start 2 (its strategy and start 1's parked in cma_state.pkl), then resumed: the same run
+    part = _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "r", **kw), scores), 3)
+    assert len(part.starts) == 1
+    resumed = _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "r", **kw), scores), 8)
+    for g in range(1, 9):
+        np.testing.assert_array_equal(resumed.mean_of(g), state.mean_of(g), err_msg=f"generation {g}")
+    assert resumed.records[5]["start_continued"] == 1
+
+
+def test_a_tiny_run_with_starts_continues_the_start_whose_mean_evaluated_best(tiny_world, tmp_path):
+    tc.run(_cfg(tiny_world, tmp_path / "s", generations=3, starts=2, start_generations=1))
+    recs = _records(tmp_path / "s")
+    assert [r.get("start") for r in recs] == [0, 1, None] and all("eval_mean" in r for r in recs)
+    scores = [recs[0]["eval_mean"], recs[1]["eval_mean"]]
+    assert recs[1]["start_scores"] == scores and recs[1]["start_continued"] == int(np.argmax(scores))
+    with open(tmp_path / "s" / "config.json") as f:
+        assert json.load(f)["spec"]["starts"] == 2
+    with pytest.raises(UsageError, match="other settings"):  # a resume must keep the starts
+        tc.run(_cfg(tiny_world, tmp_path / "s", generations=4, starts=3, start_generations=1))
+
+
+def test_starts_without_their_length_or_an_evaluation_are_one_line(tiny_world, tmp_path):
+    with pytest.raises(UsageError, match="--start_generations"):
+        tc.run(_cfg(tiny_world, tmp_path / "x", starts=2))
+    with pytest.raises(UsageError, match="--eval_every"):
+        tc.run(_cfg(tiny_world, tmp_path / "x", starts=2, start_generations=1, eval_every=0))
+    assert not (tmp_path / "x").exists()

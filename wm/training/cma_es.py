@@ -14,6 +14,8 @@ from ``wm.evaluate``'s); the best evaluated parameters (or, with evaluation off,
 member so far) go to ``WORKDIR/controller.npz``. With ``eval_confirm``, a mean that beats the kept score on
 those tracks is played on ``eval_confirm`` more and kept only if its mean over all of them still beats it:
 the maximum of many noisy 8-track scores is optimistic, and a lucky one would otherwise hold the kept place.
+With ``starts`` (:mod:`wm.training.starts`), the first ``starts x start_generations`` generations are
+spent on that many independent CMA-ES starts, and the start whose mean evaluates best continues.
 With ``screen`` (:mod:`wm.training.screen`), the
 population is first ranked in M's dream and only its ``screen`` best play on the generation's tracks.
 With ``score_episodes``, the parameters in ``controller.npz`` are also played on ``wm.evaluate``'s
@@ -61,7 +63,7 @@ from wm.agents import workers as workers_lib
 from wm.agents.dream import DONE_MODES, ENSEMBLE_REWARDS, START_MODES, can_dream, check_dreamer
 from wm.agents.fidelity import spearman
 from wm.core import distribute, workdir
-from wm.training import screen
+from wm.training import screen, starts
 from wm.training.cma_state import REAL_STEP_KEYS, STATE_NAME, BestEval, CmaState
 from wm.training.loop import RunLog, due, stopping
 
@@ -120,6 +122,13 @@ class TrainControllerConfig(loading.WorldFlags):
     trials: int = option(16, help="Episodes per population member; fitness is their mean return.", min=1)
     sigma0: float = option(0.1, help="CMA-ES initial step size.", above=0)
     generations: int = option(100, help="Total generations (rerun with more to continue).", min=1)
+    starts: int = option(
+        1,
+        help="Independent CMA-ES starts (same start mean, other seeds), --start_generations each, at the run's "
+        "beginning; the start whose mean scores best on the evaluation tracks then continues (1: one start).",
+        min=1,
+    )
+    start_generations: int = option(0, help="Generations of each start (--starts > 1).", min=0)
     # episodes
     workers: int = option(0, help="Environment worker processes (0: one per core).", min=0)
     envs: int = option(0, help="Environments in flight (0: popsize x trials, at most 256).", min=0)
@@ -173,6 +182,8 @@ class TrainControllerConfig(loading.WorldFlags):
         keys: tuple[str, ...] = ("popsize", "sigma0", "max_steps", "early_stop", "controller", "seed")
         if self.init_from:
             keys += ("init_from",)
+        if self.starts > 1:
+            keys += ("starts", "start_generations")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -190,6 +201,10 @@ def validate(cfg: TrainControllerConfig) -> None:
         raise UsageError(f"--screen={cfg.screen} plays more members than --popsize={cfg.popsize} has")
     if cfg.screen:
         check_dreamer(cfg.mdnrnn)
+    if cfg.starts > 1 and not cfg.start_generations:
+        raise UsageError(f"--starts={cfg.starts} needs --start_generations=N (the generations of each start)")
+    if cfg.starts > 1 and not cfg.eval_every:
+        raise UsageError("--starts chooses the start to continue by its evaluated mean: it needs --eval_every > 0")
     for member in (d.strip() for d in cfg.dream_ensemble.split(",") if d.strip()):
         check_dreamer(member)  # an ensemble member must dream rewards too (its sizes are checked on loading)
     workers_lib.check_ray_address(cfg.ray_address)
@@ -356,8 +371,6 @@ class CmaEsTrainer:
 
     def restore(self) -> CmaState:
         """``cma_state.pkl``'s state with NumPy's RNG where it was, or a fresh CMA-ES at ``_init_mean``."""
-        import cma
-
         cfg = self.cfg
         data = fileio.read_bytes(self.state_path)
         if data is not None:
@@ -366,10 +379,21 @@ class CmaEsTrainer:
                 np.random.set_state(state.np_random)
             print(f"train_controller: resuming after generation {state.generation}", file=sys.stderr)
             return state
-        x0 = _init_mean(cfg, self.agent.controller.num_params)
         np.random.seed(cfg.seed)
-        es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.popsize, "seed": cfg.seed + 1, "verbose": -9})
-        return CmaState(es)
+        return CmaState(self.strategy(0))
+
+    def strategy(self, start: int) -> Any:
+        """A fresh pycma strategy at ``_init_mean`` for start ``start`` (0: the run's first, or only, one)."""
+        import cma
+
+        cfg = self.cfg
+        x0 = _init_mean(cfg, self.agent.controller.num_params)
+        # Each strategy samples from a RandomState of its own (the same numbers as pycma's "seed" option, which
+        # seeds NumPy's global one): pickled, pycma's np.random.randn becomes a private copy anyway, so strategies
+        # sharing the global one would sample differently live and after a resume.
+        randn = np.random.RandomState(starts.strategy_seed(cfg.seed, start)).randn
+        opts = {"popsize": cfg.popsize, "seed": float("nan"), "randn": randn, "verbose": -9}
+        return cma.CMAEvolutionStrategy(x0, cfg.sigma0, opts)
 
     def write_config(self) -> None:
         """``config.json``: the kind of run, the settings a resume must keep, the flags."""
@@ -499,8 +523,14 @@ class CmaEsTrainer:
         state.keep_fittest(solutions, fitness, gen)
         state.best_member_mdnrnn = self.m_checkpoint  # (check_m forgot a fittest member of another M)
         state.keep_mean()
-        if cfg.eval_every and due(gen, cfg.eval_every, gen == cfg.generations):
+        start = starts.start_of(gen, cfg.starts, cfg.start_generations)
+        start_ends = starts.ends_start(gen, cfg.starts, cfg.start_generations)
+        if cfg.eval_every and (start_ends or due(gen, cfg.eval_every, gen == cfg.generations)):
             record.update(self.evaluate(state, gen))
+        if start is not None:
+            record["start"] = start
+        if start_ends:
+            record.update(self.next_start(state, gen, record["eval_mean"]))
         if self.recheck_steps:
             record["recheck_env_steps"], self.recheck_steps = self.recheck_steps, 0
         if cfg.score_episodes:
@@ -511,6 +541,24 @@ class CmaEsTrainer:
         self.checkpoint(state)
         self.log_generation(record)
         return record
+
+    def next_start(self, state: CmaState, gen: int, score: float) -> dict:
+        """After the last generation ``gen`` of a start whose mean scored ``score``: the start parked and the
+        next one begun, or, after the last start, the best one continued. Returns the record's entries."""
+        cfg = self.cfg
+        k = len(state.starts)
+        state.starts.append({"es": state.es, "score": score, "generation": gen})
+        if k + 1 < cfg.starts:
+            state.es = self.strategy(k + 1)
+            self.log.say(f"train_controller: start {k + 1} scored {score:.1f}; start {k + 2} of {cfg.starts} begins")
+            return {}
+        scores = [float(s["score"]) for s in state.starts]
+        best = starts.best_start(scores)
+        state.es, state.starts = state.starts[best]["es"], []
+        self.log.say(
+            f"train_controller: starts scored {', '.join(f'{x:.1f}' for x in scores)}; start {best + 1} continues"
+        )
+        return {"start_scores": scores, "start_continued": best}
 
     def fitness(self, population: np.ndarray, gen: int) -> tuple[np.ndarray, int]:
         """Each member's mean return over ``trials`` episodes on generation ``gen``'s tracks (or dream worlds),

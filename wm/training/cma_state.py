@@ -13,6 +13,8 @@ On disk the state is what it has always been, a pickled dict of string keys::
                    float32: the controllers along the run that ``wm.fidelity`` plays
     best_member_mdnrnn  (once known) M's checkpoint the best member's fitness was measured with
     best_member_generation  (once known) the generation the best member came from
+    starts         (while --starts runs) the finished starts: [{"es", "score", "generation"}], each start's
+                   strategy parked with its mean's evaluated score, until the best one continues
 
 :meth:`CmaState.to_dict` and :meth:`CmaState.from_dict` are the only boundary. Keeping the dict (rather
 than pickling the dataclass) lets a workdir move between versions both ways: this code resumes a file
@@ -47,6 +49,7 @@ _KEYS = (
     "means",
     "best_member_mdnrnn",
     "best_member_generation",
+    "starts",
 )
 
 
@@ -107,6 +110,9 @@ class CmaState:
     on M's h, depends on M); None until known."""
     best_member_generation: int | None = None
     """The generation ``best_member`` came from (None in files written before it was kept)."""
+    starts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """The finished starts of ``--starts`` ({"es", "score", "generation"}), until the best one continues
+    (:mod:`wm.training.starts`); empty otherwise."""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Keys of the file this version does not know (a newer version's), written back unchanged."""
 
@@ -125,12 +131,13 @@ class CmaState:
             means=list(d["means"]) if d.get("means") is not None else [],
             best_member_mdnrnn=d.get("best_member_mdnrnn"),
             best_member_generation=d.get("best_member_generation"),
+            starts=list(d.get("starts") or []),
             extra={k: v for k, v in d.items() if k not in _KEYS},
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The dict pickled in ``cma_state.pkl``; ``best_member``, ``np_random``, ``means``,
-        ``best_member_mdnrnn`` and ``best_member_generation`` only once set."""
+        ``best_member_mdnrnn``, ``best_member_generation`` and ``starts`` only once set."""
         d: dict[str, Any] = {
             "es": self.es,
             "generation": self.generation,
@@ -148,6 +155,8 @@ class CmaState:
             d["best_member_mdnrnn"] = self.best_member_mdnrnn
         if self.best_member_generation is not None:
             d["best_member_generation"] = self.best_member_generation
+        if self.starts:
+            d["starts"] = self.starts
         return {**d, **self.extra}
 
     @classmethod
