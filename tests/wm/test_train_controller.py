@@ -647,7 +647,8 @@ def test_starts_spend_the_first_generations_then_the_best_evaluated_one_continue
     assert recs[5]["start_scores"] == [10.0, 50.0, 30.0] and recs[5]["start_continued"] == 1
     assert all("start_continued" not in r for i, r in enumerate(recs) if i != 5) and state.starts == []
     # every start begins at the same mean with its own seed: the first generations' means all differ
-    assert not np.array_equal(state.mean_of(1), state.mean_of(3)) and not np.array_equal(state.mean_of(3), state.mean_of(5))
+    firsts = [state.mean_of(g) for g in (1, 3, 5)]
+    assert not np.array_equal(firsts[0], firsts[1]) and not np.array_equal(firsts[1], firsts[2])
     # generation 7 continues start 2 where generation 4 left it, not start 3 where generation 6 left it
     other = _Starts.trainer(_cfg(tiny_world, tmp_path / "t", **kw), {2: 10.0, 4: 5.0, 6: 30.0})
     alt = _Starts.run(other, 8)  # the same starts, start 3 chosen
