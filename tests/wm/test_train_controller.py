@@ -668,6 +668,18 @@ def test_starts_spend_the_first_generations_then_the_best_evaluated_one_continue
     assert resumed.records[5]["start_continued"] == 1
 
 
+def test_a_run_resumed_after_generation_3_samples_as_an_uninterrupted_one_past_generation_4(tiny_world, tmp_path):
+    # pycma draws most samples through its 'randn' and, from generation 5 on, some through NumPy's global
+    # RNG; pickled, a 'randn' of the global RNG becomes a private copy, so a resumed strategy drew from two
+    # streams where the uninterrupted one drew from one (before each strategy had its own RandomState)
+    kw = dict(generations=7, eval_every=100)
+    straight = _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "a", **kw), {}), 7)
+    _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "b", **kw), {}), 3)
+    resumed = _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "b", **kw), {}), 7)
+    for g in range(1, 8):
+        np.testing.assert_array_equal(resumed.mean_of(g), straight.mean_of(g), err_msg=f"generation {g}")
+
+
 def test_a_tiny_run_with_starts_continues_the_start_whose_mean_evaluated_best(tiny_world, tmp_path):
     tc.run(_cfg(tiny_world, tmp_path / "s", generations=3, starts=2, start_generations=1))
     recs = _records(tmp_path / "s")

@@ -2,12 +2,15 @@
 
 Whether a short CMA-ES run finds driving at all is a lottery: on the same V and M, 25 generations of
 16 x 2 reached 164 with one seed and 564 and 742 with two others (BENCHMARKS.md, "The main job with M frozen
-after the first pass"). With ``K`` starts, generations ``1..G`` belong to start 0 (today's strategy, its
-seed unchanged), ``G+1..2G`` to start 1 (a fresh strategy from the same mean, another seed), and so on.
-The CMA-ES mean of each start is evaluated on the evaluation tracks at its last generation; after the
-last start, the start whose mean scored best there continues for the rest of ``--generations``.
+after the first pass"). With ``K`` starts, generations ``1..G`` belong to start 0 (the strategy of a
+run without starts, its seed unchanged), ``G+1..2G`` to start 1 (a fresh strategy from the same mean,
+another seed), and so on. The CMA-ES mean of each start is evaluated on the evaluation tracks at its
+last generation; after the last start, the start whose mean scored best there continues for the rest of
+``--generations``.
 Every generation still plays ``popsize x trials`` episodes: the starts spend the run's budget, they do
 not add to it. The kept controller (``controller.npz``) stays the best evaluated mean of any start.
+Each start's strategy samples from a NumPy RandomState of its own, so a parked start continues exactly as
+it would have without the others, and a resumed run as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ def ends_start(generation: int, starts: int, start_generations: int) -> bool:
 
 
 def strategy_seed(seed: int, start: int) -> int:
-    """pycma's seed for start ``start`` of a run with ``--seed=seed`` (start 0: the seed of a run without
-    starts, so ``--starts=1`` is today's run)."""
+    """The seed of start ``start``'s sampling in a run with ``--seed=seed`` (start 0: the seed of a run
+    without starts, whose generations it repeats)."""
     return seed + 1 + SEED_SPAN * start
 
 
