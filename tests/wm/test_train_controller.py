@@ -669,10 +669,11 @@ def test_starts_spend_the_first_generations_then_the_best_evaluated_one_continue
 
 
 def test_a_run_resumed_after_generation_3_samples_as_an_uninterrupted_one_past_generation_4(tiny_world, tmp_path):
-    # pycma draws most samples through its 'randn' and, from generation 5 on, some through NumPy's global
-    # RNG; pickled, a 'randn' of the global RNG becomes a private copy, so a resumed strategy drew from two
-    # streams where the uninterrupted one drew from one (before each strategy had its own RandomState)
-    kw = dict(generations=7, eval_every=100)
+    # pycma samples through its 'randn' option (default: NumPy's global RNG), and its step-size rule for
+    # large problems (TPA, over ~250 parameters: the paper's 867) also draws from the global RNG from
+    # generation 4 on. Pickled, a 'randn' of the global RNG becomes a private copy, so a resumed strategy drew
+    # from two streams where the uninterrupted one drew from one (before each strategy had its own RandomState)
+    kw = dict(generations=7, eval_every=100, controller="hidden")  # 1,443 parameters: TPA
     straight = _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "a", **kw), {}), 7)
     _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "b", **kw), {}), 3)
     resumed = _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "b", **kw), {}), 7)
