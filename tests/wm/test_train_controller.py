@@ -699,3 +699,32 @@ def test_starts_without_their_length_or_an_evaluation_are_one_line(tiny_world, t
     with pytest.raises(UsageError, match="--eval_every"):
         tc.run(_cfg(tiny_world, tmp_path / "x", starts=2, start_generations=1, eval_every=0))
     assert not (tmp_path / "x").exists()
+
+
+def test_tracks_seed_changes_the_training_tracks_and_nothing_else(tiny_world, tmp_path):
+    from wm.training.cma_es import CmaEsTrainer
+
+    class Spy:
+        def __init__(self):
+            self.seeds = []
+
+        def run(self, params, jobs, max_steps, early_stop=0):
+            self.seeds.append(sorted({s for _, s in jobs}))
+            return [agent_lib.EpisodeResult(j, s, 1.0, 3) for j, s in jobs]
+
+    def trainer(name, **kw):
+        t = CmaEsTrainer(_cfg(tiny_world, tmp_path / name, **kw))
+        t.setup()
+        t.pool = Spy()
+        return t, t.restore()
+
+    plain, plain_state = trainer("plain")
+    other, other_state = trainer("other", tracks_seed=5)
+    np.testing.assert_array_equal(plain_state.es.ask(), other_state.es.ask())  # the same CMA-ES samples
+    assert other.eval_seeds == plain.eval_seeds  # and the same selection tracks
+    population = np.zeros((3, other.agent.controller.num_params))
+    plain.real_fitness(population, 2)
+    other.real_fitness(population, 2)
+    assert plain.pool.seeds == [sorted(track_seeds(0, loading.TRAIN_STREAM, 2, offset=2))]
+    assert other.pool.seeds == [sorted(track_seeds(5, loading.TRAIN_STREAM, 2, offset=2))]
+    assert set(other.pool.seeds[0]).isdisjoint(plain.pool.seeds[0])

@@ -173,6 +173,12 @@ class TrainControllerConfig(loading.WorldFlags):
     )
     env_id: str = option(rollout.DEFAULT_ENV_ID, help="Gymnasium environment id (CarRacing-v3 for the stock one).")
     seed: int = option(0, help="Seed for CMA-ES and the training tracks.")
+    tracks_seed: int = option(
+        -1,
+        help="Seed of the training tracks alone (-1: --seed): CMA-ES's samples and the tracks it trains on, "
+        "varied one at a time.",
+        min=-1,
+    )
     progress: bool = option(True, help="Show a progress bar.")
 
     def spec(self) -> dict:
@@ -184,6 +190,8 @@ class TrainControllerConfig(loading.WorldFlags):
             keys += ("init_from",)
         if self.starts > 1:
             keys += ("starts", "start_generations")
+        if self.tracks_seed >= 0:
+            keys += ("tracks_seed",)
         return {k: getattr(self, k) for k in keys}
 
 
@@ -580,7 +588,8 @@ class CmaEsTrainer:
     def real_fitness(self, population: np.ndarray, gen: int) -> tuple[np.ndarray, int]:
         """Each row's mean return over ``trials`` episodes on generation ``gen``'s tracks, and the steps played."""
         cfg = self.cfg
-        seeds = loading.track_seeds(cfg.seed, loading.TRAIN_STREAM, cfg.trials, offset=(gen - 1) * cfg.trials)
+        tracks_seed = cfg.seed if cfg.tracks_seed < 0 else cfg.tracks_seed
+        seeds = loading.track_seeds(tracks_seed, loading.TRAIN_STREAM, cfg.trials, offset=(gen - 1) * cfg.trials)
         jobs = [(m, s) for m in range(len(population)) for s in seeds]
         results = self.pool.run(population, jobs, cfg.max_steps, cfg.early_stop)
         fitness = np.array([r.ret for r in results]).reshape(len(population), cfg.trials).mean(axis=1)
