@@ -19,6 +19,8 @@ preset, measured"):
 * 2026-12-06, ``--seed=1``: 694.7 ± 246.5 in 46.3 min (BENCHMARKS.md "The main job with --seed=1").
 * 2026-12-07, ``--seed=2``: 853.0 ± 86.0 in 58.0 min (BENCHMARKS.md "The main job with --seed=2").
 * 2026-12-07, ``--seed=3``: 523.1 ± 227.3 in 49.0 min (BENCHMARKS.md "The main job with --seed=3").
+* 2026-12-07, ``--seed=4``: 598.9 ± 253.1 in 36.8 min on a faster CPU (BENCHMARKS.md "The main job with
+  --seed=4").
 """
 
 from __future__ import annotations
