@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# pycma's seed of start k: today's (seed + 1) for start 0, far apart for the others
+# start k's sampling seed: seed + 1 for start 0 (what pycma's own seed option was given before), far apart
+# for the others
 SEED_SPAN = 100_003
 
 
