@@ -728,3 +728,33 @@ def test_tracks_seed_changes_the_training_tracks_and_nothing_else(tiny_world, tm
     assert plain.pool.seeds == [sorted(track_seeds(0, loading.TRAIN_STREAM, 2, offset=2))]
     assert other.pool.seeds == [sorted(track_seeds(5, loading.TRAIN_STREAM, 2, offset=2))]
     assert set(other.pool.seeds[0]).isdisjoint(plain.pool.seeds[0])
+
+
+def test_mirrored_samples_pairs_through_the_mean_and_resumes_as_an_uninterrupted_run(tiny_world, tmp_path):
+    from wm.training.cma_es import CmaEsTrainer
+
+    kw = dict(generations=6, eval_every=100, controller="hidden", popsize=6, mirrored=True)  # TPA, as the paper's C
+    t = CmaEsTrainer(_cfg(tiny_world, tmp_path / "p", **kw))
+    t.setup()
+    es = t.restore().es
+    for _ in range(3):  # every member has its mirror through the mean, generation after generation
+        x = np.stack(es.ask())
+        d = x - es.mean
+        assert sorted(min(range(6), key=lambda j: np.abs(d[i] + d[j]).max()) for i in range(6)) == list(range(6))
+        assert max(np.abs(d[i] + d).max(axis=1).min() for i in range(6)) < 1e-9 * np.abs(d).max()
+        es.tell(list(x), list(np.sum((x - 1.0) ** 2, axis=1)))
+    straight = _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "a", **kw), {}), 6)
+    _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "b", **kw), {}), 3)
+    resumed = _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "b", **kw), {}), 6)
+    for g in range(1, 7):
+        np.testing.assert_array_equal(resumed.mean_of(g), straight.mean_of(g), err_msg=f"generation {g}")
+    plain = _Starts.run(_Starts.trainer(_cfg(tiny_world, tmp_path / "c", **{**kw, "mirrored": False}), {}), 2)
+    assert not np.array_equal(plain.mean_of(2), straight.mean_of(2))
+    with pytest.raises(UsageError, match="other settings"):  # a resume keeps the sampling
+        tc.run(_cfg(tiny_world, tmp_path / "b", **{**kw, "mirrored": False, "generations": 7}))
+
+
+def test_mirrored_with_an_odd_population_is_one_line(tiny_world, tmp_path):
+    with pytest.raises(UsageError, match="must be even"):
+        tc.run(_cfg(tiny_world, tmp_path / "x", popsize=5, mirrored=True))
+    assert not (tmp_path / "x").exists()

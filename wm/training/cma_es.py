@@ -121,6 +121,11 @@ class TrainControllerConfig(loading.WorldFlags):
     popsize: int = option(64, help="CMA-ES population size.", min=2)
     trials: int = option(16, help="Episodes per population member; fitness is their mean return.", min=1)
     sigma0: float = option(0.1, help="CMA-ES initial step size.", above=0)
+    mirrored: bool = option(
+        False,
+        help="Antithetic sampling: the population is popsize/2 pairs m + d, m - d (pycma's unconditional mirrors; "
+        "--popsize even).",
+    )
     generations: int = option(100, help="Total generations (rerun with more to continue).", min=1)
     starts: int = option(
         1,
@@ -192,6 +197,8 @@ class TrainControllerConfig(loading.WorldFlags):
             keys += ("starts", "start_generations")
         if self.tracks_seed >= 0:
             keys += ("tracks_seed",)
+        if self.mirrored:
+            keys += ("mirrored",)
         return {k: getattr(self, k) for k in keys}
 
 
@@ -209,6 +216,8 @@ def validate(cfg: TrainControllerConfig) -> None:
         raise UsageError(f"--screen={cfg.screen} plays more members than --popsize={cfg.popsize} has")
     if cfg.screen:
         check_dreamer(cfg.mdnrnn)
+    if cfg.mirrored and cfg.popsize % 2:
+        raise UsageError(f"--mirrored pairs the population: --popsize={cfg.popsize} must be even")
     if cfg.starts > 1 and not cfg.start_generations:
         raise UsageError(f"--starts={cfg.starts} needs --start_generations=N (the generations of each start)")
     if cfg.starts > 1 and not cfg.eval_every:
@@ -401,6 +410,8 @@ class CmaEsTrainer:
         # sharing the global one would sample differently live and after a resume.
         randn = np.random.RandomState(starts.strategy_seed(cfg.seed, start)).randn
         opts = {"popsize": cfg.popsize, "seed": float("nan"), "randn": randn, "verbose": -9}
+        if cfg.mirrored:  # every sample paired with its mirror through the mean
+            opts.update(CMA_mirrors=cfg.popsize // 2, CMA_mirrormethod=0)
         return cma.CMAEvolutionStrategy(x0, cfg.sigma0, opts)
 
     def write_config(self) -> None:
