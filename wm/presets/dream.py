@@ -33,7 +33,9 @@ PRESET: Preset = derived(
     quickstart.PRESET,
     {
         "train_mdnrnn": dict(steps=500, reward_head=True, terminal_head=True, dropout=0.05),
-        "train_controller": dict(generations=25, eval_every=5, eval_episodes=8, temperature=1.15, dream_dropout=0.1),
+        "train_controller": dict(
+            generations=25, eval_every=5, eval_episodes=8, temperature=1.15, dream_dropout=0.1, mirrored=True
+        ),
         "collect": dict(param_noise=0.05),
         "iteration": dict(mdnrnn_steps=150, generations=12, env="real", trials=2),
         "pipeline": dict(iterations=2),

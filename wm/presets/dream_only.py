@@ -39,6 +39,7 @@ PRESET: Preset = derived(
             temperature=1.15,
             dream_dropout=0.1,
             dream_done="sample",
+            mirrored=False,  # as measured (the dream preset's antithetic sampling is not measured in the dream)
         ),
         "iteration": dict(env="dream", trials=16, generations=50),
         "pipeline": dict(iterations=3),
