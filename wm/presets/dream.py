@@ -5,6 +5,9 @@
 A first pass as the quickstart's but with 25 generations (M with reward and terminal heads), then
 two iterations of collecting 40 episodes with the agent (parameter noise 0.05), M continued on all
 data so far (+150 steps) and CMA-ES continued in the real environment (+12 generations each).
+CMA-ES samples antithetically (``--mirrored``: pairs m +- d on the same tracks) since 2026-12-08: on
+seed 3's first-pass V and M it found driving with seeds 3, 4 and 5 (722.3 / 710.8 / 533.7 over 20 tracks
+after 25 generations, against 201.7 / 564.0 / 742.4 without; BENCHMARKS.md "Antithetic sampling").
 In M's dream it left the real optimum in every measured iteration (BENCHMARKS.md), so the dream is
 kept as a gauge: every evaluated CMA-ES mean is also played in M's dream.
 ``--set=iteration.env=dream --set=iteration.trials=16 --set=iteration.generations=40`` is the earlier,
@@ -21,6 +24,8 @@ preset, measured"):
 * 2026-12-07, ``--seed=3``: 523.1 ± 227.3 in 49.0 min (BENCHMARKS.md "The main job with --seed=3").
 * 2026-12-07, ``--seed=4``: 598.9 ± 253.1 in 36.8 min on a faster CPU (BENCHMARKS.md "The main job with
   --seed=4").
+* 2026-12-08, ``--seed=3``, the preset as it is now (antithetic sampling): 705.5 ± 161.2 in 38.1 min on
+  that faster CPU (BENCHMARKS.md "The main job with antithetic sampling"). The runs above predate it.
 """
 
 from __future__ import annotations

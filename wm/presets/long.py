@@ -10,6 +10,7 @@ in the main job's seed-1 run each of its two M updates cost the kept controller 
 (623 -> 374 and 759 -> 453 on 8 tracks, BENCHMARKS.md), which the next generations had to win back.
 The kept controller is scored on 8 of ``wm.evaluate``'s tracks whenever it changes (the score
 against real environment steps), and the final one on 100 tracks, the paper's count.
+CMA-ES samples antithetically, as the ``dream`` preset's does since 2026-12-08; the run below predates it.
 Resumable like every preset: rerun the same command after an interruption.
 
 Cost and reached, measured from nothing on this project's 2-core machine with nothing else on the
